@@ -12,6 +12,7 @@ This module must be imported before anything from ``ltx_core``; it never changes
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import sys
 import types
@@ -27,7 +28,7 @@ class _MissingTorchaudio(types.ModuleType):
     """Placeholder for torchaudio: importable, but any use raises a clear ImportError."""
 
     def __getattr__(self, name: str) -> object:
-        if name.startswith("__"):
+        if name.startswith("__") or name.startswith("_is_"):
             raise AttributeError(name)
         import torch
 
@@ -40,7 +41,11 @@ def ensure_torchaudio_importable() -> str:
     if existing is not None:
         return "placeholder" if isinstance(existing, _MissingTorchaudio) else "installed"
     if importlib.util.find_spec("torchaudio") is None:
-        sys.modules["torchaudio"] = _MissingTorchaudio("torchaudio")
+        placeholder = _MissingTorchaudio("torchaudio")
+        # A spec without a loader: libraries probing with find_spec() see a module, and their version probe
+        # (importlib.metadata) finds no distribution, so they treat torchaudio as unavailable.
+        placeholder.__spec__ = importlib.machinery.ModuleSpec("torchaudio", None)
+        sys.modules["torchaudio"] = placeholder
         return "placeholder"
     try:
         import torchaudio  # noqa: F401
