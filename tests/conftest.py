@@ -1,0 +1,32 @@
+"""Shared fixtures: one tiny generated checkpoint per test session (seconds to make)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import ltx2_edge  # noqa: F401  (torchaudio placeholder before ltx_core)
+from ltx2_edge.checkpoint.configs import ltx2_config
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> dict:
+    return ltx2_config("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ltx2_edge.checkpoint.generator import make_checkpoint
+
+    out = tmp_path_factory.mktemp("tiny-ckpt")
+    make_checkpoint("tiny", out, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_transformer_fp32(tiny_dir: Path):
+    from ltx2_edge.models.loaders import load_transformer
+
+    return load_transformer(tiny_dir / "ltx2.safetensors", device=torch.device("cpu"), dtype=torch.float32)
