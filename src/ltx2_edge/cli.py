@@ -1,0 +1,167 @@
+"""The ``ltx2-edge`` command: argparse -> request -> pipeline -> report. Errors are one line and exit 2.
+
+Flag names follow ``ltx-pipelines`` where they exist. Every input is validated before any weight is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ltx2_edge import __version__
+from ltx2_edge.errors import Ltx2EdgeError, RequestError
+from ltx2_edge.guidance import GUIDANCE_PRESETS
+from ltx2_edge.request import DEFAULT_NEGATIVE_PROMPT, DEFAULT_SEED
+
+DEMO_PROMPT = "A red kite dances over a windy beach at sunset while waves crash and gulls call."
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, no usage dump
+        self.exit(2, f"ltx2-edge: error: {message} (see --help)\n")
+
+
+def _add_clip_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompt", help="what to generate (text; at most 1024 Gemma tokens)")
+    p.add_argument("--negative-prompt", default=DEFAULT_NEGATIVE_PROMPT, help="default: the official negative prompt")
+    p.add_argument("--width", type=int, default=512, help="multiple of 32 (default 512)")
+    p.add_argument("--height", type=int, default=288, help="multiple of 32 (default 288)")
+    p.add_argument("--num-frames", type=int, default=97, help="8k+1 frames (default 97 = 4 s at 24 fps)")
+    p.add_argument("--frame-rate", type=float, default=24.0, help="frames per second (default 24)")
+    p.add_argument("--num-inference-steps", type=int, default=20, help="denoising steps (default 20)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})")
+    p.add_argument(
+        "--guidance",
+        choices=GUIDANCE_PRESETS,
+        default="cfg",
+        help="cfg: CFG video 3.0 / audio 7.0, rescale 0.7 (default); full: official CFG + STG + modality",
+    )
+    p.add_argument("--audio-channels", type=int, choices=(1, 2), default=2, help="1 mono, 2 stereo (default)")
+    p.add_argument("--output-path", type=Path, help="the MP4 to write (its report goes beside it as .report.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda if available)")
+    p.add_argument("--keep-resident", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--quiet", action="store_true", help="no progress lines (the report table still prints)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole CLI (also used to render --help in the docs)."""
+    parser = _Parser(prog="ltx2-edge", description="LTX-2 19B text-to-video+audio inside a memory budget.")
+    parser.add_argument("--version", action="version", version=f"ltx2-edge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    gen = sub.add_parser("generate", help="prompt -> MP4 with synchronized sound")
+    gen.add_argument("--checkpoint-path", type=Path, required=True, help="official LTX-2 19B .safetensors file")
+    gen.add_argument("--gemma-root", type=Path, required=True, help="Gemma 3 folder (tokenizer + model*.safetensors)")
+    _add_clip_args(gen)
+
+    demo = sub.add_parser("demo", help="make the tiny random-weight model once, then generate a clip from it")
+    _add_clip_args(demo)
+    demo.set_defaults(prompt=DEMO_PROMPT, output_path=Path("ltx2-edge-demo.mp4"))
+
+    mk = sub.add_parser("make-checkpoint", help="write a random-weight checkpoint in the official format")
+    mk.add_argument("--size", choices=("tiny", "full"), required=True, help="tiny: CPU tests; full: 19B shapes")
+    mk.add_argument("--out", type=Path, required=True, help="folder for ltx2.safetensors and gemma/")
+    mk.add_argument("--seed", type=int, default=0)
+    mk.add_argument("--device", default="cpu", help="where to generate the random tensors (cuda is faster)")
+    mk.add_argument("--gemma-dir", type=Path, default=None, help="write the Gemma folder here instead of OUT/gemma")
+    mk.add_argument("--parts", default="ltx2,gemma", help="comma list of ltx2, gemma (default both)")
+    mk.add_argument("--overwrite", action="store_true")
+    return parser
+
+
+def demo_cache_dir() -> Path:
+    """Where the demo's tiny model lives: $XDG_CACHE_HOME/ltx2-edge (default ~/.cache/ltx2-edge)."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "ltx2-edge" / "tiny-v1"
+
+
+def _ensure_demo_model(quiet: bool) -> Path:
+    from ltx2_edge.checkpoint.generator import make_checkpoint
+
+    root = demo_cache_dir()
+    if not (root / "ltx2.safetensors").is_file() or not (root / "gemma" / "config.json").is_file():
+        if not quiet:
+            print(f"[demo] making the tiny random-weight model in {root} (once)", file=sys.stderr)
+        root.mkdir(parents=True, exist_ok=True)
+        make_checkpoint("tiny", root, seed=0, overwrite=True)
+    return root
+
+
+def _run_generate(args: argparse.Namespace, checkpoint: Path, gemma_root: Path) -> int:
+    from ltx2_edge.atomic import install_signal_cleanup
+    from ltx2_edge.pipeline import Generator
+    from ltx2_edge.progress import Progress
+    from ltx2_edge.request import GenerationRequest
+
+    if not args.prompt:
+        raise RequestError("prompt", args.prompt, "a non-empty text (--prompt)")
+    if args.output_path is None:
+        raise RequestError("output_path", None, "a path ending in .mp4 (--output-path)")
+    request = GenerationRequest(
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        width=args.width,
+        height=args.height,
+        num_frames=args.num_frames,
+        frame_rate=args.frame_rate,
+        num_inference_steps=args.num_inference_steps,
+        seed=args.seed,
+        guidance=args.guidance,
+        audio_channels=args.audio_channels,
+    )
+    generator = Generator(
+        checkpoint,
+        gemma_root,
+        device=args.device,
+        keep_resident=args.keep_resident,
+        progress=Progress(quiet=args.quiet),
+    )
+    with install_signal_cleanup():
+        result = generator.generate(request, args.output_path, overwrite=args.overwrite)
+    print(result.report.table())
+    print(f"wrote {result.output_path} and {result.report_path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ltx2-edge`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "generate":
+            return _run_generate(args, args.checkpoint_path, args.gemma_root)
+        if args.command == "demo":
+            root = _ensure_demo_model(args.quiet)
+            return _run_generate(args, root / "ltx2.safetensors", root / "gemma")
+        if args.command == "make-checkpoint":
+            from ltx2_edge.checkpoint.generator import make_checkpoint
+
+            parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+            bad = [p for p in parts if p not in ("ltx2", "gemma")]
+            if bad or not parts:
+                raise RequestError("parts", args.parts, "a comma list of ltx2, gemma")
+            paths = make_checkpoint(
+                args.size,
+                args.out,
+                seed=args.seed,
+                device=args.device,
+                overwrite=args.overwrite,
+                parts=parts,
+                gemma_dir=args.gemma_dir,
+            )
+            print(paths)
+            return 0
+    except Ltx2EdgeError as exc:
+        print(f"ltx2-edge: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("ltx2-edge: interrupted; no output was written", file=sys.stderr)
+        return 130
+    raise AssertionError(f"unhandled command {args.command}")  # argparse's required=True makes this unreachable
+
+
+if __name__ == "__main__":
+    sys.exit(main())

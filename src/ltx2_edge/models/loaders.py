@@ -1,0 +1,93 @@
+"""Builds ltx-core's modules from the official single-file checkpoint: on ``meta`` first, then weights assigned.
+
+Each loader names the file prefix its component lives under (the official names, as ltx-core's SDOps map them),
+builds the module with ltx-core's own configurator from the checkpoint's config metadata, and assigns the
+tensors read one at a time from the file (``models.weights.load_into``), cast to the run's dtype like the
+official builder does. Nothing here decides *whether* to load: the pipeline asks, under the plan.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from ltx_core.model.audio_vae import AudioDecoder, AudioDecoderConfigurator, Vocoder, VocoderConfigurator
+from ltx_core.model.transformer import LTXModelConfigurator, X0Model
+from ltx_core.model.video_vae import VideoDecoder, VideoDecoderConfigurator
+
+from ltx2_edge.checkpoint.header import read_header
+from ltx2_edge.errors import CheckpointError
+from ltx2_edge.models.weights import load_into, require_materialized
+
+TRANSFORMER_PREFIX = "model.diffusion_model."
+# The text connectors live under the transformer's prefix in the official file but belong to the text stage.
+_CONNECTOR_PREFIXES = (
+    "model.diffusion_model.video_embeddings_connector.",
+    "model.diffusion_model.audio_embeddings_connector.",
+)
+
+
+def read_config(checkpoint: Path) -> dict:
+    """The checkpoint's ``config`` metadata as a dict."""
+    meta = read_header(checkpoint).metadata
+    if "config" not in meta:
+        raise CheckpointError(f"{checkpoint} has no 'config' metadata: it is not an official LTX-2 checkpoint")
+    return json.loads(meta["config"])
+
+
+def _prefix_map(*pairs: tuple[str, str], exclude: tuple[str, ...] = ()) -> Callable[[str], str | None]:
+    def key_map(name: str) -> str | None:
+        if name.startswith(exclude):
+            return None
+        for file_prefix, module_prefix in pairs:
+            if name.startswith(file_prefix):
+                return module_prefix + name[len(file_prefix) :]
+        return None
+
+    return key_map
+
+
+def _build(configurator: type, config: dict) -> torch.nn.Module:
+    with torch.device("meta"):
+        return configurator.from_config(config)
+
+
+def load_transformer(checkpoint: Path, device: torch.device, dtype: torch.dtype) -> X0Model:
+    """The 48-block audio-video transformer wrapped in ltx-core's ``X0Model`` (predicts denoised latents)."""
+    model = _build(LTXModelConfigurator, read_config(checkpoint))
+    load_into(model, [checkpoint], _prefix_map((TRANSFORMER_PREFIX, ""), exclude=_CONNECTOR_PREFIXES), device, dtype)
+    require_materialized(model, "transformer")
+    return X0Model(model).eval()
+
+
+def build_transformer_meta(config: dict) -> X0Model:
+    """The transformer on the meta device (for planning, streaming layouts and quantization policies)."""
+    return X0Model(_build(LTXModelConfigurator, config))
+
+
+def load_video_decoder(checkpoint: Path, device: torch.device, dtype: torch.dtype) -> VideoDecoder:
+    """The video VAE decoder with its per-channel latent statistics."""
+    model = _build(VideoDecoderConfigurator, read_config(checkpoint))
+    key_map = _prefix_map(("vae.decoder.", ""), ("vae.per_channel_statistics.", "per_channel_statistics."))
+    load_into(model, [checkpoint], key_map, device, dtype)
+    require_materialized(model, "video decoder")
+    return model.eval()
+
+
+def load_audio_decoder(checkpoint: Path, device: torch.device, dtype: torch.dtype) -> AudioDecoder:
+    """The audio VAE decoder (latent -> mel spectrogram)."""
+    model = _build(AudioDecoderConfigurator, read_config(checkpoint))
+    key_map = _prefix_map(("audio_vae.decoder.", ""), ("audio_vae.per_channel_statistics.", "per_channel_statistics."))
+    load_into(model, [checkpoint], key_map, device, dtype)
+    require_materialized(model, "audio decoder")
+    return model.eval()
+
+
+def load_vocoder(checkpoint: Path, device: torch.device, dtype: torch.dtype) -> Vocoder:
+    """The vocoder (mel -> 24 kHz waveform). Only one ``vocoder.`` prefix is stripped, as ltx-core does."""
+    model = _build(VocoderConfigurator, read_config(checkpoint))
+    load_into(model, [checkpoint], _prefix_map(("vocoder.", "")), device, dtype)
+    require_materialized(model, "vocoder")
+    return model.eval()

@@ -1,0 +1,14 @@
+"""Audio decode: final audio latent -> mel (AudioDecoder) -> waveform (Vocoder), as ltx-core's decode_audio."""
+
+from __future__ import annotations
+
+import torch
+from ltx_core.model.audio_vae import AudioDecoder, Vocoder
+from ltx_core.model.audio_vae import decode_audio as _ltx_decode_audio
+
+
+@torch.inference_mode()
+def decode_audio(latent: torch.Tensor, decoder: AudioDecoder, vocoder: Vocoder) -> tuple[torch.Tensor, int]:
+    """Return the waveform [channels, samples] as float32 on the CPU, and its sample rate."""
+    audio = _ltx_decode_audio(latent, decoder, vocoder)
+    return audio.waveform.float().cpu(), int(audio.sampling_rate)

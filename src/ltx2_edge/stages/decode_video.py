@@ -1,0 +1,24 @@
+"""Video decode: final video latent -> uint8 frames [f, h, w, 3], chunk by chunk, with ltx-core's VideoDecoder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from ltx_core.model.video_vae import TilingConfig, VideoDecoder
+from ltx_core.model.video_vae import decode_video as _ltx_decode_video
+
+
+@torch.inference_mode()
+def decode_video(
+    latent: torch.Tensor,
+    decoder: VideoDecoder,
+    generator: torch.Generator | None,
+    tiling: TilingConfig | None = None,
+) -> Iterator[torch.Tensor]:
+    """Yield decoded frames as uint8 chunks on the decoder's device (one chunk when untiled).
+
+    ``generator`` is the run's generator after the noise draws, as the official pipeline passes it (it only
+    matters for decoders with timestep conditioning, which inject noise).
+    """
+    yield from _ltx_decode_video(latent, decoder, tiling_config=tiling, generator=generator)
