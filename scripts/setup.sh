@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Sets up .venv for ltx2-edge on a fresh machine (Python >= 3.11). `--test` adds the test tools and the
+# official ltx-pipelines (the test oracle). Safe to re-run: it reuses .venv and installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
+"$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ltx2-edge needs Python >= 3.11")'
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+# The CPU build of torch 2.13 on machines without a GPU (the local wheel makes this fast); a machine that already
+# has a CUDA torch in .venv keeps it.
+.venv/bin/python -c 'import torch' 2>/dev/null || pip install "torch==2.13.0"
+# ltx-core without its declared dependencies: they are in our pyproject (all but torchaudio, see _compat.py).
+pip install --no-deps "ltx-core==1.0.0"
+extra=""
+if [ "${1:-}" = "--test" ]; then
+  pip install --no-deps "ltx-pipelines==1.0.0"
+  extra="--test"
+fi
+.venv/bin/python scripts/deps.py $extra > .venv/requirements.txt
+pip install -r .venv/requirements.txt
+pip install --no-deps -e .
