@@ -20,7 +20,6 @@ import torch
 from ltx2_edge import __version__
 from ltx2_edge.atomic import check_output_path
 from ltx2_edge.checkpoint.validate import inspect_checkpoint, inspect_gemma_folder
-from ltx2_edge.errors import RequestError
 from ltx2_edge.guidance import Guidance
 from ltx2_edge.models import loaders
 from ltx2_edge.progress import Progress
@@ -92,11 +91,8 @@ class Generator:
     # ---- checks that need the tokenizer or the file system, still before any weight is read ----
     def check(self, request: GenerationRequest, output_path: Path | None, overwrite: bool) -> None:
         """Raise ``RequestError`` for a prompt over the context or a bad output path."""
-        limit = self._text.max_tokens
-        for name, text in (("prompt", request.prompt), ("negative_prompt", request.negative_prompt)):
-            n = self._text.count_tokens(text)
-            if n > limit:
-                raise RequestError(name, f"{text[:40]}...", f"at most {limit} tokens (this one has {n}); shorten it")
+        self._text.tokenizer.check(request.prompt, "prompt")
+        self._text.tokenizer.check(request.negative_prompt, "negative_prompt")
         if output_path is not None:
             check_output_path(output_path, overwrite)
 
@@ -203,7 +199,7 @@ class Generator:
         self.progress.stage("text_encode", "Gemma 3 over prompt and negative prompt, then the connectors")
         with report.measure("text_encode", "staged: Gemma language model only, freed before denoise", dev) as rec:
             contexts = self.encode_text(request)
-            rec.details["tokens"] = self._text.max_tokens
+            rec.details["prompt_tokens"] = self._text.count_tokens(request.prompt)
         self.progress.done("text_encode", rec.seconds)
 
         tokens = video_token_count(request.width, request.height, request.num_frames)

@@ -125,3 +125,17 @@ def read_header(path: str | os.PathLike[str]) -> Header:
             )
         tensors[name] = TensorInfo(name, dtype, shape, data_start + b, data_start + e)
     return Header(path=p, metadata={str(k): str(v) for k, v in metadata.items()}, tensors=tensors)
+
+
+def read_config(path: str | os.PathLike[str]) -> dict:
+    """The checkpoint's ``config`` metadata (JSON) as a dict; ``CheckpointError`` if absent or not JSON."""
+    raw = read_header(path).metadata.get("config")
+    if raw is None:
+        raise CheckpointError(f"{path} has no 'config' metadata: is this an official LTX-2 checkpoint?")
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: its 'config' metadata is not JSON ({exc})") from exc
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: its 'config' metadata is not a JSON object")
+    return config

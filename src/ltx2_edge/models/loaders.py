@@ -8,7 +8,6 @@ official builder does. Nothing here decides *whether* to load: the pipeline asks
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,8 +16,7 @@ from ltx_core.model.audio_vae import AudioDecoder, AudioDecoderConfigurator, Voc
 from ltx_core.model.transformer import LTXModelConfigurator, X0Model
 from ltx_core.model.video_vae import VideoDecoder, VideoDecoderConfigurator
 
-from ltx2_edge.checkpoint.header import read_header
-from ltx2_edge.errors import CheckpointError
+from ltx2_edge.checkpoint.header import read_config
 from ltx2_edge.models.weights import load_into, require_materialized
 
 TRANSFORMER_PREFIX = "model.diffusion_model."
@@ -27,14 +25,6 @@ _CONNECTOR_PREFIXES = (
     "model.diffusion_model.video_embeddings_connector.",
     "model.diffusion_model.audio_embeddings_connector.",
 )
-
-
-def read_config(checkpoint: Path) -> dict:
-    """The checkpoint's ``config`` metadata as a dict."""
-    meta = read_header(checkpoint).metadata
-    if "config" not in meta:
-        raise CheckpointError(f"{checkpoint} has no 'config' metadata: it is not an official LTX-2 checkpoint")
-    return json.loads(meta["config"])
 
 
 def _prefix_map(*pairs: tuple[str, str], exclude: tuple[str, ...] = ()) -> Callable[[str], str | None]:

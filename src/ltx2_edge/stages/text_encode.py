@@ -1,0 +1,142 @@
+"""The text-encode stage: prompts -> Gemma 3 hidden states -> LTX-2 embeddings processor -> contexts.
+
+Same result as ``ltx_pipelines.utils.helpers.encode_prompts`` (one ``EmbeddingsProcessorOutput`` per prompt,
+in order), with less memory: only Gemma's language model is loaded, the prompts (positive and negative) go
+through it in one batched forward, and Gemma is freed before the embeddings processor is loaded, so the two
+never share the memory budget. A long-lived generator can keep both resident instead (``keep_resident``).
+
+Prompts are checked against the 1024-token context before any weight is loaded: a long prompt is refused,
+never truncated. This stage never plans memory itself; the pipeline decides whether it may keep weights.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from ltx_core.text_encoders.gemma.embeddings_processor import EmbeddingsProcessor, EmbeddingsProcessorOutput
+
+from ltx2_edge.errors import RequestError
+from ltx2_edge.models.embeddings import load_embeddings_processor
+from ltx2_edge.models.gemma import (
+    GemmaText,
+    PromptTokenizer,
+    find_gemma_files,
+    load_gemma_text_model,
+    read_text_config,
+)
+
+Progress = Callable[[str, float], None]
+"""Called once per part ("gemma", then "embeddings") with the seconds it took, loading included."""
+
+
+class TextEncoder:
+    """Turns prompts into LTX-2 text contexts; loads Gemma and the embeddings processor on demand.
+
+    With ``keep_resident=False`` (the staged default) each ``encode`` loads Gemma, runs it, frees it, then loads,
+    runs and frees the embeddings processor. With ``keep_resident=True`` both stay loaded after the first call
+    until ``close()``, for a generator serving many requests with memory to spare.
+    """
+
+    def __init__(
+        self,
+        gemma_root: Path,
+        checkpoint_path: Path,
+        device: torch.device | str,
+        dtype: torch.dtype,
+        keep_resident: bool = False,
+    ) -> None:
+        self.gemma_root = Path(gemma_root)
+        self.checkpoint_path = Path(checkpoint_path)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.keep_resident = keep_resident
+        config_path, _, tokenizer_root = find_gemma_files(self.gemma_root)
+        self._text_config = read_text_config(config_path)
+        self.tokenizer = PromptTokenizer(tokenizer_root)
+        self._gemma: GemmaText | None = None
+        self._processor: EmbeddingsProcessor | None = None
+
+    def count_tokens(self, prompt: str) -> int:
+        """Tokens ``prompt`` takes in the 1024-token context (``<bos>`` included); loads no weights."""
+        return self.tokenizer.count_tokens(prompt)
+
+    def encode(self, prompts: Sequence[str], progress: Progress | None = None) -> list[EmbeddingsProcessorOutput]:
+        """One ``EmbeddingsProcessorOutput`` per prompt, equal to the official ``encode_prompts``.
+
+        Raises ``RequestError`` (before loading anything) for an empty list or a prompt over 1024 tokens.
+        """
+        if not prompts:
+            raise RequestError("prompts", list(prompts), "at least one prompt")
+        for i, prompt in enumerate(prompts):
+            self.tokenizer.check(prompt, field=f"prompts[{i}]" if len(prompts) > 1 else "prompt")
+
+        start = time.perf_counter()
+        gemma = self._gemma
+        if gemma is None:
+            gemma = load_gemma_text_model(self.gemma_root, self.device, self.dtype, self.tokenizer)
+        hidden_states, mask = gemma.encode(prompts)
+        if self.keep_resident:
+            self._gemma = gemma
+        del gemma
+        if not self.keep_resident:
+            _release(self.device)
+        _report(progress, "gemma", start, self.device)
+
+        start = time.perf_counter()
+        processor = self._processor
+        if processor is None:
+            processor = load_embeddings_processor(self.checkpoint_path, self.device, self.dtype, self._text_config)
+        with torch.inference_mode():
+            # One prompt at a time: ltx-core's connector swaps padding for registers with a mask indexed as if
+            # the batch held one row, and the official path calls it per prompt too.
+            outputs = [
+                processor.process_hidden_states(tuple(h[i : i + 1] for h in hidden_states), mask[i : i + 1])
+                for i in range(len(prompts))
+            ]
+        del hidden_states, mask
+        if self.keep_resident:
+            self._processor = processor
+        del processor
+        if not self.keep_resident:
+            _release(self.device)
+        _report(progress, "embeddings", start, self.device)
+        return outputs
+
+    def close(self) -> None:
+        """Free the resident models (a no-op when nothing is resident)."""
+        self._gemma = None
+        self._processor = None
+        _release(self.device)
+
+
+def encode_text(
+    gemma_root: Path,
+    checkpoint_path: Path,
+    prompts: Sequence[str],
+    device: torch.device | str,
+    dtype: torch.dtype,
+    progress: Progress | None = None,
+) -> list[EmbeddingsProcessorOutput]:
+    """Encode ``prompts`` with Gemma then the embeddings processor, each freed after use (the staged path)."""
+    encoder = TextEncoder(gemma_root, checkpoint_path, device, dtype, keep_resident=False)
+    return encoder.encode(prompts, progress)
+
+
+def _release(device: torch.device) -> None:
+    # Dropped modules may sit in reference cycles (transformers' configs and hooks): collect them before asking
+    # the CUDA caching allocator to hand their blocks back, or the next stage's load sees the memory as used.
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _report(progress: Progress | None, part: str, start: float, device: torch.device) -> None:
+    if progress is None:
+        return
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # kernels run asynchronously: time the work, not its launch
+    progress(part, time.perf_counter() - start)
