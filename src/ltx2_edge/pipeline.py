@@ -9,15 +9,13 @@ comes in as a ``GenerationRequest``; this module decides nothing about the clip 
 from __future__ import annotations
 
 import gc
-import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from ltx2_edge import __version__
 from ltx2_edge.atomic import check_output_path
 from ltx2_edge.checkpoint.validate import inspect_checkpoint, inspect_gemma_folder
 from ltx2_edge.guidance import Guidance
@@ -29,7 +27,7 @@ from ltx2_edge.stages.decode_audio import decode_audio
 from ltx2_edge.stages.decode_video import decode_video
 from ltx2_edge.stages.denoise import Contexts, denoise, official_sigmas
 from ltx2_edge.stages.latents import final_latents, noised_latents, pixel_shape, video_token_count
-from ltx2_edge.stages.mux import write_mp4
+from ltx2_edge.stages.mux import mp4_metadata, write_mp4
 from ltx2_edge.stages.text_encode import TextEncoder
 
 
@@ -226,16 +224,7 @@ class Generator:
         self.progress.done("decode_audio", rec.seconds)
 
         self.progress.stage("decode_video+mux", "video VAE decoder, H.264 + AAC into the MP4")
-        metadata = {
-            "ltx2_edge": json.dumps(
-                {
-                    "request": request.to_dict(),
-                    "model_version": self.checkpoint.model_version,
-                    "ltx2_edge_version": __version__,
-                    "guidance": guidance.describe(),
-                }
-            )
-        }
+        metadata = mp4_metadata({**request.to_dict(), "guidance": guidance.describe()}, self.checkpoint.model_version)
         with report.measure("decode_video+mux", "staged: video decoder for this stage only; untiled", dev) as rec:
             stats = write_mp4(
                 out,
@@ -247,7 +236,7 @@ class Generator:
                 metadata,
                 overwrite,
             )
-            rec.details.update(stats.__dict__ if hasattr(stats, "__dict__") else {"stats": str(stats)})
+            rec.details.update(asdict(stats))
         self.progress.done("decode_video+mux", rec.seconds)
 
         report.total_seconds = time.perf_counter() - start

@@ -193,8 +193,11 @@ def ltx2_config(size: Size) -> dict[str, Any]:
     if size == "tiny":
         transformer.update(copy.deepcopy(_TRANSFORMER_TINY_DELTA))
         vae.update(copy.deepcopy(_VAE_TINY_DELTA))
-        audio_vae["model"]["params"]["ddconfig"]["ch"] = 8
-        vocoder["upsample_initial_channel"] = 16
+        # ltx-core sizes the audio latent statistics by ``ch`` (128 = 8 latent channels x 16 mel bins), so ``ch``
+        # stays 128; tiny shrinks depth instead: one resblock per level, no channel growth.
+        audio_vae["model"]["params"]["ddconfig"].update(ch_mult=[1, 1, 1], num_res_blocks=1)
+        # 64 / 2**5 upsampling stages = 2 channels at the last stage (16 left it with 0-channel convolutions).
+        vocoder["upsample_initial_channel"] = 64
     return {"transformer": transformer, "vae": vae, "audio_vae": audio_vae, "vocoder": vocoder}
 
 

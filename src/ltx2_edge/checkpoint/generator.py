@@ -1,0 +1,208 @@
+"""Writes random-weight checkpoints in the exact official format: ``ltx2.safetensors`` and a Gemma 3 folder.
+
+No machine here can download weights, so tests, the demo (``tiny``) and GPU benchmarks (``full``: the real
+LTX-2 19B and Gemma 3 12B shapes) run on files made here; our loaders and ltx-core load them unchanged.
+
+Files are streamed: the safetensors header is computed from shapes alone and written first, then each tensor
+is generated chunk by chunk (on ``device``; values do not depend on it, see ``init_scheme``) and appended, so
+memory holds one chunk, never a whole tensor. Everything goes to a temporary name that is renamed into place
+only when complete: a reader never sees a half-written file. Writing never deletes anything it did not write.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ltx2_edge.checkpoint.configs import MODEL_VERSION, SIZES, Size, gemma_config, ltx2_config
+from ltx2_edge.checkpoint.gemma_folder import gemma_folder_plan
+from ltx2_edge.checkpoint.header import read_header
+from ltx2_edge.checkpoint.init_scheme import init_rule, tensor_chunks
+from ltx2_edge.checkpoint.layout import Shape, expected_tensors
+from ltx2_edge.errors import CheckpointError, RequestError
+
+Progress = Callable[[str, int, int], None]  # (file name, bytes written, bytes in that file)
+PARTS = ("ltx2", "gemma")
+LTX2_FILE = "ltx2.safetensors"
+_DTYPE = ("BF16", torch.bfloat16, 2)  # the official files' dtype, for every tensor
+
+
+@dataclass(frozen=True)
+class CheckpointPaths:
+    """Where a generated checkpoint lives: the single-file LTX-2 checkpoint and the Gemma folder."""
+
+    size: str
+    ltx2: Path
+    gemma_dir: Path
+
+
+def generator_tag(seed: int) -> str:
+    """The ``_generator`` metadata value: marks files this module wrote, and with which seed."""
+    return f"ltx2-edge random weights, seed {seed}"
+
+
+def _header_bytes(tensors: dict[str, Shape], metadata: dict[str, str]) -> tuple[bytes, list[str]]:
+    """The safetensors header as the reference writer lays it out, and the tensor order it implies."""
+    # All tensors share one dtype, so the reference order (by alignment, then name) is by name.
+    order = sorted(tensors)
+    doc: dict[str, object] = {"__metadata__": metadata}
+    offset = 0
+    for name in order:
+        size = math.prod(tensors[name]) * _DTYPE[2]
+        doc[name] = {"dtype": _DTYPE[0], "shape": list(tensors[name]), "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    raw += b" " * (-len(raw) % 8)  # the data section starts 8-byte aligned
+    return len(raw).to_bytes(8, "little") + raw, order
+
+
+def write_safetensors(
+    path: Path,
+    layout: dict[str, tuple[Shape, str]],
+    metadata: dict[str, str],
+    *,
+    seed: int,
+    device: str | torch.device = "cpu",
+    progress: Progress | None = None,
+) -> int:
+    """Stream every tensor of ``layout`` (random, by ``init_scheme``) into the safetensors file ``path``.
+
+    Writes ``path`` through a temporary sibling and renames it at the end. Returns the file's size in bytes.
+    """
+    header, order = _header_bytes({name: shape for name, (shape, _) in layout.items()}, metadata)
+    total = len(header) + sum(math.prod(layout[name][0]) for name in order) * _DTYPE[2]
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open("wb") as f:
+            f.write(header)
+            for name in order:
+                rule = init_rule(name, layout)
+                for chunk in tensor_chunks(name, layout[name][0], rule, seed=seed, dtype=_DTYPE[1], device=device):
+                    f.write(chunk.cpu().view(torch.uint8).numpy())
+                if progress is not None:
+                    progress(path.name, f.tell(), total)
+            f.flush()
+            os.fsync(f.fileno())  # the rename must not publish a file whose bytes are still in flight
+        if tmp.stat().st_size != total:
+            raise CheckpointError(f"{tmp}: wrote {tmp.stat().st_size} bytes, expected {total} (disk full?)")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return total
+
+
+def _ours(path: Path) -> str | None:
+    """The ``_generator`` tag of a safetensors file this module wrote, else None."""
+    try:
+        return read_header(path).metadata.get("_generator")
+    except CheckpointError:
+        return None
+
+
+def _ltx2_metadata(size: Size, seed: int) -> dict[str, str]:
+    return {"config": json.dumps(ltx2_config(size)), "model_version": MODEL_VERSION, "_generator": generator_tag(seed)}
+
+
+def _write_ltx2(size: Size, path: Path, seed: int, device: str, overwrite: bool, progress: Progress | None) -> None:
+    metadata = _ltx2_metadata(size, seed)
+    if path.exists():
+        tag = _ours(path)
+        if tag is None:
+            raise CheckpointError(f"refusing to replace {path}: it was not written by this generator; move it away")
+        if not overwrite:
+            if read_header(path).metadata == metadata:
+                return  # generated here before with the same size and seed: the bytes would be identical
+            raise CheckpointError(
+                f"{path} holds another generated checkpoint ({tag}); pass overwrite=True to replace it"
+            )
+    layout = expected_tensors(ltx2_config(size), gemma_config(size)["text_config"])
+    write_safetensors(path, layout, metadata, seed=seed, device=device, progress=progress)
+
+
+def _gemma_is(folder: Path, plan_files: dict[str, bytes], shard_names: Iterable[str], tag: str) -> bool:
+    """True when ``folder`` is a complete generated Gemma folder with this plan and tag."""
+    if not all((folder / n).is_file() and (folder / n).read_bytes() == b for n, b in plan_files.items()):
+        return False
+    return all((folder / n).is_file() and _ours(folder / n) == tag for n in shard_names)
+
+
+def _write_gemma(size: Size, folder: Path, seed: int, device: str, overwrite: bool, progress: Progress | None) -> None:
+    plan = gemma_folder_plan(size)
+    tag = generator_tag(seed)
+    shard_names = [s.file_name for s in plan.shards]
+    if folder.exists() and any(folder.iterdir()):
+        weights = list(folder.glob("*.safetensors"))
+        if not weights or any(_ours(p) is None for p in weights):
+            raise CheckpointError(
+                f"refusing to replace {folder}: it is not a Gemma folder written by this generator; move it away"
+            )
+        if not overwrite:
+            if _gemma_is(folder, plan.files, shard_names, tag):
+                return  # generated here before with the same size and seed
+            raise CheckpointError(f"{folder} holds another generated Gemma folder; pass overwrite=True to replace it")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # A sibling temporary folder: same filesystem (e.g. /dev/shm), so the final rename is atomic.
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        for name, content in plan.files.items():
+            (tmp / name).write_bytes(content)
+        metadata = {"format": "pt", "_generator": tag}
+        for shard in plan.shards:
+            write_safetensors(
+                tmp / shard.file_name, shard.tensors, metadata, seed=seed, device=device, progress=progress
+            )
+        if folder.exists() and not any(folder.iterdir()):
+            folder.rmdir()  # an empty folder made ready for us (a mount point is never empty)
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+            folder.rename(old)
+            tmp.rename(folder)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def make_checkpoint(
+    size: str,
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    device: str = "cpu",
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    parts: tuple[str, ...] = PARTS,
+    gemma_dir: Path | None = None,
+) -> CheckpointPaths:
+    """Generate ``out_dir/ltx2.safetensors`` and the Gemma folder (``out_dir/gemma`` unless ``gemma_dir``).
+
+    ``size``: "tiny" (a few MB, seconds on a CPU) or "full" (LTX-2 19B: ~43 GB file; Gemma 3 12B: ~24 GB).
+    ``parts`` picks what to write ("ltx2", "gemma"), so each can go to its own disk. ``device`` is where
+    values are generated ("cuda" is much faster for "full"; the bytes are the same). A part that already
+    exists with the same size and seed is kept as is; one generated otherwise is replaced only with
+    ``overwrite=True``; anything not written by this generator is never replaced. ``progress(file, done,
+    total)`` is called after each tensor.
+    """
+    if size not in SIZES:
+        raise RequestError("size", size, f"one of {', '.join(SIZES)}")
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown or not parts:
+        raise RequestError("parts", parts, f"a non-empty tuple of {', '.join(PARTS)}")
+    out_dir = Path(out_dir)
+    paths = CheckpointPaths(size, out_dir / LTX2_FILE, Path(gemma_dir) if gemma_dir else out_dir / "gemma")
+    if "ltx2" in parts:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_ltx2(size, paths.ltx2, seed, device, overwrite, progress)
+    if "gemma" in parts:
+        _write_gemma(size, paths.gemma_dir, seed, device, overwrite, progress)
+    return paths
