@@ -109,9 +109,14 @@ class Generator:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def encode_text(self, request: GenerationRequest) -> Contexts:
-        """Prompt and negative prompt -> video and audio contexts."""
-        pos, neg = self._text.encode([request.prompt, request.negative_prompt])
+    def encode_text(self, request: GenerationRequest, details: dict | None = None) -> Contexts:
+        """Prompt and negative prompt -> video and audio contexts. ``details`` receives per-part seconds."""
+
+        def part_done(part: str, seconds: float) -> None:
+            if details is not None:
+                details[f"{part}_seconds"] = round(seconds, 4)
+
+        pos, neg = self._text.encode([request.prompt, request.negative_prompt], progress=part_done)
         return Contexts(
             video=pos.video_encoding,
             audio=pos.audio_encoding,
@@ -119,8 +124,12 @@ class Generator:
             audio_negative=neg.audio_encoding,
         )
 
-    def denoise(self, request: GenerationRequest, contexts: Contexts) -> Latents:
-        """Noise from the seed, then all denoising steps; returns the final latents."""
+    def denoise(self, request: GenerationRequest, contexts: Contexts, details: dict | None = None) -> Latents:
+        """Noise from the seed, then all denoising steps; returns the final latents.
+
+        ``details`` receives the weight-load seconds and each step's seconds (loading is not denoising).
+        """
+        details = {} if details is None else details
         generator = torch.Generator(device=self.device).manual_seed(request.seed)
         setup = noised_latents(
             pixel_shape(request.width, request.height, request.num_frames, request.frame_rate),
@@ -128,31 +137,36 @@ class Generator:
             self.device,
             self.dtype,
         )
+        started = time.perf_counter()
         transformer = self._module(
             "transformer", lambda: loaders.load_transformer(self.checkpoint.path, self.device, self.dtype)
         )
+        self._sync()
+        details["load_seconds"] = round(time.perf_counter() - started, 4)
         guidance = Guidance.preset_named(request.guidance, mode=self.guidance_mode)  # type: ignore[arg-type]
         sigmas = official_sigmas(request.num_inference_steps, self.device)
+        step_seconds: list[float] = details.setdefault("step_seconds", [])
         started = time.perf_counter()
 
         def on_step(i: int, total: int, seconds: float) -> None:
+            step_seconds.append(round(seconds, 4))
             self.progress.step(i, total, seconds, time.perf_counter() - started)
 
         sync = torch.cuda.synchronize if self.device.type == "cuda" else None
         video, audio = denoise(
-            transformer,
-            setup.video_state,
-            setup.audio_state,
-            sigmas,
-            contexts,
-            guidance,
-            on_step=on_step,
+            transformer, setup.video_state, setup.audio_state, sigmas, contexts, guidance, on_step=on_step,
             synchronize=sync,
-        )
+        )  # fmt: skip
+        details["steps_seconds"] = round(sum(step_seconds), 4)
+        details["seconds_per_step"] = round(sum(step_seconds) / len(step_seconds), 4)
         del transformer
         self._release()
         v, a = final_latents(setup, video, audio)
         return Latents(video=v, audio=a, generator=generator)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def decode_audio(self, latents: Latents) -> tuple[torch.Tensor, int]:
         """Final audio latent -> waveform [channels, samples] (CPU float32) and its sample rate."""
@@ -196,7 +210,7 @@ class Generator:
 
         self.progress.stage("text_encode", "Gemma 3 over prompt and negative prompt, then the connectors")
         with report.measure("text_encode", "staged: Gemma language model only, freed before denoise", dev) as rec:
-            contexts = self.encode_text(request)
+            contexts = self.encode_text(request, rec.details)
             rec.details["prompt_tokens"] = self._text.count_tokens(request.prompt)
         self.progress.done("text_encode", rec.seconds)
 
@@ -212,7 +226,7 @@ class Generator:
             else "guidance passes run one by one",
             dev,
         ) as rec:
-            latents = self.denoise(request, contexts)
+            latents = self.denoise(request, contexts, rec.details)
             rec.details.update(steps=request.num_inference_steps, video_tokens=tokens, passes=list(guidance.passes()))
         self.progress.done("denoise", rec.seconds)
         del contexts

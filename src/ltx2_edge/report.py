@@ -155,8 +155,10 @@ def versions() -> dict[str, str]:
     """Versions of what produced the numbers."""
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {"python": platform.python_version(), "torch": torch.__version__}
-    for pkg in ("ltx2-edge", "ltx-core", "transformers", "av", "safetensors"):
+    from ltx2_edge import __version__
+
+    out = {"python": platform.python_version(), "torch": torch.__version__, "ltx2-edge": __version__}
+    for pkg in ("ltx-core", "transformers", "av", "safetensors"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:

@@ -1,0 +1,73 @@
+"""A Plan as the report shows it: a readable table, and a JSON-ready dict. Formatting only; never re-plans."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from ltx2_edge.memory.budget import GiB
+from ltx2_edge.memory.plan_types import Plan, StagePlan
+
+_HEADERS = ("stage", "peak", "resident", "streamed", "slots", "source", "moved/step", "bound", "seconds", "technique")
+
+
+def _gib(n: int) -> str:
+    return f"{n / GiB:.2f} GiB" if n else "-"
+
+
+def _row(s: StagePlan) -> tuple[str, ...]:
+    units = s.resident_units + s.streamed_units
+    resident = _gib(s.weights_resident_bytes) + (f" ({s.resident_units}/{units})" if s.streamed_units else "")
+    streamed = _gib(s.weights_streamed_bytes) + (f" ({s.streamed_units}/{units})" if s.streamed_units else "")
+    slots = f"{s.n_slots} x {s.slot_bytes / GiB:.2f} GiB" if s.n_slots else "-"
+    steps = f" ({s.steps} steps)" if s.steps > 1 else ""
+    return (
+        s.name,
+        _gib(s.predicted_peak_bytes),
+        resident,
+        streamed,
+        slots,
+        s.source_tier,
+        _gib(s.bytes_moved_per_step),
+        s.bottleneck,
+        f"{s.predicted_seconds:.2f}{steps}",
+        s.technique,
+    )
+
+
+def format_plan(plan: Plan) -> str:
+    """The plan as an aligned text table, one row per stage, then the totals and where the rates come from."""
+    rows = [_HEADERS, *(_row(s) for s in plan.stages)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(_HEADERS) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in rows]
+    r = plan.request
+    host = "" if plan.budget.unified else f"; host peak {_gib(plan.host_peak_bytes)}"
+    lines += [
+        "",
+        f"request: {r.width}x{r.height}, {r.num_frames} frames at {r.frame_rate:g} fps, {r.num_inference_steps} steps,"
+        f" {r.guidance_batch} guidance pass(es) per forward, {r.precision} weights, prefetch depth {r.prefetch_depth}",
+        f"budget: {plan.budget.describe()}",
+        f"total: peak {_gib(plan.peak_bytes)}{host}; predicted {plan.total_seconds:.2f} s warm"
+        f" (+ {plan.cold_load_seconds:.1f} s to read the weights from a cold disk)",
+        f"profile {plan.profile.name}: {plan.profile.source}",
+    ]
+    return "\n".join(lines)
+
+
+def plan_to_json(plan: Plan) -> dict[str, Any]:
+    """The plan as plain JSON types: request, budget, profile, every stage field, and the totals."""
+    stages = []
+    for s in plan.stages:
+        d = asdict(s)
+        d["tiles"] = None if s.tiles is None else {**asdict(s.tiles), "description": s.tiles.describe()}
+        stages.append(d)
+    return {
+        "request": asdict(plan.request),
+        "budget": {**asdict(plan.budget), "description": plan.budget.describe()},
+        "profile": asdict(plan.profile),
+        "stages": stages,
+        "peak_bytes": plan.peak_bytes,
+        "host_peak_bytes": plan.host_peak_bytes,
+        "total_seconds": plan.total_seconds,
+        "cold_load_seconds": plan.cold_load_seconds,
+    }

@@ -1,0 +1,137 @@
+"""The planner's inputs and outputs as frozen dataclasses: a request, one stage's plan, the whole plan.
+
+Behaviour reads these; it never re-decides. ``PlanRequest`` validates itself (one-line ``RequestError``s
+naming the option to change). Nothing here computes a plan: that is ``planner.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ltx2_edge.errors import RequestError
+from ltx2_edge.memory.budget import Budget
+from ltx2_edge.memory.profiles import DeviceProfile
+from ltx2_edge.memory.tile_plan import VideoTiling
+
+PRECISIONS: tuple[str, ...] = ("bf16", "fp8", "int8")
+STAGES: tuple[str, ...] = ("text_encode", "embeddings", "denoise", "decode_video", "decode_audio")
+SourceTier = Literal["resident", "pinned", "file"]
+Bottleneck = Literal["compute", "copy", "disk"]
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What the planner needs to know about a generation request.
+
+    ``guidance_batch``: guidance passes batched in one forward (1 without CFG, 2 for CFG, 4 for CFG + STG +
+    modality isolation); more than one pass also means a negative prompt to encode. ``precision``: the
+    transformer's and Gemma's Linear weights (bf16, or 1 byte per weight in fp8/int8). ``prefetch_depth``:
+    blocks copied ahead of the one computing when blocks stream (>= 2), so P + 1 slots.
+    """
+
+    width: int
+    height: int
+    num_frames: int
+    frame_rate: float
+    num_inference_steps: int
+    guidance_batch: int = 2
+    precision: str = "bf16"
+    prefetch_depth: int = 2
+
+    def __post_init__(self) -> None:
+        for name, value in (("width", self.width), ("height", self.height)):
+            if not isinstance(value, int) or value < 64 or value % 32:
+                raise RequestError(name, value, "a multiple of 32, at least 64")
+        if not isinstance(self.num_frames, int) or self.num_frames < 1 or (self.num_frames - 1) % 8:
+            raise RequestError("num-frames", self.num_frames, "8k+1 frames (1, 9, 17, ..., 97, ...)")
+        if not self.frame_rate > 0:
+            raise RequestError("frame-rate", self.frame_rate, "a positive number of frames per second")
+        if not isinstance(self.num_inference_steps, int) or self.num_inference_steps < 1:
+            raise RequestError("num-inference-steps", self.num_inference_steps, "a positive integer")
+        if self.guidance_batch not in (1, 2, 3, 4):
+            raise RequestError("guidance-batch", self.guidance_batch, "1, 2, 3 or 4 guidance passes")
+        if self.precision not in PRECISIONS:
+            raise RequestError("quantization", self.precision, "one of " + ", ".join(PRECISIONS))
+        if not isinstance(self.prefetch_depth, int) or self.prefetch_depth < 2:
+            raise RequestError("prefetch-depth", self.prefetch_depth, "an integer >= 2")
+
+    @property
+    def prompts(self) -> int:
+        """Prompts to encode: the prompt, plus the negative prompt when guidance runs more than one pass."""
+        return 1 if self.guidance_batch == 1 else 2
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One stage's residency, memory and time.
+
+    Bytes are device bytes (the one pool when unified). ``predicted_peak_bytes`` = resident weights + slots
+    + activations + slack (+ the runtime and host-held bytes inside a one-pool budget, + ``beside_bytes`` of
+    a stage running concurrently). Units are the repeated blocks (48 transformer blocks, 48 Gemma layers);
+    ``resident_units`` of them stay, ``streamed_units`` pass through ``n_slots`` slots of ``slot_bytes``
+    from ``source_tier``. ``bytes_moved_per_step`` is what crosses per denoising step (per pass elsewhere).
+    ``predicted_seconds`` = steps x max(compute, copy) with prefetch overlapping copy and compute, warm;
+    ``cold_load_seconds`` = reading the stage's weights once from a cold disk.
+    """
+
+    name: str
+    weights_resident_bytes: int
+    weights_streamed_bytes: int
+    slot_bytes: int
+    n_slots: int
+    activations_bytes: int
+    predicted_peak_bytes: int
+    resident_units: int
+    streamed_units: int
+    source_tier: SourceTier
+    tiles: VideoTiling | None
+    bytes_moved_per_step: int
+    predicted_seconds: float
+    bottleneck: Bottleneck
+    technique: str
+    host_bytes: int = 0
+    beside_bytes: int = 0
+    steps: int = 1
+    compute_seconds_per_step: float = 0.0
+    copy_seconds_per_step: float = 0.0
+    cold_load_seconds: float = 0.0
+    flops_per_step: float = 0.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every stage's plan, in run order, with the request, the budget and the device profile behind it."""
+
+    stages: tuple[StagePlan, ...]
+    request: PlanRequest
+    budget: Budget
+    profile: DeviceProfile
+
+    def stage(self, name: str) -> StagePlan:
+        """The plan of stage ``name``."""
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(f"no stage {name!r} in this plan: stages are {', '.join(s.name for s in self.stages)}")
+
+    @property
+    def peak_bytes(self) -> int:
+        """The largest predicted peak of any stage: what the budget must hold."""
+        return max(s.predicted_peak_bytes for s in self.stages)
+
+    @property
+    def host_peak_bytes(self) -> int:
+        """The largest host (pinned + anonymous) figure of any stage; for a one-pool budget it is already
+        inside ``peak_bytes``."""
+        return max(s.host_bytes for s in self.stages)
+
+    @property
+    def total_seconds(self) -> float:
+        """Predicted warm run time: every stage's predicted seconds."""
+        return sum(s.predicted_seconds for s in self.stages)
+
+    @property
+    def cold_load_seconds(self) -> float:
+        """Reading every stage's weights once from a cold disk."""
+        return sum(s.cold_load_seconds for s in self.stages)

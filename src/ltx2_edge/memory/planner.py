@@ -1,0 +1,264 @@
+"""The memory planner: checkpoint headers + request + budget -> a Plan, or a refusal before anything loads.
+
+Pure functions. The planner reads only safetensors headers (names, dtypes, shapes) and the ``config``
+metadata, never a weight, never a GPU: the same plan comes out on a laptop and on the device. For every
+stage it predicts the peak, and picks:
+* the weights' residency: all resident when weights + activations + slack fit; else K resident blocks
+  (K maximal) and the rest streamed through P + 1 preallocated slots of the largest block's size;
+* where streamed blocks wait: pinned host when a discrete GPU's host budget holds them, else the
+  checkpoint file (mmap/pread); with one memory pool always the file, since pinned host would count
+  against the same pool while the page cache does not;
+* the video decode tiling: untiled when it fits, else the fewest tiles that fit (ltx_core units).
+An impossible budget raises ``BudgetError`` naming the stage, what it needs and the smallest budget that
+works (found by bisecting the budget over this same pure planner; feasibility is monotone in the budget).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from typing import Any
+
+from ltx2_edge.checkpoint.header import Header, TensorInfo
+from ltx2_edge.errors import BudgetError, CheckpointError
+from ltx2_edge.memory import activations as act
+from ltx2_edge.memory.budget import Budget, GiB, format_gib
+from ltx2_edge.memory.flops import (
+    FlopCount,
+    gemma_attention_flops,
+    linear_flops,
+    transformer_attention_flops,
+    transformer_rows,
+    vocoder_flops,
+)
+from ltx2_edge.memory.plan_types import Plan, PlanRequest, StagePlan
+from ltx2_edge.memory.profiles import DeviceProfile
+from ltx2_edge.memory.stage_fit import FitContext, IsQuantized, MiB, Shortfall, Weights, fit_stage
+from ltx2_edge.memory.tile_plan import VideoTiling, candidate_tilings, frames_bytes
+
+DIT = "model.diffusion_model."
+BLOCKS = DIT + "transformer_blocks."
+CONNECTORS = (DIT + "video_embeddings_connector.", DIT + "audio_embeddings_connector.")
+EMBEDDINGS = ("text_embedding_projection.", *CONNECTORS)
+GEMMA = "language_model.model."
+GEMMA_LAYERS = GEMMA + "layers."
+VIDEO_DECODER = ("vae.decoder.", "vae.per_channel_statistics.")
+AUDIO_DECODER = ("audio_vae.decoder.", "audio_vae.per_channel_statistics.", "vocoder.")
+KEEP_BF16 = ("audio_to_video_attn", "video_to_audio_attn", "scale_shift_table", "norm", "adaln", "av_ca_")
+
+
+def default_is_quantized(name: str) -> bool:
+    """Built-in policy: Linear weights of transformer blocks and Gemma layers, except the BF16 keep-list
+    (A/V cross-attention, modulation tables, adaLN, norms). ``quant/policy.py`` may pass its own."""
+    return (
+        name.endswith(".weight") and name.startswith((BLOCKS, GEMMA_LAYERS)) and not any(k in name for k in KEEP_BF16)
+    )
+
+
+class _Context(FitContext):
+    """A FitContext plus what the stage builders read: both headers, the config, token counts, tilings."""
+
+    def __init__(
+        self,
+        header: Header,
+        gemma: dict[str, TensorInfo],
+        request: PlanRequest,
+        budget: Budget,
+        profile: DeviceProfile,
+        is_quantized: IsQuantized,
+    ) -> None:
+        super().__init__(request, budget, profile, is_quantized)
+        self.header, self.gemma = header, gemma
+        raw = header.metadata.get("config")
+        if raw is None:
+            raise CheckpointError(f"{header.path} has no 'config' metadata: not an LTX-2 checkpoint")
+        try:
+            self.config: dict[str, Any] = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{header.path}: its 'config' metadata is not JSON ({exc})") from exc
+        r = request
+        self.tokens = act.token_counts(self.config, r.width, r.height, r.num_frames, r.frame_rate)
+        self.gemma_shape = act.GemmaShape.from_tensors(_require(gemma, GEMMA_LAYERS, "Gemma folder"), GEMMA)
+        self._tilings: list[VideoTiling] | None = None
+
+    def tilings(self) -> list[VideoTiling]:
+        """Every candidate decode tiling; budget-independent, so computed once for the minimum-budget search."""
+        if self._tilings is None:
+            t = self.tokens
+            self._tilings = list(
+                candidate_tilings(self.config["vae"], t.latent_frames, t.latent_height, t.latent_width)
+            )
+        return self._tilings
+
+
+def _require(tensors: dict[str, TensorInfo], prefixes: str | tuple[str, ...], what: str) -> dict[str, TensorInfo]:
+    found = {n: t for n, t in tensors.items() if n.startswith(prefixes)}
+    if not found:
+        shown = prefixes if isinstance(prefixes, str) else " or ".join(prefixes)
+        raise CheckpointError(f"{what} has no tensors named {shown}*: not an LTX-2 19B / Gemma 3 file")
+    return found
+
+
+def _text_encode(ctx: _Context) -> StagePlan | Shortfall:
+    r, g = ctx.request, ctx.gemma_shape
+    tensors = _require(ctx.gemma, GEMMA, "Gemma folder")
+    layers = [t for n, t in tensors.items() if n.startswith(GEMMA_LAYERS)]
+    rows = ctx.tokens.text * r.prompts
+    flops = linear_flops(layers, lambda _: rows, ctx.quantized)
+    flops += FlopCount(attention=r.prompts * gemma_attention_flops(g.layers, g.q_dim, ctx.tokens.text))
+    activations = act.gemma_activation_bytes(g, r.prompts, ctx.profile.sdpa_materializes_scores)
+    plan = fit_stage(ctx, "text_encode", ctx.weights(tensors, GEMMA_LAYERS), activations, flops, 1, "layer")
+    return _with_note(plan, f"; {r.prompts} prompt(s) in one batch")
+
+
+def _embeddings(ctx: _Context) -> StagePlan | Shortfall:
+    r = ctx.request
+    tensors = _require(ctx.header.tensors, EMBEDDINGS, "checkpoint")
+    rows = ctx.tokens.text
+    flops = linear_flops(tensors.values(), lambda _: rows, ctx.quantized).scaled(r.prompts)
+    width = ctx.config["transformer"]["caption_channels"]
+    blocks = {
+        (head, tail.split(".", 1)[0])
+        for head, _, tail in (n.partition("transformer_1d_blocks.") for n in tensors)
+        if tail
+    }
+    flops += FlopCount(attention=r.prompts * len(blocks) * 4.0 * rows * rows * width)
+    activations = act.embeddings_activation_bytes(ctx.gemma_shape, r.prompts, width)
+    plan = fit_stage(ctx, "embeddings", ctx.weights(tensors, None), activations, flops, 1, "block")
+    return _with_note(plan, "; one prompt at a time")
+
+
+def _denoise(ctx: _Context) -> StagePlan | Shortfall:
+    r = ctx.request
+    tensors = {n: t for n, t in _require(ctx.header.tensors, DIT, "checkpoint").items() if not n.startswith(CONNECTORS)}
+    rows = transformer_rows(ctx.tokens)
+    flops = linear_flops(tensors.values(), lambda n: rows(n[len(DIT) :]), ctx.quantized)
+    flops = (flops + FlopCount(attention=transformer_attention_flops(ctx.config, ctx.tokens))).scaled(r.guidance_batch)
+    activations = act.transformer_activation_bytes(
+        ctx.config, ctx.tokens, r.guidance_batch, ctx.profile.sdpa_materializes_scores
+    )
+    w = ctx.weights(tensors, BLOCKS)
+    plan = fit_stage(ctx, "denoise", w, activations, flops, r.num_inference_steps, "block")
+    return _with_note(plan, f"; {r.guidance_batch} guidance pass(es) in one batched forward per step")
+
+
+def _decode_audio(ctx: _Context) -> StagePlan | Shortfall:
+    tensors = _require(ctx.header.tensors, AUDIO_DECODER, "checkpoint")
+    flops = FlopCount(conv=vocoder_flops(ctx.config, ctx.tokens.audio * 4))
+    activations = act.audio_decode_bytes(ctx.config, ctx.tokens.audio)
+    return fit_stage(ctx, "decode_audio", ctx.weights(tensors, None), activations, flops, 1, "block")
+
+
+def _decode_video(ctx: _Context, audio: StagePlan | Shortfall) -> StagePlan | Shortfall:
+    """Largest tiling that fits, with audio decoding beside it when both fit together, else after it."""
+    tensors = _require(ctx.header.tensors, VIDEO_DECODER, "checkpoint")
+    w = ctx.weights(tensors, None)
+    t = ctx.tokens
+    held = frames_bytes(t.latent_frames, t.latent_height, t.latent_width)
+    in_pool = ctx.pool_extra + (held if ctx.budget.unified else 0)
+    beside = audio.predicted_peak_bytes - ctx.pool_extra if isinstance(audio, StagePlan) else 0
+    options = ctx.tilings()
+    for extra in (beside, 0) if beside else (0,):
+        fitting = [o for o in options if w.total + o.working_bytes + extra + in_pool <= ctx.avail()]
+        if fitting:
+            best = min(fitting, key=lambda o: (o.tiles, -o.working_bytes))
+            return _tiled(ctx, w, best, held, extra)
+    least = min(options, key=lambda o: o.working_bytes)
+    why = f"weights {format_gib(w.total)}, {least.describe()} {format_gib(least.working_bytes)}, slack"
+    return Shortfall("decode_video", w.total + least.working_bytes + in_pool, why)
+
+
+def _tiled(ctx: _Context, w: Weights, tiling: VideoTiling, held: int, beside: int) -> StagePlan | Shortfall:
+    plan = fit_stage(ctx, "decode_video", w, tiling.working_bytes, FlopCount(conv=tiling.flops), 1, "block", held)
+    if isinstance(plan, Shortfall):
+        return plan
+    note = "; decode_audio runs beside it on its own stream" if beside else "; decode_audio runs after it"
+    peak = plan.predicted_peak_bytes + beside
+    return replace(
+        plan, tiles=tiling, beside_bytes=beside, predicted_peak_bytes=peak, technique=tiling.describe() + note
+    )
+
+
+def _with_note(plan: StagePlan | Shortfall, note: str) -> StagePlan | Shortfall:
+    return replace(plan, technique=plan.technique + note) if isinstance(plan, StagePlan) else plan
+
+
+def _evaluate(ctx: _Context) -> list[StagePlan | Shortfall]:
+    audio = _decode_audio(ctx)
+    if isinstance(audio, StagePlan):
+        audio = replace(audio, technique=audio.technique + "; own CUDA stream")
+    return [_text_encode(ctx), _embeddings(ctx), _denoise(ctx), _decode_video(ctx, audio), audio]
+
+
+def _fits(ctx: _Context) -> bool:
+    return all(isinstance(s, StagePlan) for s in _evaluate(ctx))
+
+
+def minimum_budget(
+    header: Header,
+    gemma_header_tensors: dict[str, TensorInfo],
+    request: PlanRequest,
+    budget: Budget,
+    profile: DeviceProfile,
+    is_quantized: IsQuantized = default_is_quantized,
+) -> int:
+    """The smallest device (or one-pool) budget, to 1 MiB, under which ``request`` plans; host cap as given.
+
+    Bisects over the pure planner: if a budget fits, every larger one does (each stage's least-memory
+    configuration stays available). Raises ``BudgetError`` when the host budget alone makes it impossible.
+    """
+    ctx = _Context(header, gemma_header_tensors, request, budget.with_device_bytes(None), profile, is_quantized)
+    stages = _evaluate(ctx)
+    host_short = [s for s in stages if isinstance(s, Shortfall)]
+    if host_short:  # with an unlimited device budget only the host cap can fall short
+        raise _host_error(host_short[0], budget)
+    lo, hi = 0, -(-max(s.predicted_peak_bytes for s in stages if isinstance(s, StagePlan)) // MiB)
+    while lo + 1 < hi:  # invariant: lo MiB fails, hi MiB fits
+        mid = (lo + hi) // 2
+        ctx.budget = budget.with_device_bytes(mid * MiB)
+        lo, hi = (lo, mid) if _fits(ctx) else (mid, hi)
+    return hi * MiB
+
+
+def plan(
+    header: Header,
+    gemma_header_tensors: dict[str, TensorInfo],
+    request: PlanRequest,
+    budget: Budget,
+    profile: DeviceProfile,
+    is_quantized: IsQuantized = default_is_quantized,
+) -> Plan:
+    """Plan every stage of ``request`` inside ``budget`` from the LTX-2 checkpoint's header and the Gemma
+    folder's merged header tensors; raise ``BudgetError`` (before anything loads) when it cannot fit.
+
+    ``is_quantized(name)`` decides which 2-D weights take 1 byte when ``request.precision`` is fp8/int8.
+    """
+    ctx = _Context(header, gemma_header_tensors, request, budget, profile, is_quantized)
+    stages = _evaluate(ctx)
+    short = [s for s in stages if isinstance(s, Shortfall)]
+    if not short:
+        return Plan(tuple(s for s in stages if isinstance(s, StagePlan)), request, budget, profile)
+    if all(s.host for s in short):
+        raise _host_error(short[0], budget)
+    short = [s for s in short if not s.host]
+    smallest = minimum_budget(header, gemma_header_tensors, request, budget, profile, is_quantized)
+    worst = max(short, key=lambda s: s.need)
+    hints = "lower --width/--num-frames" + (", or use --quantization fp8" if request.precision == "bf16" else "")
+    raise BudgetError(
+        f"needs at least {_gib_up(worst.need)} GiB for {worst.stage} ({worst.why}); the budget is "
+        f"{format_gib(budget.device_bytes)}. Smallest budget that works for this request: "
+        f"{_gib_up(smallest)} GiB (or {hints})"
+    )
+
+
+def _host_error(short: Shortfall, budget: Budget) -> BudgetError:
+    return BudgetError(
+        f"needs {format_gib(short.need)} of host memory for {short.stage} ({short.why}); the host budget is "
+        f"{format_gib(budget.host_bytes)}: raise --host-budget"
+    )
+
+
+def _gib_up(n: int) -> str:
+    """Bytes in GiB rounded *up* to 0.1, so that the figure, passed back as --budget, fits."""
+    return f"{math.ceil(n / GiB * 10) / 10:.1f}"

@@ -1,0 +1,122 @@
+"""Device profiles: the rates the planner divides FLOPs and bytes by, each saying where its numbers come from.
+
+A profile is data, never a measurement: nothing here touches a GPU. ``source`` tells the report whether
+the figures were measured by ltx2-edge or taken from published specifications, and each profile's
+comment names the figures that were derived or assumed rather than measured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ltx2_edge.errors import RequestError
+
+GiB = 1024**3
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """Rates of one device. TFLOP/s and GB/s are 1e12 and 1e9.
+
+    ``attention_tflops`` is SDPA at LTX-2's head sizes; ``conv_tflops`` the video VAE's conv3d rate.
+    ``h2d_*``: host->device copies (on unified memory: DRAM-to-DRAM). ``file_read_*``: reading the
+    checkpoint, cold (from the disk) and warm (from the page cache). ``sdpa_materializes_scores``: the
+    attention kernel keeps the S x S score matrix (math SDPA, the CPU fallback). ``runtime_overhead_bytes``:
+    the CUDA context and runtime heap, counted inside a one-pool budget (on a discrete GPU they live outside
+    the device budget, in host memory).
+    """
+
+    name: str
+    bf16_tflops: float
+    fp8_rowwise_tflops: float
+    int8_tops: float
+    attention_tflops: float
+    conv_tflops: float
+    h2d_pinned_gbps: float
+    h2d_pageable_gbps: float
+    file_read_cold_gbps: float
+    file_read_warm_gbps: float
+    memory_bandwidth_gbps: float
+    unified: bool
+    sdpa_materializes_scores: bool
+    runtime_overhead_bytes: int
+    source: str
+
+    def linear_tflops(self, precision: str) -> float:
+        """The rate of a Linear layer whose weights are in ``precision`` (bf16, fp8 or int8)."""
+        return {"bf16": self.bf16_tflops, "fp8": self.fp8_rowwise_tflops, "int8": self.int8_tops}[precision]
+
+
+# Measured on the lent H100 80GB (DESIGN.md): GEMM rates are the middle of the measured ranges (bf16
+# 730-785, FP8 rowwise 1025-1150, torch._int_mm 760-850), copies 55 GB/s pinned and 8-18 pageable, cold disk
+# 0.8 GB/s. Derived: attention 600 TFLOP/s from DESIGN's stated compute floor (2.9 s bf16 / 2.3 s FP8 for
+# W1's 40 forwards), conv 200 TFLOP/s from W1's measured 0.09 s video decode (18.2 TFLOP). Published: HBM3
+# 3350 GB/s. Assumed: warm (page-cache) reads at 5 GB/s, CUDA context 0.5 GiB.
+H100 = DeviceProfile(
+    name="h100",
+    bf16_tflops=757.0,
+    fp8_rowwise_tflops=1087.0,
+    int8_tops=805.0,
+    attention_tflops=600.0,
+    conv_tflops=200.0,
+    h2d_pinned_gbps=55.0,
+    h2d_pageable_gbps=13.0,
+    file_read_cold_gbps=0.8,
+    file_read_warm_gbps=5.0,
+    memory_bandwidth_gbps=3350.0,
+    unified=False,
+    sdpa_materializes_scores=False,
+    runtime_overhead_bytes=GiB // 2,
+    source="measured by ltx2-edge on the lent H100 80GB (attention/conv derived, warm reads assumed)",
+)
+
+# Jetson AGX Thor T5000, published figures (DESIGN.md, "checked facts"): 273 GB/s LPDDR5X, dense 258 TFLOP/s
+# BF16 and 517 FP8/INT8. Attention and conv keep the H100's ratio to its bf16 GEMM rate. Assumed, not
+# measured: copies within DRAM at 100 GB/s, NVMe reads 3 GB/s cold (a PCIe Gen4 x4 drive) and 20 GB/s warm,
+# CUDA context and runtime heap 1.5 GiB.
+THOR_T5000 = DeviceProfile(
+    name="thor-t5000",
+    bf16_tflops=258.0,
+    fp8_rowwise_tflops=517.0,
+    int8_tops=517.0,
+    attention_tflops=258.0 * 600.0 / 757.0,
+    conv_tflops=258.0 * 200.0 / 757.0,
+    h2d_pinned_gbps=100.0,
+    h2d_pageable_gbps=50.0,
+    file_read_cold_gbps=3.0,
+    file_read_warm_gbps=20.0,
+    memory_bandwidth_gbps=273.0,
+    unified=True,
+    sdpa_materializes_scores=False,
+    runtime_overhead_bytes=3 * GiB // 2,
+    source="published figures, not measured (NVMe and copy rates assumed)",
+)
+
+# A nominal CPU, for tests and CPU runs of the tiny model: math SDPA, one memory pool.
+CPU = DeviceProfile(
+    name="cpu",
+    bf16_tflops=1.0,
+    fp8_rowwise_tflops=1.0,
+    int8_tops=1.0,
+    attention_tflops=0.5,
+    conv_tflops=0.5,
+    h2d_pinned_gbps=10.0,
+    h2d_pageable_gbps=10.0,
+    file_read_cold_gbps=1.0,
+    file_read_warm_gbps=5.0,
+    memory_bandwidth_gbps=50.0,
+    unified=True,
+    sdpa_materializes_scores=True,
+    runtime_overhead_bytes=GiB // 4,
+    source="nominal CPU figures, not measured",
+)
+
+PROFILES: dict[str, DeviceProfile] = {p.name: p for p in (H100, THOR_T5000, CPU)}
+
+
+def profile_for(name: str) -> DeviceProfile:
+    """The profile called ``name`` (``h100``, ``thor-t5000``, ``cpu``)."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise RequestError("profile", name, "one of " + ", ".join(PROFILES)) from None

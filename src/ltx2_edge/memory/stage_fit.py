@@ -1,0 +1,171 @@
+"""Fitting one stage into the budget: how many of its repeated blocks stay resident, where the rest wait.
+
+The rule, for a stage of fixed tensors + N equal-role blocks + an activation working set:
+* all resident when fixed + blocks + activations + slack fit;
+* else K resident blocks, K maximal, and N - K streamed through min(P + 1, N - K) preallocated slots of
+  the largest streamed block's size (P = prefetch depth);
+* streamed blocks wait in pinned host memory when a discrete GPU's host budget holds them; else in the
+  checkpoint file (one pinned bounce buffer on a discrete GPU; none with one memory pool, where pinned host
+  would count against the pool and the page cache does not).
+Time per step is max(compute, copy): prefetch overlaps the copy of the next blocks with this block's
+compute. Pure arithmetic over header bytes; never allocates, never reads a weight.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ltx2_edge.checkpoint.header import DTYPE_BYTES, TensorInfo
+from ltx2_edge.memory.budget import Budget, format_gib
+from ltx2_edge.memory.flops import FlopCount
+from ltx2_edge.memory.plan_types import PlanRequest, StagePlan
+from ltx2_edge.memory.profiles import DeviceProfile
+
+MiB = 1024**2
+SLACK_BYTES = 512 * MiB  # per stage: allocator fragmentation + cuBLAS/cuDNN workspaces
+SCALE_BYTES = 4  # one FP32 scale per output channel of a quantized weight
+
+IsQuantized = Callable[[str], bool]
+
+
+@dataclass(frozen=True)
+class Weights:
+    """A stage's weights in device bytes: ``fixed`` always resident, ``units`` the streamable blocks in order."""
+
+    fixed: int
+    units: tuple[int, ...]
+
+    @property
+    def total(self) -> int:
+        return self.fixed + sum(self.units)
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """A stage that cannot fit: the least it needs, and why. ``host``: the host budget, not the device, is short."""
+
+    stage: str
+    need: int
+    why: str
+    host: bool = False
+
+
+class FitContext:
+    """What fitting any stage needs: the request, the budget, the device's rates and the precision policy."""
+
+    def __init__(self, request: PlanRequest, budget: Budget, profile: DeviceProfile, is_quantized: IsQuantized) -> None:
+        self.request, self.budget, self.profile = request, budget, profile
+        self.quantized: IsQuantized = is_quantized if request.precision != "bf16" else (lambda _: False)
+
+    @property
+    def pool_extra(self) -> int:
+        """Bytes every stage adds to the budgeted pool besides its own: slack, and inside one pool the runtime."""
+        return SLACK_BYTES + (self.profile.runtime_overhead_bytes if self.budget.unified else 0)
+
+    def avail(self) -> float:
+        return math.inf if self.budget.device_bytes is None else self.budget.device_bytes
+
+    def device_bytes(self, info: TensorInfo) -> int:
+        """Bytes on the device: a quantized matrix at 1 byte per weight + an FP32 scale per row; floats as BF16."""
+        if len(info.shape) == 2 and self.quantized(info.name) and DTYPE_BYTES[info.dtype] > 1:
+            return info.numel + info.shape[0] * SCALE_BYTES
+        return info.numel * min(DTYPE_BYTES[info.dtype], 2) if info.dtype.startswith(("F", "BF")) else info.nbytes
+
+    def weights(self, tensors: dict[str, TensorInfo], unit_prefix: str | None) -> Weights:
+        """Group ``tensors`` into fixed bytes and per-block bytes (blocks are ``{unit_prefix}N.*``)."""
+        fixed, units = 0, {}
+        for name, info in tensors.items():
+            if unit_prefix is not None and name.startswith(unit_prefix):
+                idx = int(name[len(unit_prefix) :].split(".", 1)[0])
+                units[idx] = units.get(idx, 0) + self.device_bytes(info)
+            else:
+                fixed += self.device_bytes(info)
+        return Weights(fixed, tuple(units[i] for i in sorted(units)))
+
+    def seconds(self, flops: FlopCount) -> float:
+        """The compute floor: each kernel class's FLOPs over the profile's rate for it."""
+        p = self.profile
+        linear = flops.linear_quantized / p.linear_tflops(self.request.precision) + flops.linear_bf16 / p.bf16_tflops
+        return (linear + flops.attention / p.attention_tflops + flops.conv / p.conv_tflops) / 1e12
+
+
+def _residency(ctx: FitContext, base: int, units: tuple[int, ...]) -> tuple[int, int, int] | None:
+    """(K resident, slots, slot bytes) with K maximal such that base + resident + slots fit; None if K=0 fails."""
+    for k in range(len(units), -1, -1):
+        streamed = units[k:]
+        slots = min(ctx.request.prefetch_depth + 1, len(streamed))
+        slot = max(streamed, default=0)
+        if base + sum(units[:k]) + slots * slot <= ctx.avail():
+            return k, slots, slot
+    return None
+
+
+def fit_stage(
+    ctx: FitContext,
+    name: str,
+    w: Weights,
+    activations: int,
+    flops: FlopCount,
+    steps: int,
+    unit_word: str,
+    host_held: int = 0,
+) -> StagePlan | Shortfall:
+    """Plan one stage (``steps`` passes of ``flops``), or say the least it needs. ``host_held``: anonymous host
+    bytes the stage keeps (decoded frames), inside the pool when there is one pool."""
+    p, budget, n = ctx.profile, ctx.budget, len(w.units)
+    in_pool = ctx.pool_extra + (host_held if budget.unified else 0)
+    base = w.fixed + activations + in_pool
+    choice = _residency(ctx, base, w.units)
+    if choice is None:
+        slots, slot = min(ctx.request.prefetch_depth + 1, n), max(w.units, default=0)
+        parts = [f"non-{unit_word} weights {format_gib(w.fixed)}", f"{slots} slots of {format_gib(slot)}"]
+        parts = parts if n else [f"weights {format_gib(w.fixed)}"]
+        why = ", ".join([*parts, f"activations {format_gib(activations)}", f"slack {format_gib(in_pool)}"])
+        return Shortfall(name, base + slots * slot, why)
+    k, slots, slot = choice
+    streamed = sum(w.units[k:])
+    slots, slot = (slots, slot) if streamed else (0, 0)
+    host = host_held + (0 if budget.unified else p.runtime_overhead_bytes)
+    tier = "resident"
+    if streamed and not budget.unified and (budget.host_bytes is None or host + streamed <= budget.host_bytes):
+        tier, host = "pinned", host + streamed
+    elif streamed:
+        tier, host = "file", host + (0 if budget.unified else slot)
+    if not budget.unified and budget.host_bytes is not None and host > budget.host_bytes:
+        return Shortfall(name, host, "runtime, bounce buffer and decoded frames in host memory", host=True)
+    compute = ctx.seconds(flops)
+    copy = streamed / ((p.h2d_pinned_gbps if tier == "pinned" else p.file_read_warm_gbps) * 1e9)
+    if streamed:
+        source = "pinned host" if tier == "pinned" else "the checkpoint file"
+        technique = (
+            f"{k} of {n} {unit_word}s resident, {n - k} streamed from {source} through {slots} slots"
+            f" (prefetch depth {ctx.request.prefetch_depth})"
+        )
+    else:
+        technique = f"all resident ({n} {unit_word}s)" if n else "all resident"
+    resident = w.fixed + sum(w.units[:k])
+    return StagePlan(
+        name=name,
+        weights_resident_bytes=resident,
+        weights_streamed_bytes=streamed,
+        slot_bytes=slot,
+        n_slots=slots,
+        activations_bytes=activations,
+        predicted_peak_bytes=resident + slots * slot + activations + in_pool,
+        resident_units=k,
+        streamed_units=n - k,
+        source_tier=tier,
+        tiles=None,
+        bytes_moved_per_step=streamed,
+        predicted_seconds=steps * max(compute, copy),
+        bottleneck="compute" if compute >= copy else ("copy" if tier == "pinned" else "disk"),
+        technique=technique,
+        host_bytes=host,
+        steps=steps,
+        compute_seconds_per_step=compute,
+        copy_seconds_per_step=copy,
+        cold_load_seconds=w.total / (p.file_read_cold_gbps * 1e9),
+        flops_per_step=flops.total,
+    )
