@@ -43,6 +43,24 @@ def _add_clip_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-path", type=Path, help="the MP4 to write (its report goes beside it as .report.json)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda if available)")
+    p.add_argument(
+        "--quantization",
+        choices=("auto", "fp8", "int8", "bf16"),
+        default="auto",
+        help="8-bit Linear weights: auto = fp8 on GPUs with FP8 tensor cores (sm_89+), int8 elsewhere",
+    )
+    p.add_argument(
+        "--keep-bf16",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="also keep Linears matching PATTERN in bf16 (glob over module names; repeatable)",
+    )
+    p.add_argument(
+        "--quantize-all",
+        action="store_true",
+        help="experiments: quantize the default keep-list too (A/V cross-attention, adaLN, ...)",
+    )
     p.add_argument("--keep-resident", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", help="no progress lines (the report table still prints)")
 
@@ -70,7 +88,32 @@ def build_parser() -> argparse.ArgumentParser:
     mk.add_argument("--gemma-dir", type=Path, default=None, help="write the Gemma folder here instead of OUT/gemma")
     mk.add_argument("--parts", default="ltx2,gemma", help="comma list of ltx2, gemma (default both)")
     mk.add_argument("--overwrite", action="store_true")
+    qz = sub.add_parser("quantize", help="write 8-bit weights + scales once (the policy goes into the metadata)")
+    qz.add_argument("--checkpoint-path", type=Path, help="official LTX-2 .safetensors to convert")
+    qz.add_argument("--gemma-root", type=Path, help="Gemma 3 folder to convert (its language-model Linears)")
+    qz.add_argument("--to", choices=("fp8", "int8"), required=True, help="8-bit format of the quantized Linears")
+    qz.add_argument("--out", type=Path, required=True, help="output .safetensors (or folder, with --gemma-root)")
+    qz.add_argument("--keep-bf16", action="append", default=[], metavar="PATTERN", help="extra layers kept in bf16")
+    qz.add_argument("--quantize-all", action="store_true", help="quantize the default keep-list too")
+    qz.add_argument("--device", default="cpu", help="where to quantize (cuda is faster)")
+    qz.add_argument("--overwrite", action="store_true")
     return parser
+
+
+def _run_quantize(args: argparse.Namespace) -> int:
+    from ltx2_edge.quant.convert import quantize_checkpoint, quantize_gemma_folder
+    from ltx2_edge.quant.policy import QuantPolicy
+
+    if (args.checkpoint_path is None) == (args.gemma_root is None):
+        raise RequestError("checkpoint_path", None, "exactly one of --checkpoint-path or --gemma-root")
+    policy = QuantPolicy.from_flags(args.to, tuple(args.keep_bf16), args.quantize_all)
+    if args.checkpoint_path is not None:
+        quantize_checkpoint(args.checkpoint_path, args.out, args.to, policy, device=args.device,
+                            overwrite=args.overwrite)  # fmt: skip
+    else:
+        quantize_gemma_folder(args.gemma_root, args.out, args.to, policy, device=args.device)
+    print(f"wrote {args.out} ({args.to}; policy: {policy.summary()})")
+    return 0
 
 
 def demo_cache_dir() -> Path:
@@ -118,6 +161,9 @@ def _run_generate(args: argparse.Namespace, checkpoint: Path, gemma_root: Path) 
         gemma_root,
         device=args.device,
         keep_resident=args.keep_resident,
+        quantization=args.quantization,
+        keep_bf16=tuple(args.keep_bf16),
+        quantize_all=args.quantize_all,
         progress=Progress(quiet=args.quiet),
     )
     with install_signal_cleanup():
@@ -136,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             root = _ensure_demo_model(args.quiet)
             return _run_generate(args, root / "ltx2.safetensors", root / "gemma")
+        if args.command == "quantize":
+            return _run_quantize(args)
         if args.command == "make-checkpoint":
             from ltx2_edge.checkpoint.generator import make_checkpoint
 

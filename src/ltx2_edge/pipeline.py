@@ -21,6 +21,7 @@ from ltx2_edge.checkpoint.validate import inspect_checkpoint, inspect_gemma_fold
 from ltx2_edge.guidance import Guidance
 from ltx2_edge.models import loaders
 from ltx2_edge.progress import Progress
+from ltx2_edge.quant.policy import QuantPolicy, resolve_precision
 from ltx2_edge.report import RunReport, device_info, versions
 from ltx2_edge.request import GenerationRequest
 from ltx2_edge.stages.decode_audio import decode_audio
@@ -72,6 +73,9 @@ class Generator:
         dtype: torch.dtype | None = None,
         keep_resident: bool = False,
         guidance_mode: str = "batched",
+        quantization: str = "auto",
+        keep_bf16: tuple[str, ...] = (),
+        quantize_all: bool = False,
         progress: Progress | None = None,
     ) -> None:
         self.checkpoint = inspect_checkpoint(Path(checkpoint_path))
@@ -81,8 +85,18 @@ class Generator:
         self.keep_resident = keep_resident
         self.guidance_mode = guidance_mode
         self.progress = progress or Progress()
+        precision, note = resolve_precision(quantization, self.device)
+        self.policy = QuantPolicy.from_flags(precision, tuple(keep_bf16), quantize_all)
+        self.notes = [note] if note else []
+        for line in self.notes:
+            self.progress.note(line)
         self._text = TextEncoder(
-            self.gemma.root, self.checkpoint.path, device=self.device, dtype=self.dtype, keep_resident=keep_resident
+            self.gemma.root,
+            self.checkpoint.path,
+            device=self.device,
+            dtype=self.dtype,
+            keep_resident=keep_resident,
+            policy=self.policy,
         )
         self._resident: dict[str, torch.nn.Module] = {}
 
@@ -139,10 +153,13 @@ class Generator:
         )
         started = time.perf_counter()
         transformer = self._module(
-            "transformer", lambda: loaders.load_transformer(self.checkpoint.path, self.device, self.dtype)
+            "transformer", lambda: loaders.load_transformer(self.checkpoint.path, self.device, self.dtype, self.policy)
         )
         self._sync()
         details["load_seconds"] = round(time.perf_counter() - started, 4)
+        quant_report = getattr(transformer, "quant_report", None)
+        if quant_report is not None:
+            details["quantization"] = quant_report.lines()
         guidance = Guidance.preset_named(request.guidance, mode=self.guidance_mode)  # type: ignore[arg-type]
         sigmas = official_sigmas(request.num_inference_steps, self.device)
         step_seconds: list[float] = details.setdefault("step_seconds", [])
@@ -205,11 +222,14 @@ class Generator:
         }
         guidance = Guidance.preset_named(request.guidance, mode=self.guidance_mode)  # type: ignore[arg-type]
         report.extra["guidance"] = guidance.describe()
+        report.extra["quantization"] = {"precision": self.policy.precision, "policy": self.policy.describe()}
+        report.notes.extend(self.notes)
         start = time.perf_counter()
         dev = self.device
+        weights = "bf16" if self.policy.precision == "bf16" else f"{self.policy.precision} Linears, keep-list bf16"
 
         self.progress.stage("text_encode", "Gemma 3 over prompt and negative prompt, then the connectors")
-        with report.measure("text_encode", "staged: Gemma language model only, freed before denoise", dev) as rec:
+        with report.measure("text_encode", f"staged: Gemma language model only ({weights}), freed after", dev) as rec:
             contexts = self.encode_text(request, rec.details)
             rec.details["prompt_tokens"] = self._text.count_tokens(request.prompt)
         self.progress.done("text_encode", rec.seconds)
@@ -221,9 +241,9 @@ class Generator:
         )
         with report.measure(
             "denoise",
-            f"guidance batched x{guidance.batch} in one forward per step"
+            f"{weights}; guidance batched x{guidance.batch} in one forward per step"
             if guidance.mode == "batched"
-            else "guidance passes run one by one",
+            else f"{weights}; guidance passes run one by one",
             dev,
         ) as rec:
             latents = self.denoise(request, contexts, rec.details)

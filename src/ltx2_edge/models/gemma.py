@@ -25,7 +25,9 @@ from transformers.models.gemma3.modeling_gemma3 import Gemma3RotaryEmbedding, Ge
 
 from ltx2_edge.checkpoint.configs import TEXT_CONTEXT_TOKENS
 from ltx2_edge.errors import CheckpointError, RequestError
+from ltx2_edge.models.quantized_loading import load_quantized
 from ltx2_edge.models.weights import load_into, require_materialized
+from ltx2_edge.quant.policy import QuantPolicy
 
 ATTN_IMPLEMENTATION = "sdpa"
 """What transformers 4.57 resolves for the official ``Gemma3ForConditionalGeneration(config)`` (built without an
@@ -170,17 +172,25 @@ def language_model_key(file_name: str) -> str | None:
 
 
 def load_gemma_text_model(
-    gemma_root: Path, device: torch.device | str, dtype: torch.dtype, tokenizer: PromptTokenizer | None = None
+    gemma_root: Path,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    tokenizer: PromptTokenizer | None = None,
+    policy: QuantPolicy | None = None,
 ) -> GemmaText:
     """Load Gemma 3's language model and tokenizer from an official Gemma folder onto ``device`` in ``dtype``.
 
     Reads only the ``language_model.model.*`` tensors, one at a time; ``tokenizer`` reuses one already made
-    from this folder. Raises ``CheckpointError`` if the folder is incomplete or does not match its config.
+    from this folder. An 8-bit ``policy`` builds its chosen Linears in 8 bits, layer by layer. Raises
+    ``CheckpointError`` if the folder is incomplete or does not match its config.
     """
     dev = torch.device(device)
     config_path, weights, tokenizer_root = find_gemma_files(Path(gemma_root))
     model = build_gemma_text_model(read_text_config(config_path))
-    load_into(model, weights, language_model_key, dev, dtype)
+    if policy is None or policy.precision == "bf16":
+        load_into(model, weights, language_model_key, dev, dtype)
+    else:  # 8-bit Linears, matched by the official file names the policy is written for
+        load_quantized(model, weights, language_model_key, dev, dtype, policy, lambda n: _LM_PREFIX + n)
     populate_buffers(model, dev)
     require_materialized(model, f"Gemma language model from {gemma_root}")
     return GemmaText(model.eval(), tokenizer if tokenizer is not None else PromptTokenizer(tokenizer_root), dev)

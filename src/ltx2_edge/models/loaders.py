@@ -17,7 +17,9 @@ from ltx_core.model.transformer import LTXModelConfigurator, X0Model
 from ltx_core.model.video_vae import VideoDecoder, VideoDecoderConfigurator
 
 from ltx2_edge.checkpoint.header import read_config
+from ltx2_edge.models.quantized_loading import load_quantized
 from ltx2_edge.models.weights import load_into, require_materialized
+from ltx2_edge.quant.policy import QuantPolicy
 
 TRANSFORMER_PREFIX = "model.diffusion_model."
 # The text connectors live under the transformer's prefix in the official file but belong to the text stage.
@@ -44,12 +46,25 @@ def _build(configurator: type, config: dict) -> torch.nn.Module:
         return configurator.from_config(config)
 
 
-def load_transformer(checkpoint: Path, device: torch.device, dtype: torch.dtype) -> X0Model:
-    """The 48-block audio-video transformer wrapped in ltx-core's ``X0Model`` (predicts denoised latents)."""
+def load_transformer(
+    checkpoint: Path, device: torch.device, dtype: torch.dtype, policy: QuantPolicy | None = None
+) -> X0Model:
+    """The 48-block audio-video transformer wrapped in ltx-core's ``X0Model`` (predicts denoised latents).
+
+    With an 8-bit ``policy`` its chosen Linears are built in 8 bits layer by layer (``quantized_loading``);
+    the report of what was quantized is kept on the returned model as ``quant_report``.
+    """
     model = _build(LTXModelConfigurator, read_config(checkpoint))
-    load_into(model, [checkpoint], _prefix_map((TRANSFORMER_PREFIX, ""), exclude=_CONNECTOR_PREFIXES), device, dtype)
+    key_map = _prefix_map((TRANSFORMER_PREFIX, ""), exclude=_CONNECTOR_PREFIXES)
+    report = None
+    if policy is None or policy.precision == "bf16":
+        load_into(model, [checkpoint], key_map, device, dtype)
+    else:
+        report = load_quantized(model, [checkpoint], key_map, torch.device(device), dtype, policy)
     require_materialized(model, "transformer")
-    return X0Model(model).eval()
+    wrapped = X0Model(model).eval()
+    wrapped.quant_report = report
+    return wrapped
 
 
 def build_transformer_meta(config: dict) -> X0Model:

@@ -33,8 +33,12 @@ def load_into(
     device: torch.device | str,
     dtype: torch.dtype,
     keep_dtype: Callable[[str], bool] | None = None,
+    filled_elsewhere: Callable[[str], bool] | None = None,
 ) -> torch.nn.Module:
     """Assign ``module``'s parameters and persistent buffers from the safetensors files ``sources``.
+
+    ``filled_elsewhere(module_name)`` marks entries another loader fills (8-bit layers built from their own
+    tensors): they are neither required nor accepted here.
 
     ``key_map`` names, for each tensor in the files, the module entry it fills (None: not this module's, never
     read). Floating-point tensors are cast to ``dtype`` unless ``keep_dtype(module_name)`` says to keep the
@@ -46,6 +50,8 @@ def load_into(
     weight is read. Returns ``module``.
     """
     targets = _targets(module)
+    if filled_elsewhere is not None:
+        targets = {name: shape for name, shape in targets.items() if not filled_elsewhere(name)}
     plan = _plan(sources, key_map, targets)
     dev = torch.device(device)
     for path, pairs in plan.items():

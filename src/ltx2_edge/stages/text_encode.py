@@ -28,6 +28,7 @@ from ltx2_edge.models.gemma import (
     load_gemma_text_model,
     read_text_config,
 )
+from ltx2_edge.quant.policy import QuantPolicy
 
 Progress = Callable[[str, float], None]
 """Called once per part ("gemma", then "embeddings") with the seconds it took, loading included."""
@@ -48,8 +49,10 @@ class TextEncoder:
         device: torch.device | str,
         dtype: torch.dtype,
         keep_resident: bool = False,
+        policy: QuantPolicy | None = None,
     ) -> None:
         self.gemma_root = Path(gemma_root)
+        self.policy = policy
         self.checkpoint_path = Path(checkpoint_path)
         self.device = torch.device(device)
         self.dtype = dtype
@@ -77,7 +80,7 @@ class TextEncoder:
         start = time.perf_counter()
         gemma = self._gemma
         if gemma is None:
-            gemma = load_gemma_text_model(self.gemma_root, self.device, self.dtype, self.tokenizer)
+            gemma = load_gemma_text_model(self.gemma_root, self.device, self.dtype, self.tokenizer, self.policy)
         hidden_states, mask = gemma.encode(prompts)
         if self.keep_resident:
             self._gemma = gemma

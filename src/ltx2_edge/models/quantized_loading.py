@@ -1,0 +1,98 @@
+"""Loads a module whose Linear layers run in 8 bits, one layer at a time, never holding its BF16 model.
+
+Two sources, chosen per layer from the file's header: a BF16 weight is read onto the device and quantized
+there (per output channel) before the next is read, so the extra memory is one layer; an 8-bit weight
+(``ltx2-edge quantize`` output, or Lightricks' FP8 file with per-tensor scales) goes from the file to the
+device in 8 bits with its scale, never through BF16. Everything the policy keeps in BF16 loads through
+``weights.load_into``. The policy decides; this module only carries it out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from ltx2_edge.checkpoint.header import read_header
+from ltx2_edge.errors import CheckpointError
+from ltx2_edge.models.weights import KeyMap, load_into
+from ltx2_edge.quant.apply import QuantReport, replace_module, summarize
+from ltx2_edge.quant.convert import check_quantized_file
+from ltx2_edge.quant.kernels import quantize_weight
+from ltx2_edge.quant.linear import QUANT_LINEAR_CLASSES
+from ltx2_edge.quant.policy import QuantPolicy
+
+_EIGHT_BIT = {"F8_E4M3": "fp8", "I8": "int8"}
+_LAYER_TENSORS = (".weight", ".weight_scale", ".bias", ".input_scale")
+
+
+def _layer_of(name: str) -> str:
+    for suffix in _LAYER_TENSORS:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def load_quantized(
+    module: torch.nn.Module,
+    sources: Sequence[Path],
+    key_map: KeyMap,
+    device: torch.device,
+    dtype: torch.dtype,
+    policy: QuantPolicy,
+    policy_name: Callable[[str], str] = lambda name: name,
+) -> QuantReport:
+    """Fill the meta-built ``module`` from ``sources``, with the Linears ``policy`` picks in 8 bits.
+
+    ``policy_name`` turns a module name into the name the policy's patterns are written for (Gemma's layers
+    are matched as ``language_model.model.layers.N...``). Returns what was quantized and what was kept.
+    """
+    linears = [n for n, m in module.named_modules() if isinstance(m, torch.nn.Linear)]
+    chosen = {n for n in linears if policy.precision_for(policy_name(n)) != "bf16"}
+    # Where each chosen layer's tensors live in the files (module name -> (file, file tensor name)).
+    where: dict[str, tuple[Path, str]] = {}
+    for path in map(Path, sources):
+        header = read_header(path)
+        eight_bit = False
+        for info in header.tensors.values():
+            target = key_map(info.name)
+            if target is None or _layer_of(target) not in chosen:
+                continue
+            where[target] = (path, info.name)
+            eight_bit |= info.dtype in _EIGHT_BIT and target.endswith(".weight")
+        if eight_bit:
+            check_quantized_file(header)  # every scale present, finite and positive before anything is read
+    missing = sorted(n for n in chosen if n + ".weight" not in where)
+    if missing:
+        raise CheckpointError(f"{len(missing)} Linear weights are missing from the checkpoint (first: {missing[0]!r})")
+
+    load_into(module, sources, lambda n: None if (t := key_map(n)) is None or _layer_of(t) in chosen else t,
+              device, dtype, filled_elsewhere=lambda n: _layer_of(n) in chosen)  # fmt: skip
+    cls = QUANT_LINEAR_CLASSES[policy.precision]
+    for layer in sorted(chosen):
+        path, weight_name = where[layer + ".weight"]
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            weight = f.get_tensor(weight_name)
+            bias = f.get_tensor(where[layer + ".bias"][1]) if layer + ".bias" in where else None
+            if weight.dtype in (torch.float8_e4m3fn, torch.int8):
+                file_precision = "fp8" if weight.dtype == torch.float8_e4m3fn else "int8"
+                if file_precision != policy.precision:
+                    raise CheckpointError(
+                        f"{path.name}: {weight_name} is {file_precision} but this run asks for {policy.precision}: "
+                        f"pass --quantization {file_precision} or use the BF16 checkpoint"
+                    )
+                scale = f.get_tensor(where[layer + ".weight_scale"][1]).float()
+                new = QUANT_LINEAR_CLASSES[file_precision].from_quantized(weight, scale, _cast(bias, dtype))
+            else:
+                q, scale = quantize_weight(weight, policy.precision)
+                del weight  # the BF16 copy goes before the next layer is read
+                new = cls(q, scale, _cast(bias, dtype))
+        replace_module(module, layer, new)
+    kept = {n: policy.keep_reason(policy_name(n)) or "bf16" for n in linears if n not in chosen}
+    return summarize(module, policy.precision, device, kept)
+
+
+def _cast(bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    return None if bias is None else bias.to(dtype)

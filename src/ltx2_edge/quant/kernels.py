@@ -1,0 +1,222 @@
+"""8-bit numerics and the matmul kernels behind ``Fp8Linear``/``Int8Linear``, with a registry to pick one per device.
+
+Numerics, shared by on-the-fly quantization, checkpoint conversion and every kernel (so they agree bit for bit):
+symmetric and per row. ``scale = amax(|row|) / QMAX`` (448 for FP8 e4m3, 127 for INT8); an all-zero row gets
+scale 1. ``q = row / scale`` in fp32, clamped to +-QMAX, then cast (FP8: round-to-nearest-even) or rounded half
+to even (INT8). Weights ``[N, K]`` are quantized per output channel, activations ``[M, K]`` per token, at
+every call (dynamic), so no calibration is needed.
+
+Every kernel maps ``(x [M, K], weight [N, K] int8/float8, weight_scale [N] fp32, bias [N] | None)`` to
+``[M, N]`` in x's dtype. ``*_simulated`` kernels are the CPU reference: they compute exactly the arithmetic of
+the GPU kernel of the same precision (same quantized activations, products exact, fp32/exact accumulation,
+same fp32 epilogue), so CPU tests check what the GPU runs. ``DEFAULT_KERNELS`` is the per-device choice; it is
+set from measurements (bench/quant_kernels.py), not guessed at run time.
+
+This module imports nothing but torch (the benchmark runs it on a bare GPU box) and never changes the
+precision it was asked for: a kernel that cannot run a shape is replaced only by the simulated kernel of the
+same precision, and ``choose_kernel`` says why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+QMAX: dict[str, float] = {"fp8": 448.0, "int8": 127.0}
+QDTYPE: dict[str, torch.dtype] = {"fp8": torch.float8_e4m3fn, "int8": torch.int8}
+_WEIGHT_CHUNK_ELEMS = 1 << 24  # fp32 temporaries while quantizing a weight stay <= 64 MiB
+_INT_MM_MIN_ROWS = 17  # cuBLASLt's int8 path (torch._int_mm) needs M > 16
+
+
+def quantize_rows(x: torch.Tensor, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantize each row of 2-D ``x``: returns ``(q [M, K] int8/float8, scale [M, 1] fp32)`` with x ~ q * scale."""
+    qmax = QMAX[precision]
+    amax = x.abs().amax(dim=-1, keepdim=True).float()
+    # A zero row would give scale 0 and 0/0 = NaN; scale 1 quantizes it to exact zeros instead.
+    scale = torch.where(amax > 0, amax / qmax, 1.0).clamp_min(torch.finfo(torch.float32).tiny)
+    scaled = (x.float() / scale).clamp_(-qmax, qmax)
+    if precision == "int8":
+        scaled = scaled.round_()
+    return scaled.to(QDTYPE[precision]), scale
+
+
+def quantize_weight(weight: torch.Tensor, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantize a ``[N, K]`` weight per output channel: ``(q [N, K], scale [N] fp32)``, on the weight's device.
+
+    Works through row chunks so the fp32 temporaries stay small next to one layer. Raises ``ValueError`` if
+    the weight holds inf or NaN (its scale would not be finite).
+    """
+    if weight.dim() != 2:
+        raise ValueError(f"weight must be 2-D [out_features, in_features], got shape {tuple(weight.shape)}")
+    n, k = weight.shape
+    q = torch.empty((n, k), dtype=QDTYPE[precision], device=weight.device)
+    scale = torch.empty(n, dtype=torch.float32, device=weight.device)
+    rows = max(1, _WEIGHT_CHUNK_ELEMS // max(k, 1))
+    for start in range(0, n, rows):
+        q_part, s_part = quantize_rows(weight[start : start + rows], precision)
+        q[start : start + rows] = q_part
+        scale[start : start + rows] = s_part.squeeze(1)
+    bad = int((~torch.isfinite(scale)).sum())
+    if bad:
+        raise ValueError(f"weight has inf or NaN values in {bad} of {n} rows: the checkpoint is damaged")
+    return q, scale
+
+
+def dequantize_weight(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``q * scale`` per row, computed in fp32 and returned in ``dtype``."""
+    return (q.float() * scale.float().unsqueeze(1)).to(dtype)
+
+
+def _epilogue(
+    acc: torch.Tensor, x_scale: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None, out_dtype: torch.dtype
+) -> torch.Tensor:
+    # acc is a fresh fp32 [M, N] owned by the caller: scale in place, in fp32, as the GPU epilogue does.
+    y = acc.mul_(x_scale).mul_(w_scale)
+    if bias is not None:
+        y = y.add_(bias)
+    return y.to(out_dtype)
+
+
+def fp8_rowwise(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """FP8 tensor cores: per-token FP8 activations x per-channel FP8 weights via ``torch._scaled_mm``."""
+    xq, xs = quantize_rows(x, "fp8")
+    # Row-wise scaling in _scaled_mm produces bf16 only; a bf16 bias is fused into its epilogue.
+    fuse_bias = bias is not None and bias.dtype == torch.bfloat16
+    y = torch._scaled_mm(
+        xq,
+        weight.t(),  # [N, K] row-major viewed as [K, N] column-major: the layout cuBLASLt wants for mat2
+        scale_a=xs,
+        scale_b=scale.view(1, -1),
+        bias=bias if fuse_bias else None,
+        out_dtype=torch.bfloat16,
+    )
+    if bias is not None and not fuse_bias:
+        y = y.float().add_(bias)
+    return y.to(x.dtype)
+
+
+def fp8_simulated(
+    x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """CPU reference of ``fp8_rowwise``: the same FP8 activations, products exact in fp32, fp32 accumulation."""
+    xq, xs = quantize_rows(x, "fp8")
+    return _epilogue(xq.float() @ weight.float().t(), xs, scale, bias, x.dtype)
+
+
+def int8_int_mm(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """INT8 tensor cores: per-token INT8 activations x per-channel INT8 weights via ``torch._int_mm`` (int32 acc)."""
+    xq, xs = quantize_rows(x, "int8")
+    m = xq.shape[0]
+    if xq.is_cuda and m < _INT_MM_MIN_ROWS:
+        # Zero rows pad M past cuBLASLt's limit; they cost nothing at these sizes and are sliced away.
+        xq = torch.cat([xq, xq.new_zeros(32 - m, xq.shape[1])])
+    acc = torch._int_mm(xq, weight.t())[:m]
+    return _epilogue(acc.float(), xs, scale, bias, x.dtype)
+
+
+def int8_simulated(
+    x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """CPU reference of ``int8_int_mm``: fp64 sums of int8 products are exact, so the result is bit-identical."""
+    xq, xs = quantize_rows(x, "int8")
+    acc = (xq.double() @ weight.double().t()).float()
+    return _epilogue(acc, xs, scale, bias, x.dtype)
+
+
+def _weight_only(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    # int8 (|q| <= 127) and e4m3 values are exact in bf16/fp16/fp32, so only the per-channel scale is left,
+    # applied to the output in fp32 (a bf16 scale would bias a whole channel by up to 0.2%).
+    y = F.linear(x, weight.to(x.dtype)).float().mul_(scale)
+    if bias is not None:
+        y = y.add_(bias)
+    return y.to(x.dtype)
+
+
+def int8_weight_only(
+    x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """INT8 weights, activations in their own dtype: weight cast to x's dtype, a dense matmul, scales on the output."""
+    return _weight_only(x, weight, scale, bias)
+
+
+def fp8_weight_only(
+    x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """FP8 weights on a GPU without FP8 tensor cores: weight cast to x's dtype, a dense matmul, scales on the output."""
+    return _weight_only(x, weight, scale, bias)
+
+
+def _needs_multiple(multiple: int) -> Callable[[str, int, int], str | None]:
+    def check(device_type: str, in_features: int, out_features: int) -> str | None:
+        if device_type == "cuda" and (in_features % multiple or out_features % multiple):
+            return f"in_features={in_features} and out_features={out_features} must be multiples of {multiple}"
+        return None
+
+    return check
+
+
+def _always(_device_type: str, _in_features: int, _out_features: int) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A registered matmul kernel: ``fn(x2d, weight, weight_scale, bias)``; ``unsupported`` gives a reason or None."""
+
+    name: str
+    precision: str
+    fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+    activations: str  # what the activations become: "fp8 per token", "int8 per token", "unchanged"
+    unsupported: Callable[[str, int, int], str | None]
+
+
+KERNELS: dict[str, Kernel] = {
+    k.name: k
+    for k in (
+        Kernel("fp8_rowwise", "fp8", fp8_rowwise, "fp8 per token", _needs_multiple(16)),
+        Kernel("fp8_simulated", "fp8", fp8_simulated, "fp8 per token", _always),
+        Kernel("fp8_weight_only", "fp8", fp8_weight_only, "unchanged", _always),
+        Kernel("int8_int_mm", "int8", int8_int_mm, "int8 per token", _needs_multiple(8)),
+        Kernel("int8_simulated", "int8", int8_simulated, "int8 per token", _always),
+        Kernel("int8_weight_only", "int8", int8_weight_only, "unchanged", _always),
+    )
+}
+
+# (device type, precision) -> kernel. From the H100 measurements in DESIGN.md: rowwise FP8 1025-1150 TFLOP/s,
+# _int_mm 760-850 TOP/s vs 340-500 for INT8 weight-only. Other device types run the simulated reference.
+DEFAULT_KERNELS: dict[tuple[str, str], str] = {
+    ("cuda", "fp8"): "fp8_rowwise",
+    ("cuda", "int8"): "int8_int_mm",
+    ("cpu", "fp8"): "fp8_simulated",
+    ("cpu", "int8"): "int8_simulated",
+}
+_SIMULATED = {"fp8": "fp8_simulated", "int8": "int8_simulated"}
+
+
+def choose_kernel(
+    precision: str, device_type: str, in_features: int, out_features: int, requested: str | None = None
+) -> tuple[str, str]:
+    """The kernel a ``precision`` layer of this shape runs on ``device_type``: ``(name, note)``.
+
+    ``note`` is empty unless the device's default kernel cannot run the shape and the simulated kernel of the
+    same precision (same numerics, slower) stands in; it then says why. A ``requested`` kernel is checked, never
+    replaced: ``ValueError`` if it is unknown, of another precision, or cannot run the shape.
+    """
+    if requested is not None:
+        kernel = KERNELS.get(requested)
+        if kernel is None or kernel.precision != precision:
+            allowed = ", ".join(k for k, v in KERNELS.items() if v.precision == precision)
+            raise ValueError(f"kernel={requested!r} is not allowed for {precision} layers: one of {allowed}")
+        reason = kernel.unsupported(device_type, in_features, out_features)
+        if reason:
+            raise ValueError(f"kernel={requested!r} cannot run this layer on {device_type}: {reason}")
+        return requested, ""
+    name = DEFAULT_KERNELS.get((device_type, precision), _SIMULATED[precision])
+    reason = KERNELS[name].unsupported(device_type, in_features, out_features)
+    if reason:
+        fallback = _SIMULATED[precision]
+        return fallback, f"{name} cannot run [{out_features}x{in_features}] on {device_type} ({reason}): {fallback}"
+    return name, ""
