@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-import ltx2_edge  # noqa: F401  (torchaudio placeholder before ltx_core)
-from ltx2_edge.guidance import Guidance
-from ltx2_edge.stages.denoise import Contexts, denoise, official_sigmas
-from ltx2_edge.stages.latents import final_latents, noised_latents, pixel_shape
 from ltx_core.components.diffusion_steps import EulerDiffusionStep
 from ltx_core.components.guiders import create_multimodal_guider_factory
 from ltx_core.components.noisers import GaussianNoiser
 from ltx_pipelines.utils.helpers import denoise_audio_video, multi_modal_guider_factory_denoising_func
 from ltx_pipelines.utils.samplers import euler_denoising_loop
 from ltx_pipelines.utils.types import PipelineComponents
+
+import ltx2_edge  # noqa: F401  (torchaudio placeholder before ltx_core)
+from ltx2_edge.guidance import Guidance
+from ltx2_edge.stages.denoise import Contexts, denoise, official_sigmas
+from ltx2_edge.stages.latents import final_latents, noised_latents, pixel_shape
 
 W, H, F, FPS, STEPS, SEED = 64, 96, 17, 24.0, 4, 10
 
