@@ -67,20 +67,45 @@ def main() -> None:
         quant = QuantizationPolicy.fp8_cast()
     v, a = LTX_2_PARAMS.video_guider_params, LTX_2_PARAMS.audio_guider_params
     if args.guidance == "cfg":
-        v = MultiModalGuiderParams(cfg_scale=v.cfg_scale, stg_scale=0.0, rescale_scale=v.rescale_scale,
-                                   modality_scale=1.0, skip_step=0, stg_blocks=v.stg_blocks)
-        a = MultiModalGuiderParams(cfg_scale=a.cfg_scale, stg_scale=0.0, rescale_scale=a.rescale_scale,
-                                   modality_scale=1.0, skip_step=0, stg_blocks=a.stg_blocks)
-    record: dict[str, object] = {"system": "ltx-pipelines 1.0.0 TI2VidOneStagePipeline", "guidance": args.guidance,
-                                 "quantization": args.quantization, "device_cap_gib": args.device_cap_gib}
+        v = MultiModalGuiderParams(
+            cfg_scale=v.cfg_scale,
+            stg_scale=0.0,
+            rescale_scale=v.rescale_scale,
+            modality_scale=1.0,
+            skip_step=0,
+            stg_blocks=v.stg_blocks,
+        )
+        a = MultiModalGuiderParams(
+            cfg_scale=a.cfg_scale,
+            stg_scale=0.0,
+            rescale_scale=a.rescale_scale,
+            modality_scale=1.0,
+            skip_step=0,
+            stg_blocks=a.stg_blocks,
+        )
+    record: dict[str, object] = {
+        "system": "ltx-pipelines 1.0.0 TI2VidOneStagePipeline",
+        "guidance": args.guidance,
+        "quantization": args.quantization,
+        "device_cap_gib": args.device_cap_gib,
+    }
     start = time.perf_counter()
     try:
         pipe = mod.TI2VidOneStagePipeline(args.checkpoint_path, args.gemma_root, loras=[], quantization=quant)
         with torch.inference_mode():
-            pipe(prompt="A red kite dances over a windy beach at sunset while waves crash and gulls call.",
-                 negative_prompt=DEFAULT_NEGATIVE_PROMPT, seed=10, height=288, width=512,
-                 num_frames=97, frame_rate=24.0, num_inference_steps=args.steps, video_guider_params=v,
-                 audio_guider_params=a, images=[])
+            pipe(
+                prompt="A red kite dances over a windy beach at sunset while waves crash and gulls call.",
+                negative_prompt=DEFAULT_NEGATIVE_PROMPT,
+                seed=10,
+                height=288,
+                width=512,
+                num_frames=97,
+                frame_rate=24.0,
+                num_inference_steps=args.steps,
+                video_guider_params=v,
+                audio_guider_params=a,
+                images=[],
+            )
         record["status"] = "ok"
     except Exception as exc:  # the peer may run out of memory under a cap: that is a result, recorded
         record["status"] = f"failed: {type(exc).__name__}: {str(exc)[:400]}"
