@@ -30,12 +30,17 @@ import av
 import numpy as np
 import torch
 
-from ltx2_edge.atomic import atomic_output
+from ltx2_edge.atomic import atomic_output, check_output_path
 from ltx2_edge.errors import Ltx2EdgeError, RequestError
 
 VIDEO_ENCODER, AUDIO_ENCODER = "libx264", "aac"
 CRF, PRESET = 18, "medium"
+# Measured with this PyAV wheel: with CRF + lookahead/mbtree x264 output is not bit-reproducible run to run
+# (~1 in 10 encodes differ, decoded PSNR between runs >= 42 dB), even at threads=1. Reproducible bytes would
+# need "x264-params": "rc-lookahead=0:mbtree=0", at a compression cost we do not pay by default.
+X264_OPTIONS = {"crf": str(CRF), "preset": PRESET}
 AUDIO_BIT_RATE = {1: 128_000, 2: 192_000}
+AAC_SAMPLE_RATES = frozenset({7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000})
 _LAYOUT = {1: "mono", 2: "stereo"}
 _MOVFLAGS = "+faststart+use_metadata_tags"  # moov first (playable while downloading); keep custom keys
 _BT709 = 1  # AVCOL_PRI/TRC/SPC_BT709 and AVCOL_RANGE_MPEG share the value 1 in libavutil
@@ -118,7 +123,6 @@ class _Mp4Encoder:
     def __init__(
         self,
         path: Path,
-        *,
         width: int,
         height: int,
         fps: float | Fraction,
@@ -132,24 +136,30 @@ class _Mp4Encoder:
             raise RequestError("width x height", f"{width}x{height}", "positive even sizes (yuv420p halves both)")
         if audio_channels not in _LAYOUT:
             raise RequestError("audio_channels", audio_channels, "1 (mono) or 2 (stereo)")
+        if audio_sample_rate is not None and audio_sample_rate not in AAC_SAMPLE_RATES:
+            raise RequestError("audio_sample_rate", audio_sample_rate, f"one AAC supports: {sorted(AAC_SAMPLE_RATES)}")
         self.path, self.width, self.height = Path(path), width, height
         self.sample_rate, self.channels = audio_sample_rate, audio_channels
         self.frames = 0
         self.video_s = self.audio_s = 0.0
         self._pending = np.zeros((audio_channels, 0), np.float32)  # audio received, not yet encoded
         self._audio_in = self._audio_out = 0
-        self._container = av.open(str(self.path), "w", format="mp4", options={"movflags": _MOVFLAGS})
-        for key, value in metadata.items():
-            self._container.metadata[str(key)] = str(value)
-        self._video = self._container.add_stream(VIDEO_ENCODER, rate=self.fps)
-        self._video.width, self._video.height, self._video.pix_fmt = width, height, "yuv420p"
-        self._video.options = {"crf": str(CRF), "preset": PRESET}
-        cc = self._video.codec_context
-        cc.colorspace = cc.color_primaries = cc.color_trc = cc.color_range = _BT709
         self._audio = None
-        if audio_sample_rate is not None:
-            self._audio = self._container.add_stream(AUDIO_ENCODER, rate=audio_sample_rate)
-            self._audio.layout, self._audio.bit_rate = _LAYOUT[audio_channels], AUDIO_BIT_RATE[audio_channels]
+        self._container = av.open(str(self.path), "w", format="mp4", options={"movflags": _MOVFLAGS})
+        try:  # av.open has created the file: a failure below must not leave it behind
+            for key, value in metadata.items():
+                self._container.metadata[str(key)] = str(value)
+            self._video = self._container.add_stream(VIDEO_ENCODER, rate=self.fps)
+            self._video.width, self._video.height, self._video.pix_fmt = width, height, "yuv420p"
+            self._video.options = dict(X264_OPTIONS)
+            cc = self._video.codec_context
+            cc.colorspace = cc.color_primaries = cc.color_trc = cc.color_range = _BT709
+            if audio_sample_rate is not None:
+                self._audio = self._container.add_stream(AUDIO_ENCODER, rate=audio_sample_rate)
+                self._audio.layout, self._audio.bit_rate = _LAYOUT[audio_channels], AUDIO_BIT_RATE[audio_channels]
+        except BaseException:
+            self.discard()
+            raise
 
     def _samples_at(self, frames: int) -> Fraction:
         return frames * Fraction(self.sample_rate or 0) / self.fps
@@ -198,11 +208,8 @@ class _Mp4Encoder:
             frame = av.AudioFrame.from_ndarray(
                 np.ascontiguousarray(chunk), format="fltp", layout=_LAYOUT[self.channels]
             )
-            frame.sample_rate, frame.pts, frame.time_base = (
-                self.sample_rate,
-                self._audio_out,
-                Fraction(1, self.sample_rate),
-            )
+            frame.sample_rate, frame.pts = self.sample_rate, self._audio_out
+            frame.time_base = Fraction(1, self.sample_rate)
             self._container.mux(self._audio.encode(frame))
             self._audio_out += chunk.shape[1]
         if flush:
@@ -259,15 +266,7 @@ class Mp4Writer:
         audio_channels: int,
         metadata: Mapping[str, str],
     ) -> None:
-        self._encoder = _Mp4Encoder(
-            Path(path),
-            width=width,
-            height=height,
-            fps=fps,
-            audio_sample_rate=audio_sample_rate,
-            audio_channels=audio_channels,
-            metadata=metadata,
-        )
+        self._encoder = _Mp4Encoder(Path(path), width, height, fps, audio_sample_rate, audio_channels, metadata)
         self._done = False
 
     def write_frames(self, frames: object) -> None:
@@ -393,6 +392,7 @@ def write_mp4(
     (interrupts included) neither the file nor its temporary remains. ``waveform`` None writes video only.
     """
     path = Path(path)
+    check_output_path(path, overwrite)  # before the first chunk, which may cost a whole decode
     chunks: Iterator[object] = iter(frames)
     first = next(chunks, None)
     if first is None:
