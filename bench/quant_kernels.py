@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from ltx2_edge.quant import kernels  # noqa: E402
+from ltx2_edge.quant import kernels, triton_quant  # noqa: E402
 from ltx2_edge.quant.linear import Fp8Linear, Int8Linear  # noqa: E402
 
 SHAPES = [  # name, M, K, N
@@ -72,6 +72,15 @@ def _snr_db(ref: torch.Tensor, y: torch.Tensor) -> float:
     return math.inf if noise == 0 else 10 * math.log10(ref.pow(2).sum().item() / noise)
 
 
+def _same_quant(x: torch.Tensor, precision: str) -> torch.Tensor:
+    """Fraction of elements where the fused and eager quantizations differ (0 expected, ties aside); scales too."""
+    qf, sf = triton_quant.quantize_rows_fused(x, precision)
+    qe, se = kernels.quantize_rows(x, precision)
+    if not torch.equal(sf, se):
+        raise AssertionError(f"{precision} scales differ: max |d| {float((sf - se).abs().max())}")
+    return (qf.view(torch.uint8) != qe.view(torch.uint8)).float().mean()
+
+
 def _candidates(x: torch.Tensor, w: torch.Tensor) -> dict[str, tuple[Callable[[], torch.Tensor], bool]]:
     """name -> (call, whether its output is comparable with x @ w.T)."""
     w_bf16 = w.to(torch.bfloat16)
@@ -90,7 +99,17 @@ def _candidates(x: torch.Tensor, w: torch.Tensor) -> dict[str, tuple[Callable[[]
         q = (x.float() / s).to(torch.float8_e4m3fn)
         return torch._scaled_mm(q, wt8.t(), scale_a=s, scale_b=w_t_scale, out_dtype=torch.bfloat16)
 
+    fused: dict[str, tuple[Callable[[], torch.Tensor], bool]] = {}
+    if x.is_cuda and triton_quant.available():
+        fused = {
+            "fp8_rowwise_fused": (lambda: kernels.fp8_rowwise_fused(x, f8, s8, None), True),
+            "fp8 act quant fused only": (lambda: triton_quant.quantize_rows_fused(x, "fp8")[0], False),
+            "fp8 act quant fused == eager": (lambda: _same_quant(x, "fp8"), False),
+            "int8_int_mm_fused": (lambda: kernels.int8_int_mm_fused(x, i8, si, None), True),
+            "int8 act quant fused == eager": (lambda: _same_quant(x, "int8"), False),
+        }
     return {
+        **fused,
         "bf16": (lambda: F.linear(x, w_bf16), True),
         "fp8_rowwise": (lambda: kernels.fp8_rowwise(x, f8, s8, None), True),
         "fp8_rowwise gemm only": (
@@ -176,6 +195,11 @@ def main() -> None:
         for kname, (call, comparable) in candidates.items():
             entry: dict[str, object] = {}
             try:
+                if kname.endswith("== eager"):  # a correctness check, not a timing
+                    entry["mismatch_fraction"] = float(call())
+                    row["kernels"][kname] = entry
+                    print(f"  {kname:30s} mismatching elements {entry['mismatch_fraction']:.2e}")
+                    continue
                 seconds = measure(call)
                 entry |= {"ms": seconds * 1e3, "tflops": flop / seconds / 1e12}
                 if comparable:

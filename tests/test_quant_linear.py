@@ -170,15 +170,26 @@ def test_from_float_keeps_dtypes_and_shell_loads_by_state_dict() -> None:
     assert set(layer.state_dict()) == {"weight", "weight_scale", "bias"}
 
 
-def test_kernel_choice_and_fallback_reasons() -> None:
-    assert kernels.choose_kernel("fp8", "cuda", 4096, 16384) == ("fp8_rowwise", "")
-    assert kernels.choose_kernel("int8", "cuda", 4096, 4096) == ("int8_int_mm", "")
+def test_kernel_choice_and_fallback_reasons(monkeypatch) -> None:
+    from ltx2_edge.quant import triton_quant
+
+    # With Triton on a CUDA device the fused kernels come first, with no note.
+    monkeypatch.setattr(triton_quant, "available", lambda: True)
+    assert kernels.choose_kernel("fp8", "cuda", 4096, 16384) == ("fp8_rowwise_fused", "")
+    assert kernels.choose_kernel("int8", "cuda", 4096, 4096) == ("int8_int_mm_fused", "")
+    # Without Triton the eager-quantization kernel of the same precision runs, and the note says why.
+    monkeypatch.setattr(triton_quant, "available", lambda: False)
+    name, note = kernels.choose_kernel("fp8", "cuda", 4096, 16384)
+    assert name == "fp8_rowwise"
+    reason = "fp8_rowwise_fused cannot run [16384x4096] on cuda (needs Triton and a CUDA device)"
+    assert note == reason + ": fp8_rowwise runs instead"
     assert kernels.choose_kernel("fp8", "cpu", 4096, 4096) == ("fp8_simulated", "")
     name, note = kernels.choose_kernel("fp8", "cuda", 100, 64)
     assert name == "fp8_simulated"
     assert note == (
+        "fp8_rowwise_fused cannot run [64x100] on cuda (needs Triton and a CUDA device); "
         "fp8_rowwise cannot run [64x100] on cuda (in_features=100 and out_features=64 must be multiples of 16): "
-        "fp8_simulated"
+        "fp8_simulated runs instead"
     )
     with pytest.raises(ValueError, match="kernel='int8_int_mm' cannot run this layer on cuda: in_features=12"):
         kernels.choose_kernel("int8", "cuda", 12, 64, requested="int8_int_mm")
