@@ -242,8 +242,16 @@ class PinnedHostSource(WeightSource):
         """Pack blocks from modules already in memory (e.g. quantized at load); layouts follow the modules."""
         source = cls({i: BlockLayout.from_module(m) for i, m in modules.items()})
         for i, m in modules.items():
-            source._layouts[i].pack_tensors(module_tensors(m), source._block(i))
+            source.pack(i, m)
         return source
+
+    def pack(self, i: int, module: nn.Module) -> None:
+        """Copy block ``i``'s tensors from ``module`` (any device) into its place; the layout must match.
+
+        Lets a loader materialise one block at a time (quantized on the GPU, say), pack it and drop it, so the
+        host buffer is the only full copy of the streamed blocks.
+        """
+        self._layouts[i].pack_tensors(module_tensors(module), self._block(i))
 
     @property
     def blocks(self) -> tuple[int, ...]:

@@ -55,7 +55,7 @@ def load_transformer(
     the report of what was quantized is kept on the returned model as ``quant_report``.
     """
     model = _build(LTXModelConfigurator, read_config(checkpoint))
-    key_map = _prefix_map((TRANSFORMER_PREFIX, ""), exclude=_CONNECTOR_PREFIXES)
+    key_map = transformer_key_map()
     report = None
     if policy is None or policy.precision == "bf16":
         load_into(model, [checkpoint], key_map, device, dtype)
@@ -65,6 +65,11 @@ def load_transformer(
     wrapped = X0Model(model).eval()
     wrapped.quant_report = report
     return wrapped
+
+
+def transformer_key_map() -> Callable[[str], str | None]:
+    """Official file name -> ``LTXModel`` name (the text connectors under the same prefix excluded)."""
+    return _prefix_map((TRANSFORMER_PREFIX, ""), exclude=_CONNECTOR_PREFIXES)
 
 
 def build_transformer_meta(config: dict) -> X0Model:

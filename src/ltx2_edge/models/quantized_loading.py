@@ -43,13 +43,15 @@ def load_quantized(
     dtype: torch.dtype,
     policy: QuantPolicy,
     policy_name: Callable[[str], str] = lambda name: name,
+    skip: Callable[[str], bool] = lambda name: False,
 ) -> QuantReport:
     """Fill the meta-built ``module`` from ``sources``, with the Linears ``policy`` picks in 8 bits.
 
     ``policy_name`` turns a module name into the name the policy's patterns are written for (Gemma's layers
-    are matched as ``language_model.model.layers.N...``). Returns what was quantized and what was kept.
+    are matched as ``language_model.model.layers.N...``). ``skip(module_name)`` marks entries this call leaves
+    alone (streamed blocks, filled by the block streamer). Returns what was quantized and what was kept.
     """
-    linears = [n for n, m in module.named_modules() if isinstance(m, torch.nn.Linear)]
+    linears = [n for n, m in module.named_modules() if isinstance(m, torch.nn.Linear) and not skip(n)]
     chosen = {n for n in linears if policy.precision_for(policy_name(n)) != "bf16"}
     # Where each chosen layer's tensors live in the files (module name -> (file, file tensor name)).
     where: dict[str, tuple[Path, str]] = {}
@@ -68,8 +70,8 @@ def load_quantized(
     if missing:
         raise CheckpointError(f"{len(missing)} Linear weights are missing from the checkpoint (first: {missing[0]!r})")
 
-    load_into(module, sources, lambda n: None if (t := key_map(n)) is None or _layer_of(t) in chosen else t,
-              device, dtype, filled_elsewhere=lambda n: _layer_of(n) in chosen)  # fmt: skip
+    load_into(module, sources, lambda n: None if (t := key_map(n)) is None or skip(t) or _layer_of(t) in chosen else t,
+              device, dtype, filled_elsewhere=lambda n: skip(n) or _layer_of(n) in chosen)  # fmt: skip
     cls = QUANT_LINEAR_CLASSES[policy.precision]
     for layer in sorted(chosen):
         path, weight_name = where[layer + ".weight"]
