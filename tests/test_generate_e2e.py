@@ -196,7 +196,7 @@ def test_long_lived_generator_reuses_resident_stages(tiny_dir, tmp_path, monkeyp
         return real(*a, **k)
 
     monkeypatch.setattr(loaders, "load_transformer", counting)
-    gen = Generator(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma", keep_resident=True)
+    gen = Generator(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma", keep_resident=True, budget=None)
     request = GenerationRequest(prompt="rain on a tin roof", width=64, height=64, num_frames=9, num_inference_steps=2)
     first = gen.generate(request, tmp_path / "a.mp4")
     second = gen.generate(request, tmp_path / "b.mp4")
@@ -204,3 +204,42 @@ def test_long_lived_generator_reuses_resident_stages(tiny_dir, tmp_path, monkeyp
     assert torch.equal(first.latents.video, second.latents.video)
     assert torch.equal(first.latents.audio, second.latents.audio)
     gen.close()
+
+
+def test_keep_resident_is_refused_loudly_under_a_budget(tiny_dir):
+    gen = Generator(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma", keep_resident=True)
+    assert gen.keep_resident is False and any("keep_resident" in n for n in gen.notes)
+
+
+def test_plan_command_prints_every_stage(tiny_dir, capsys):
+    argv = ["plan", "--checkpoint-path", str(tiny_dir / "ltx2.safetensors"), "--gemma-root", str(tiny_dir / "gemma"),
+            "--budget", "2GiB"]  # fmt: skip
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    for stage in ("text_encode", "embeddings", "denoise", "decode_video", "decode_audio"):
+        assert stage in out
+    assert "budget: device 2.0 GiB" in out and "predicted" in out
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "12XB", ""])
+def test_bad_budget_is_refused(value, tiny_dir, tmp_path, capsys):
+    assert cli.main([*_args(tiny_dir, tmp_path / "x.mp4"), "--budget", value]) == 2
+    err = capsys.readouterr().err
+    assert "budget" in err and "32GiB" in err and "\n" not in err.strip()
+
+
+def test_impossible_budget_is_refused_with_the_smallest_that_works(tiny_dir, tmp_path, capsys, monkeypatch):
+    def no_weights(*_a, **_k):
+        raise AssertionError("weights were read before the budget was checked")
+
+    monkeypatch.setattr(weights, "load_into", no_weights)
+    assert cli.main([*_args(tiny_dir, tmp_path / "x.mp4"), "--budget", "64MiB"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Smallest budget that works for this request" in err and "\n" not in err
+    smallest = err.split("Smallest budget that works for this request: ")[1].split(" GiB")[0]
+    monkeypatch.undo()
+    capsys.readouterr()
+    out = tmp_path / "ok.mp4"
+    assert cli.main([*_args(tiny_dir, out), "--budget", f"{smallest}GiB"]) == 0
+    report = json.loads(out.with_suffix(".report.json").read_text())
+    assert report["budget"]["device_bytes"] == int(float(smallest) * 1024**3)

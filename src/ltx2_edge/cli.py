@@ -10,11 +10,16 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ltx2_edge import __version__
 from ltx2_edge.errors import Ltx2EdgeError, RequestError
 from ltx2_edge.guidance import GUIDANCE_PRESETS
 from ltx2_edge.request import DEFAULT_NEGATIVE_PROMPT, DEFAULT_SEED
+
+if TYPE_CHECKING:
+    from ltx2_edge.pipeline import Generator
+    from ltx2_edge.request import GenerationRequest
 
 DEMO_PROMPT = "A red kite dances over a windy beach at sunset while waves crash and gulls call."
 
@@ -63,6 +68,24 @@ def _add_clip_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--keep-resident", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", help="no progress lines (the report table still prints)")
+    p.add_argument(
+        "--budget",
+        default="32GiB",
+        help="memory budget, e.g. 32GiB, 24GB, 16g, or none (default 32GiB): device memory on a discrete "
+        "GPU; the one pool (device + pinned + anonymous host) on Jetson or with --unified",
+    )
+    p.add_argument(
+        "--host-budget",
+        default="auto",
+        help="discrete GPUs: cap on pinned + anonymous host memory (default: what the OS has free, "
+        "minus a margin); not used with one pool",
+    )
+    p.add_argument(
+        "--unified",
+        action="store_true",
+        help="apply the one-pool rule on a discrete GPU (rehearses Jetson Thor): blocks stream from the file",
+    )
+    p.add_argument("--prefetch-depth", type=int, default=2, help="streamed blocks copied ahead (>= 2, default 2)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="make the tiny random-weight model once, then generate a clip from it")
     _add_clip_args(demo)
     demo.set_defaults(prompt=DEMO_PROMPT, output_path=Path("ltx2-edge-demo.mp4"))
+
+    pl = sub.add_parser("plan", help="print the memory plan of a generate command without loading any weight")
+    pl.add_argument("--checkpoint-path", type=Path, required=True, help="official LTX-2 19B .safetensors file")
+    pl.add_argument("--gemma-root", type=Path, required=True, help="Gemma 3 folder (tokenizer + model*.safetensors)")
+    _add_clip_args(pl)
+    pl.set_defaults(prompt="(plan only)")
 
     mk = sub.add_parser("make-checkpoint", help="write a random-weight checkpoint in the official format")
     mk.add_argument("--size", choices=("tiny", "full"), required=True, help="tiny: CPU tests; full: 19B shapes")
@@ -134,17 +163,32 @@ def _ensure_demo_model(quiet: bool) -> Path:
     return root
 
 
-def _run_generate(args: argparse.Namespace, checkpoint: Path, gemma_root: Path) -> int:
-    from ltx2_edge.atomic import install_signal_cleanup
-    from ltx2_edge.pipeline import Generator
+def _generator(args: argparse.Namespace, checkpoint: Path, gemma_root: Path) -> Generator:
+    from ltx2_edge.memory.budget import parse_size
+    from ltx2_edge.pipeline import Generator  # noqa: F811  (imported lazily: the CLI starts fast)
     from ltx2_edge.progress import Progress
-    from ltx2_edge.request import GenerationRequest
 
-    if not args.prompt:
-        raise RequestError("prompt", args.prompt, "a non-empty text (--prompt)")
-    if args.output_path is None:
-        raise RequestError("output_path", None, "a path ending in .mp4 (--output-path)")
-    request = GenerationRequest(
+    host = args.host_budget if args.host_budget == "auto" else parse_size(args.host_budget, "host-budget")
+    return Generator(
+        checkpoint,
+        gemma_root,
+        device=args.device,
+        budget=parse_size(args.budget, "budget"),
+        host_budget=host,
+        unified=args.unified,
+        prefetch_depth=args.prefetch_depth,
+        keep_resident=args.keep_resident,
+        quantization=args.quantization,
+        keep_bf16=tuple(args.keep_bf16),
+        quantize_all=args.quantize_all,
+        progress=Progress(quiet=args.quiet),
+    )
+
+
+def _request(args: argparse.Namespace) -> GenerationRequest:
+    from ltx2_edge.request import GenerationRequest  # noqa: F811
+
+    return GenerationRequest(
         prompt=args.prompt,
         negative_prompt=args.negative_prompt,
         width=args.width,
@@ -156,16 +200,27 @@ def _run_generate(args: argparse.Namespace, checkpoint: Path, gemma_root: Path) 
         guidance=args.guidance,
         audio_channels=args.audio_channels,
     )
-    generator = Generator(
-        checkpoint,
-        gemma_root,
-        device=args.device,
-        keep_resident=args.keep_resident,
-        quantization=args.quantization,
-        keep_bf16=tuple(args.keep_bf16),
-        quantize_all=args.quantize_all,
-        progress=Progress(quiet=args.quiet),
-    )
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    from ltx2_edge.memory.plan_text import format_plan
+
+    generator = _generator(args, args.checkpoint_path, args.gemma_root)
+    plan = generator.plan(_request(args))
+    print(format_plan(plan))
+    print("quantization: " + "; ".join(generator.policy.describe()[:1]))
+    return 0
+
+
+def _run_generate(args: argparse.Namespace, checkpoint: Path, gemma_root: Path) -> int:
+    from ltx2_edge.atomic import install_signal_cleanup
+
+    if not args.prompt:
+        raise RequestError("prompt", args.prompt, "a non-empty text (--prompt)")
+    if args.output_path is None:
+        raise RequestError("output_path", None, "a path ending in .mp4 (--output-path)")
+    request = _request(args)
+    generator = _generator(args, checkpoint, gemma_root)
     with install_signal_cleanup():
         result = generator.generate(request, args.output_path, overwrite=args.overwrite)
     print(result.report.table())
@@ -182,6 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             root = _ensure_demo_model(args.quiet)
             return _run_generate(args, root / "ltx2.safetensors", root / "gemma")
+        if args.command == "plan":
+            return _run_plan(args)
         if args.command == "quantize":
             return _run_quantize(args)
         if args.command == "make-checkpoint":

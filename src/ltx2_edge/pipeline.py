@@ -1,9 +1,11 @@
-"""Runs one generation: text encode -> denoise -> decode video + audio -> mux, each stage in a measured scope.
+"""Runs one generation: text encode -> denoise -> decode audio -> decode video + mux, each in a measured scope.
 
-``Generator`` is long-lived: it validates its files once (headers only), and with ``keep_resident`` it keeps
-each stage's modules between calls, so a robot or an installation making many clips does not reload tens of
-GB per clip. Without it, a stage's weights exist only while the stage runs (staged residency). What to run
-comes in as a ``GenerationRequest``; this module decides nothing about the clip itself.
+``Generator`` is long-lived: it validates its files once (headers only), plans every request against the memory
+budget before anything loads (refusing an impossible one with the smallest budget that works), and runs the
+stages the way the plan says: a stage's weights exist only while it runs; the transformer is resident or streams
+K blocks. With no budget (``budget=None``) and ``keep_resident``, stages stay loaded between calls, so a robot
+or an installation making many clips does not reload tens of GB per clip. What to run comes in as a
+``GenerationRequest``; this module decides nothing about the clip itself.
 """
 
 from __future__ import annotations
@@ -18,11 +20,17 @@ import torch
 
 from ltx2_edge.atomic import check_output_path
 from ltx2_edge.checkpoint.validate import inspect_checkpoint, inspect_gemma_folder
+from ltx2_edge.errors import BudgetError
 from ltx2_edge.guidance import Guidance
+from ltx2_edge.memory import runtime
+from ltx2_edge.memory.budget import DEFAULT_BUDGET_BYTES, format_gib
+from ltx2_edge.memory.plan_text import plan_to_json
+from ltx2_edge.memory.plan_types import Plan, PlanRequest, StagePlan
 from ltx2_edge.models import loaders
+from ltx2_edge.models.streamed_transformer import load_streamed_transformer
 from ltx2_edge.progress import Progress
 from ltx2_edge.quant.policy import QuantPolicy, resolve_precision
-from ltx2_edge.report import RunReport, device_info, versions
+from ltx2_edge.report import RunReport, StageRecord, device_info, versions
 from ltx2_edge.request import GenerationRequest
 from ltx2_edge.stages.decode_audio import decode_audio
 from ltx2_edge.stages.decode_video import decode_video
@@ -62,7 +70,7 @@ class Result:
 
 
 class Generator:
-    """Keeps the model files (and, with ``keep_resident``, the loaded stages) for many generations."""
+    """Keeps the model files (and, with no budget and ``keep_resident``, the loaded stages) for many clips."""
 
     def __init__(
         self,
@@ -71,6 +79,10 @@ class Generator:
         *,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        budget: int | None = DEFAULT_BUDGET_BYTES,
+        host_budget: int | None | str = "auto",
+        unified: bool = False,
+        prefetch_depth: int = 2,
         keep_resident: bool = False,
         guidance_mode: str = "batched",
         quantization: str = "auto",
@@ -82,31 +94,58 @@ class Generator:
         self.gemma = inspect_gemma_folder(Path(gemma_root))
         self.device = torch.device(device) if device is not None else default_device()
         self.dtype = dtype or default_dtype(self.device)
-        self.keep_resident = keep_resident
         self.guidance_mode = guidance_mode
+        self.prefetch_depth = prefetch_depth
         self.progress = progress or Progress()
+        self.notes: list[str] = []
         precision, note = resolve_precision(quantization, self.device)
         self.policy = QuantPolicy.from_flags(precision, tuple(keep_bf16), quantize_all)
-        self.notes = [note] if note else []
+        self.budget = runtime.budget_for(self.device, budget, host_budget, unified)
+        self.profile, profile_note = runtime.device_profile(self.device)
+        if keep_resident and self.budget.device_bytes is not None:
+            note2 = "keep_resident applies with no budget (--budget none): under a budget each stage is released"
+            self.notes.append(note2)
+            keep_resident = False
+        self.keep_resident = keep_resident
+        self.notes += [n for n in (note, profile_note) if n]
+        self.enforcement = runtime.enforce_device_budget(self.device, self.budget)
         for line in self.notes:
             self.progress.note(line)
-        self._text = TextEncoder(
-            self.gemma.root,
-            self.checkpoint.path,
-            device=self.device,
-            dtype=self.dtype,
-            keep_resident=keep_resident,
-            policy=self.policy,
-        )
+        self._text = TextEncoder(self.gemma.root, self.checkpoint.path, device=self.device, dtype=self.dtype,
+                                 keep_resident=keep_resident, policy=self.policy)  # fmt: skip
         self._resident: dict[str, torch.nn.Module] = {}
 
-    # ---- checks that need the tokenizer or the file system, still before any weight is read ----
-    def check(self, request: GenerationRequest, output_path: Path | None, overwrite: bool) -> None:
-        """Raise ``RequestError`` for a prompt over the context or a bad output path."""
+    # ---- before anything loads ----
+    def guidance(self, request: GenerationRequest) -> Guidance:
+        """The guidance passes ``request`` asks for, run batched or sequentially as this generator does."""
+        return Guidance.preset_named(request.guidance, mode=self.guidance_mode)  # type: ignore[arg-type]
+
+    def plan(self, request: GenerationRequest) -> Plan:
+        """The memory plan of ``request`` (``BudgetError`` if it cannot fit), from headers alone."""
+        preq = PlanRequest(
+            request.width, request.height, request.num_frames, request.frame_rate, request.num_inference_steps,
+            guidance_batch=len(self.guidance(request).passes()), precision=self.policy.precision,
+            prefetch_depth=self.prefetch_depth,
+        )  # fmt: skip
+        plan = runtime.build_plan(self.checkpoint.header, self.gemma.shards, preq, self.budget, self.profile,
+                                  self.policy)  # fmt: skip
+        text = plan.stage("text_encode")
+        if text.streamed_units:
+            raise BudgetError(
+                f"this budget needs Gemma's layers streamed ({text.streamed_units} of "
+                f"{text.streamed_units + text.resident_units}), which ltx2-edge does not do yet; text encoding needs "
+                f"{format_gib(text.weights_resident_bytes + text.weights_streamed_bytes + text.activations_bytes)}:"
+                " use --quantization fp8/int8 (8-bit Gemma) or a larger --budget"
+            )
+        return plan
+
+    def check(self, request: GenerationRequest, output_path: Path | None, overwrite: bool) -> Plan:
+        """Raise for a prompt over the context, a bad output path or an impossible budget; return the plan."""
         self._text.tokenizer.check(request.prompt, "prompt")
         self._text.tokenizer.check(request.negative_prompt, "negative_prompt")
         if output_path is not None:
             check_output_path(output_path, overwrite)
+        return self.plan(request)
 
     # ---- stages ----
     def _module(self, name: str, load: Callable[[], torch.nn.Module]) -> torch.nn.Module:
@@ -123,6 +162,10 @@ class Generator:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     def encode_text(self, request: GenerationRequest, details: dict | None = None) -> Contexts:
         """Prompt and negative prompt -> video and audio contexts. ``details`` receives per-part seconds."""
 
@@ -131,37 +174,38 @@ class Generator:
                 details[f"{part}_seconds"] = round(seconds, 4)
 
         pos, neg = self._text.encode([request.prompt, request.negative_prompt], progress=part_done)
-        return Contexts(
-            video=pos.video_encoding,
-            audio=pos.audio_encoding,
-            video_negative=neg.video_encoding,
-            audio_negative=neg.audio_encoding,
-        )
+        return Contexts(video=pos.video_encoding, audio=pos.audio_encoding, video_negative=neg.video_encoding,
+                        audio_negative=neg.audio_encoding)  # fmt: skip
 
-    def denoise(self, request: GenerationRequest, contexts: Contexts, details: dict | None = None) -> Latents:
+    def _transformer(self, stage: StagePlan | None, details: dict) -> tuple[torch.nn.Module, object | None]:
+        if stage is None or not stage.streamed_units:
+            details["residency"] = "all 48 blocks resident" if stage is not None else "resident (no plan)"
+            load = lambda: loaders.load_transformer(self.checkpoint.path, self.device, self.dtype, self.policy)  # noqa: E731
+            return self._module("transformer", load), None
+        details["residency"] = (f"{stage.resident_units} blocks resident, {stage.streamed_units} streamed from "
+                                f"{stage.source_tier} through {stage.n_slots} slots")  # fmt: skip
+        return load_streamed_transformer(self.checkpoint.path, self.device, self.dtype, self.policy,
+                                         stage.resident_units, stage.source_tier, stage.n_slots - 1)  # fmt: skip
+
+    def denoise(
+        self, request: GenerationRequest, contexts: Contexts, details: dict | None = None, plan: Plan | None = None
+    ) -> Latents:
         """Noise from the seed, then all denoising steps; returns the final latents.
 
-        ``details`` receives the weight-load seconds and each step's seconds (loading is not denoising).
+        ``details`` receives the weight-load seconds, each step's seconds and, when blocks stream, the bytes
+        moved and the time compute waited on copies (loading is not denoising).
         """
         details = {} if details is None else details
         generator = torch.Generator(device=self.device).manual_seed(request.seed)
-        setup = noised_latents(
-            pixel_shape(request.width, request.height, request.num_frames, request.frame_rate),
-            generator,
-            self.device,
-            self.dtype,
-        )
+        shape = pixel_shape(request.width, request.height, request.num_frames, request.frame_rate)
+        setup = noised_latents(shape, generator, self.device, self.dtype)
         started = time.perf_counter()
-        transformer = self._module(
-            "transformer", lambda: loaders.load_transformer(self.checkpoint.path, self.device, self.dtype, self.policy)
-        )
+        transformer, streamer = self._transformer(plan.stage("denoise") if plan is not None else None, details)
         self._sync()
         details["load_seconds"] = round(time.perf_counter() - started, 4)
         quant_report = getattr(transformer, "quant_report", None)
         if quant_report is not None:
             details["quantization"] = quant_report.lines()
-        guidance = Guidance.preset_named(request.guidance, mode=self.guidance_mode)  # type: ignore[arg-type]
-        sigmas = official_sigmas(request.num_inference_steps, self.device)
         step_seconds: list[float] = details.setdefault("step_seconds", [])
         started = time.perf_counter()
 
@@ -170,107 +214,117 @@ class Generator:
             self.progress.step(i, total, seconds, time.perf_counter() - started)
 
         sync = torch.cuda.synchronize if self.device.type == "cuda" else None
-        video, audio = denoise(
-            transformer, setup.video_state, setup.audio_state, sigmas, contexts, guidance, on_step=on_step,
-            synchronize=sync,
-        )  # fmt: skip
+        try:
+            video, audio = denoise(transformer, setup.video_state, setup.audio_state,
+                                   official_sigmas(request.num_inference_steps, self.device), contexts,
+                                   self.guidance(request), on_step=on_step, synchronize=sync)  # fmt: skip
+        finally:
+            if streamer is not None:
+                stats = streamer.stats()
+                details.update(bytes_streamed=stats.bytes_streamed, block_copies=stats.copies, slots=stats.slots,
+                               slot_bytes=stats.slot_bytes, copy_wait_seconds=round(stats.wait_s, 4),
+                               pinned_host_bytes=stats.source_pinned_bytes)  # fmt: skip
+                streamer.close()
         details["steps_seconds"] = round(sum(step_seconds), 4)
         details["seconds_per_step"] = round(sum(step_seconds) / len(step_seconds), 4)
-        del transformer
+        del transformer, streamer
         self._release()
         v, a = final_latents(setup, video, audio)
         return Latents(video=v, audio=a, generator=generator)
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def decode_audio(self, latents: Latents) -> tuple[torch.Tensor, int]:
         """Final audio latent -> waveform [channels, samples] (CPU float32) and its sample rate."""
-        decoder = self._module(
-            "audio_decoder", lambda: loaders.load_audio_decoder(self.checkpoint.path, self.device, self.dtype)
-        )
-        vocoder = self._module("vocoder", lambda: loaders.load_vocoder(self.checkpoint.path, self.device, self.dtype))
+        path, dev, dt = self.checkpoint.path, self.device, self.dtype
+        decoder = self._module("audio_decoder", lambda: loaders.load_audio_decoder(path, dev, dt))
+        vocoder = self._module("vocoder", lambda: loaders.load_vocoder(path, dev, dt))
         out = decode_audio(latents.audio, decoder, vocoder)
         del decoder, vocoder
         self._release()
         return out
 
-    def decode_video(self, latents: Latents) -> Iterator[torch.Tensor]:
-        """Final video latent -> uint8 frame chunks [f, h, w, 3] on the CPU."""
-        decoder = self._module(
-            "video_decoder", lambda: loaders.load_video_decoder(self.checkpoint.path, self.device, self.dtype)
-        )
-        for chunk in decode_video(latents.video, decoder, latents.generator):
+    def decode_video(self, latents: Latents, plan: Plan | None = None) -> Iterator[torch.Tensor]:
+        """Final video latent -> uint8 frame chunks [f, h, w, 3] on the CPU (tiled as the plan says)."""
+        path, dev, dt = self.checkpoint.path, self.device, self.dtype
+        decoder = self._module("video_decoder", lambda: loaders.load_video_decoder(path, dev, dt))
+        tiling = runtime.tiling_config(plan.stage("decode_video").tiles) if plan is not None else None
+        for chunk in decode_video(latents.video, decoder, latents.generator, tiling):
             yield chunk.cpu()
         del decoder
         self._release()
 
     # ---- the whole run ----
+    def _stage_memory(self, rec: StageRecord, predicted: int, baseline: int) -> None:
+        """Budget, prediction and what the device really held, for the report (and leaks between stages)."""
+        cap = self.budget.device_bytes
+        rec.details.update(budget_bytes=cap, predicted_peak_bytes=predicted,
+                           within_budget=cap is None or rec.peak_bytes <= cap)  # fmt: skip
+        if self.device.type == "cuda":
+            self._release()
+            rec.details["nvml_used_bytes_after"] = runtime.nvml_used_bytes(self.device)
+            retained = torch.cuda.memory_allocated(self.device) - baseline
+            rec.details["retained_bytes_after"] = retained
+            if not self.keep_resident and retained > 256 * 1024**2:
+                self.progress.note(f"{rec.stage} left {retained / 1024**3:.2f} GiB allocated after release")
+
     def generate(self, request: GenerationRequest, output_path: str | Path, overwrite: bool = False) -> Result:
         """Generate one clip into ``output_path`` (MP4, written atomically) and its ``.report.json``."""
         out = Path(output_path)
-        self.check(request, out, overwrite)
-        report = RunReport(
-            request=request.to_dict(), device=device_info(self.device), versions=versions(), output_path=str(out)
-        )
-        report.extra["model"] = {
-            "checkpoint": str(self.checkpoint.path),
-            "model_version": self.checkpoint.model_version,
-            "gemma_root": str(self.gemma.root),
-            "dtype": str(self.dtype).removeprefix("torch."),
-        }
-        guidance = Guidance.preset_named(request.guidance, mode=self.guidance_mode)  # type: ignore[arg-type]
-        report.extra["guidance"] = guidance.describe()
-        report.extra["quantization"] = {"precision": self.policy.precision, "policy": self.policy.describe()}
+        plan = self.check(request, out, overwrite)
+        guidance = self.guidance(request)
+        report = RunReport(request=request.to_dict(), device=device_info(self.device), versions=versions(),
+                           output_path=str(out))  # fmt: skip
+        report.extra.update(
+            model={"checkpoint": str(self.checkpoint.path), "model_version": self.checkpoint.model_version,
+                   "gemma_root": str(self.gemma.root), "dtype": str(self.dtype).removeprefix("torch.")},
+            guidance=guidance.describe(),
+            quantization={"precision": self.policy.precision, "policy": self.policy.describe()},
+            budget={"describe": self.budget.describe(), "device_bytes": self.budget.device_bytes,
+                    "host_bytes": self.budget.host_bytes, "unified": self.budget.unified,
+                    "enforcement": self.enforcement},
+            plan=plan_to_json(plan),
+        )  # fmt: skip
         report.notes.extend(self.notes)
-        start = time.perf_counter()
-        dev = self.device
+        start, dev = time.perf_counter(), self.device
         weights = "bf16" if self.policy.precision == "bf16" else f"{self.policy.precision} Linears, keep-list bf16"
+        baseline = torch.cuda.memory_allocated(dev) if dev.type == "cuda" else 0
+        predicted = {s.name: s.predicted_peak_bytes for s in plan.stages}
 
         self.progress.stage("text_encode", "Gemma 3 over prompt and negative prompt, then the connectors")
         with report.measure("text_encode", f"staged: Gemma language model only ({weights}), freed after", dev) as rec:
             contexts = self.encode_text(request, rec.details)
             rec.details["prompt_tokens"] = self._text.count_tokens(request.prompt)
+        self._stage_memory(rec, max(predicted["text_encode"], predicted["embeddings"]), baseline)
         self.progress.done("text_encode", rec.seconds)
 
         tokens = video_token_count(request.width, request.height, request.num_frames)
-        self.progress.stage(
-            "denoise",
-            f"{request.num_inference_steps} steps, {tokens} video tokens, {guidance.batch} guidance passes per forward",
-        )
-        with report.measure(
-            "denoise",
-            f"{weights}; guidance batched x{guidance.batch} in one forward per step"
-            if guidance.mode == "batched"
-            else f"{weights}; guidance passes run one by one",
-            dev,
-        ) as rec:
-            latents = self.denoise(request, contexts, rec.details)
+        den = plan.stage("denoise")
+        self.progress.stage("denoise", f"{request.num_inference_steps} steps, {tokens} video tokens, "
+                                       f"{guidance.batch} guidance passes per forward; {den.technique}")  # fmt: skip
+        batching = (f"guidance batched x{guidance.batch} in one forward per step" if guidance.mode == "batched"
+                    else "guidance passes run one by one")  # fmt: skip
+        with report.measure("denoise", f"{weights}; {batching}; {den.technique}", dev) as rec:
+            latents = self.denoise(request, contexts, rec.details, plan)
             rec.details.update(steps=request.num_inference_steps, video_tokens=tokens, passes=list(guidance.passes()))
-        self.progress.done("denoise", rec.seconds)
         del contexts
+        self._stage_memory(rec, predicted["denoise"], baseline)
+        self.progress.done("denoise", rec.seconds)
 
         self.progress.stage("decode_audio", "audio VAE decoder + vocoder")
         with report.measure("decode_audio", "staged: decoder + vocoder loaded for this stage only", dev) as rec:
             waveform, sample_rate = self.decode_audio(latents)
             rec.details.update(sample_rate=sample_rate, channels=int(waveform.shape[0]), samples=int(waveform.shape[1]))
+        self._stage_memory(rec, predicted["decode_audio"], baseline)
         self.progress.done("decode_audio", rec.seconds)
 
-        self.progress.stage("decode_video+mux", "video VAE decoder, H.264 + AAC into the MP4")
+        tiles = plan.stage("decode_video").tiles
+        tiling = tiles.describe() if tiles is not None else "untiled"
+        self.progress.stage("decode_video+mux", f"video VAE decoder ({tiling}), H.264 + AAC into the MP4")
         metadata = mp4_metadata({**request.to_dict(), "guidance": guidance.describe()}, self.checkpoint.model_version)
-        with report.measure("decode_video+mux", "staged: video decoder for this stage only; untiled", dev) as rec:
-            stats = write_mp4(
-                out,
-                self.decode_video(latents),
-                waveform,
-                sample_rate,
-                request.frame_rate,
-                request.audio_channels,
-                metadata,
-                overwrite,
-            )
+        with report.measure("decode_video+mux", f"staged: video decoder for this stage only; {tiling}", dev) as rec:
+            stats = write_mp4(out, self.decode_video(latents, plan), waveform, sample_rate, request.frame_rate,
+                              request.audio_channels, metadata, overwrite)  # fmt: skip
             rec.details.update(asdict(stats))
+        self._stage_memory(rec, predicted["decode_video"], baseline)
         self.progress.done("decode_video+mux", rec.seconds)
 
         report.total_seconds = time.perf_counter() - start

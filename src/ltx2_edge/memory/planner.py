@@ -173,7 +173,9 @@ def _tiled(ctx: _Context, w: Weights, tiling: VideoTiling, held: int, beside: in
     plan = fit_stage(ctx, "decode_video", w, tiling.working_bytes, FlopCount(conv=tiling.flops), 1, "block", held)
     if isinstance(plan, Shortfall):
         return plan
-    note = "; decode_audio runs beside it on its own stream" if beside else "; decode_audio runs after it"
+    # The pipeline decodes audio before video today (overlap is the decode issue's work); room for both at once
+    # is still reserved when it fits, so that overlap never needs a new plan.
+    note = "; room reserved for decode_audio beside it" if beside else "; decode_audio runs apart from it"
     peak = plan.predicted_peak_bytes + beside
     return replace(
         plan, tiles=tiling, beside_bytes=beside, predicted_peak_bytes=peak, technique=tiling.describe() + note
@@ -187,7 +189,7 @@ def _with_note(plan: StagePlan | Shortfall, note: str) -> StagePlan | Shortfall:
 def _evaluate(ctx: _Context) -> list[StagePlan | Shortfall]:
     audio = _decode_audio(ctx)
     if isinstance(audio, StagePlan):
-        audio = replace(audio, technique=audio.technique + "; own CUDA stream")
+        audio = replace(audio, technique=audio.technique + "; decoder + vocoder")
     return [_text_encode(ctx), _embeddings(ctx), _denoise(ctx), _decode_video(ctx, audio), audio]
 
 

@@ -1,0 +1,112 @@
+"""From a running machine to the planner's inputs, and back: budget, profile, plan, enforcement, measurement.
+
+The planner is pure; this module is where it meets the device: which profile describes this GPU, what the OS
+says is available, the merged Gemma header, the policy's quantized-weight predicate, turning a plan's tiles into
+ltx-core's ``TilingConfig``, and enforcing a discrete GPU's device budget with
+``torch.cuda.set_per_process_memory_fraction`` so that a planning error fails loudly instead of silently using
+more. It decides nothing the plan has not decided.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psutil
+import torch
+from ltx_core.model.video_vae import SpatialTilingConfig, TemporalTilingConfig, TilingConfig
+
+from ltx2_edge.checkpoint.header import Header, TensorInfo, read_header
+from ltx2_edge.memory.budget import Budget
+from ltx2_edge.memory.plan_types import Plan, PlanRequest
+from ltx2_edge.memory.planner import plan as make_plan
+from ltx2_edge.memory.profiles import DeviceProfile, profile_for
+from ltx2_edge.memory.tile_plan import VideoTiling
+from ltx2_edge.quant.policy import QuantPolicy
+
+
+def device_profile(device: torch.device) -> tuple[DeviceProfile, str]:
+    """The profile that predicts times on ``device`` and a note when it is only the nearest one."""
+    if device.type != "cuda":
+        return profile_for("cpu"), ""
+    props = torch.cuda.get_device_properties(device)
+    if getattr(props, "is_integrated", False):
+        return profile_for("thor-t5000"), "integrated GPU: Jetson Thor T5000 profile (published figures)"
+    if "H100" in props.name:
+        return profile_for("h100"), ""
+    return profile_for("h100"), f"{props.name} has no measured profile: times are predicted with the H100's rates"
+
+
+def is_integrated(device: torch.device) -> bool:
+    """True on a unified-memory device (Jetson), where host and device share one pool."""
+    return device.type == "cuda" and bool(getattr(torch.cuda.get_device_properties(device), "is_integrated", False))
+
+
+def budget_for(device: torch.device, budget_bytes: int | None, host_budget: int | None | str, unified: bool) -> Budget:
+    """The run's ``Budget``: ``--budget``, ``--host-budget`` (or "auto"), ``--unified``, and what the OS has free."""
+    return Budget.for_device(budget_bytes, is_integrated=is_integrated(device), unified=unified,
+                             host_budget=host_budget, host_available_bytes=psutil.virtual_memory().available)  # type: ignore[arg-type]  # fmt: skip
+
+
+def gemma_tensors(shards: tuple[Path, ...]) -> dict[str, TensorInfo]:
+    """All shards' header entries, merged (headers only)."""
+    merged: dict[str, TensorInfo] = {}
+    for shard in shards:
+        merged.update(read_header(shard).tensors)
+    return merged
+
+
+def quantized_predicate(policy: QuantPolicy):  # noqa: ANN201  (planner.IsQuantized)
+    """The planner's ``is_quantized(tensor name)`` for ``policy`` (Linear weights the policy makes 8-bit)."""
+
+    def is_quantized(name: str) -> bool:
+        return name.endswith(".weight") and policy.precision_for(name.removesuffix(".weight")) != "bf16"
+
+    return is_quantized
+
+
+def build_plan(
+    checkpoint_header: Header,
+    gemma_shards: tuple[Path, ...],
+    request: PlanRequest,
+    budget: Budget,
+    profile: DeviceProfile,
+    policy: QuantPolicy,
+) -> Plan:
+    """Plan ``request`` (raises ``BudgetError`` before anything loads when it cannot fit)."""
+    return make_plan(checkpoint_header, gemma_tensors(gemma_shards), request, budget, profile,
+                     quantized_predicate(policy))  # fmt: skip
+
+
+def tiling_config(tiling: VideoTiling | None) -> TilingConfig | None:
+    """The plan's decode tiling as ltx-core's ``TilingConfig`` (None: decode untiled)."""
+    if tiling is None or (tiling.spatial_tile_px is None and tiling.temporal_tile_frames is None):
+        return None
+    spatial = None
+    if tiling.spatial_tile_px is not None:
+        spatial = SpatialTilingConfig(tile_size_in_pixels=tiling.spatial_tile_px,
+                                      tile_overlap_in_pixels=tiling.spatial_overlap_px)  # fmt: skip
+    temporal = None
+    if tiling.temporal_tile_frames is not None:
+        temporal = TemporalTilingConfig(tile_size_in_frames=tiling.temporal_tile_frames,
+                                        tile_overlap_in_frames=tiling.temporal_overlap_frames)  # fmt: skip
+    return TilingConfig(spatial_config=spatial, temporal_config=temporal)
+
+
+def enforce_device_budget(device: torch.device, budget: Budget) -> str:
+    """Cap this process's CUDA allocations at the device budget (discrete GPUs); returns what was done."""
+    if device.type != "cuda" or budget.unified or budget.device_bytes is None:
+        return "no allocator cap" if device.type == "cuda" else "cpu: no device cap"
+    total = torch.cuda.get_device_properties(device).total_memory
+    fraction = min(1.0, budget.device_bytes / total)
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    return f"allocator capped at {fraction:.3f} of {total / 1024**3:.1f} GiB"
+
+
+def nvml_used_bytes(device: torch.device) -> int | None:
+    """Device memory in use as NVML sees it (CUDA context and library workspaces included), if available."""
+    if device.type != "cuda":
+        return None
+    try:
+        return int(torch.cuda.device_memory_used(device))
+    except Exception:  # NVML missing or not permitted: the report says "unavailable"
+        return None
