@@ -300,9 +300,10 @@ class Generator:
         den = plan.stage("denoise")
         self.progress.stage("denoise", f"{request.num_inference_steps} steps, {tokens} video tokens, "
                                        f"{guidance.batch} guidance passes per forward; {den.technique}")  # fmt: skip
+        residency = den.technique.split(";")[0]
         batching = (f"guidance batched x{guidance.batch} in one forward per step" if guidance.mode == "batched"
                     else "guidance passes run one by one")  # fmt: skip
-        with report.measure("denoise", f"{weights}; {batching}; {den.technique}", dev) as rec:
+        with report.measure("denoise", f"{weights}; {residency}; {batching}", dev) as rec:
             latents = self.denoise(request, contexts, rec.details, plan)
             rec.details.update(steps=request.num_inference_steps, video_tokens=tokens, passes=list(guidance.passes()))
         del contexts
