@@ -10,13 +10,17 @@ pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
 # The CPU build of torch 2.13 on machines without a GPU (the local wheel makes this fast); a machine that already
 # has a CUDA torch in .venv keeps it.
 .venv/bin/python -c 'import torch' 2>/dev/null || pip install "torch==2.13.0"
-# ltx-core without its declared dependencies: they are in our pyproject (all but torchaudio, see _compat.py).
-pip install --no-deps "ltx-core==1.0.0"
 extra=""
+no_deps=("ltx-core==1.0.0")
 if [ "${1:-}" = "--test" ]; then
-  pip install --no-deps "ltx-pipelines==1.0.0"
   extra="--test"
+  no_deps+=("ltx-pipelines==1.0.0")
 fi
 .venv/bin/python scripts/deps.py $extra > .venv/requirements.txt
 pip install -r .venv/requirements.txt
+# ltx-core (and ltx-pipelines) without their declared dependencies: those are in our pyproject, all but torchaudio
+# (see _compat.py). Installed after the rest because pip checks conflicts on every install that resolves
+# dependencies and would print a false ERROR about torchaudio; tests/test_dependency_bounds.py checks these
+# packages' requirements instead.
+pip install --no-deps "${no_deps[@]}"
 pip install --no-deps -e .

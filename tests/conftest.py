@@ -1,4 +1,4 @@
-"""Shared fixtures: one tiny generated checkpoint per test session (seconds to make)."""
+"""Shared fixtures: one tiny generated checkpoint per test session (seconds to make); one intra-op thread."""
 
 from __future__ import annotations
 
@@ -9,6 +9,11 @@ import torch
 
 import ltx2_edge  # noqa: F401  (torchaudio placeholder before ltx_core)
 from ltx2_edge.checkpoint.configs import ltx2_config
+
+# One intra-op thread for the whole session. Our tensors are tiny, so a second thread buys nothing, and on a
+# shared 2-core machine (CI, or beside other jobs) OpenMP workers wait on each other. Whole suite, 2 cores with
+# a load average of 3.5-7 from other jobs: 1 thread 46 and 69 s, 2 threads 242 and 197 s (runs interleaved).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -16,18 +16,10 @@ import torch
 
 import ltx2_edge
 from ltx2_edge.atomic import Terminated, atomic_output, check_output_path, install_signal_cleanup
-from ltx2_edge.errors import RequestError
-from ltx2_edge.stages import mux
-from ltx2_edge.stages.mux import (
-    EncoderMissingError,
-    Mp4Writer,
-    StreamingMp4Writer,
-    fps_fraction,
-    mp4_metadata,
-    probe_mp4,
-    require_encoders,
-    write_mp4,
-)
+from ltx2_edge.errors import EncoderMissingError, RequestError
+from ltx2_edge.stages import mp4_probe, mux
+from ltx2_edge.stages.mp4_probe import fps_fraction, mp4_metadata, probe_mp4
+from ltx2_edge.stages.mux import Mp4Writer, StreamingMp4Writer, require_encoders, write_mp4
 
 H, W, SR = 64, 96, 24000
 
@@ -317,3 +309,10 @@ def test_missing_encoder_is_named():
     require_encoders()  # the installed wheel has both
     with pytest.raises(EncoderMissingError, match="no encoder no_such_encoder"):
         require_encoders(["libx264", "no_such_encoder"])
+
+
+def test_mux_re_exports_the_moved_names():
+    # The pipeline and the end-to-end tests import these from the mux stage: they must be the same objects.
+    for name in ("Mp4Probe", "probe_mp4", "fps_fraction", "mp4_metadata"):
+        assert getattr(mux, name) is getattr(mp4_probe, name)
+    assert mux.EncoderMissingError is EncoderMissingError

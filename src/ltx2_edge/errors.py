@@ -25,3 +25,7 @@ class CheckpointError(Ltx2EdgeError):
 
 class BudgetError(Ltx2EdgeError):
     """The request cannot run inside the memory budget. The message gives the smallest budget that works."""
+
+
+class EncoderMissingError(Ltx2EdgeError):
+    """The installed PyAV build lacks an encoder ltx2-edge needs (no silent codec switch)."""

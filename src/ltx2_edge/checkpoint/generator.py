@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -24,14 +25,16 @@ import torch
 from ltx2_edge.checkpoint.configs import MODEL_VERSION, SIZES, Size, gemma_config, ltx2_config
 from ltx2_edge.checkpoint.gemma_folder import gemma_folder_plan
 from ltx2_edge.checkpoint.header import read_header
-from ltx2_edge.checkpoint.init_scheme import init_rule, tensor_chunks
+from ltx2_edge.checkpoint.init_scheme import CHUNK_ELEMENTS, init_rule, tensor_chunks
 from ltx2_edge.checkpoint.layout import Shape, expected_tensors
 from ltx2_edge.errors import CheckpointError, RequestError
 
 Progress = Callable[[str, int, int], None]  # (file name, bytes written, bytes in that file)
 PARTS = ("ltx2", "gemma")
 LTX2_FILE = "ltx2.safetensors"
-_DTYPE = ("BF16", torch.bfloat16, 2)  # the official files' dtype, for every tensor
+# The official files' dtype, used for every tensor: safetensors name, torch dtype, bytes per value.
+STORAGE_DTYPE, _TORCH_DTYPE, _ITEM_BYTES = "BF16", torch.bfloat16, 2
+_SHARD_NAME = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,8 @@ def _header_bytes(tensors: dict[str, Shape], metadata: dict[str, str]) -> tuple[
     doc: dict[str, object] = {"__metadata__": metadata}
     offset = 0
     for name in order:
-        size = math.prod(tensors[name]) * _DTYPE[2]
-        doc[name] = {"dtype": _DTYPE[0], "shape": list(tensors[name]), "data_offsets": [offset, offset + size]}
+        size = math.prod(tensors[name]) * _ITEM_BYTES
+        doc[name] = {"dtype": STORAGE_DTYPE, "shape": list(tensors[name]), "data_offsets": [offset, offset + size]}
         offset += size
     raw = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
     raw += b" " * (-len(raw) % 8)  # the data section starts 8-byte aligned
@@ -71,20 +74,31 @@ def write_safetensors(
     seed: int,
     device: str | torch.device = "cpu",
     progress: Progress | None = None,
+    chunk_elements: int = CHUNK_ELEMENTS,
 ) -> int:
     """Stream every tensor of ``layout`` (random, by ``init_scheme``) into the safetensors file ``path``.
 
-    Writes ``path`` through a temporary sibling and renames it at the end. Returns the file's size in bytes.
+    At most ``chunk_elements`` values exist in memory at once. Writes ``path`` through a temporary sibling
+    and renames it at the end. Returns the file's size in bytes.
     """
     header, order = _header_bytes({name: shape for name, (shape, _) in layout.items()}, metadata)
-    total = len(header) + sum(math.prod(layout[name][0]) for name in order) * _DTYPE[2]
+    total = len(header) + sum(math.prod(layout[name][0]) for name in order) * _ITEM_BYTES
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with tmp.open("wb") as f:
             f.write(header)
             for name in order:
                 rule = init_rule(name, layout)
-                for chunk in tensor_chunks(name, layout[name][0], rule, seed=seed, dtype=_DTYPE[1], device=device):
+                chunks = tensor_chunks(
+                    name,
+                    layout[name][0],
+                    rule,
+                    seed=seed,
+                    dtype=_TORCH_DTYPE,
+                    device=device,
+                    chunk_elements=chunk_elements,
+                )
+                for chunk in chunks:
                     f.write(chunk.cpu().view(torch.uint8).numpy())
                 if progress is not None:
                     progress(path.name, f.tell(), total)
@@ -139,9 +153,11 @@ def _write_gemma(size: Size, folder: Path, seed: int, device: str, overwrite: bo
     shard_names = [s.file_name for s in plan.shards]
     if folder.exists() and any(folder.iterdir()):
         weights = list(folder.glob("*.safetensors"))
-        if not weights or any(_ours(p) is None for p in weights):
+        foreign = [p.name for p in folder.iterdir() if p.name not in plan.files and not _SHARD_NAME.fullmatch(p.name)]
+        if not weights or foreign or any(_ours(p) is None for p in weights):
             raise CheckpointError(
-                f"refusing to replace {folder}: it is not a Gemma folder written by this generator; move it away"
+                f"refusing to replace {folder}: it is not a Gemma folder written by this generator "
+                f"(or holds other files: {', '.join(sorted(foreign)[:3]) or 'none'}); move it away"
             )
         if not overwrite:
             if _gemma_is(folder, plan.files, shard_names, tag):

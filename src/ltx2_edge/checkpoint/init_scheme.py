@@ -156,7 +156,9 @@ def make_tensor(
 ) -> torch.Tensor:
     """Tensor ``name`` of ``layout`` whole, exactly as the generator writes it (for tests and studies)."""
     shape, _ = layout[name]
-    chunks = list(tensor_chunks(name, shape, init_rule(name, layout), seed=seed, dtype=dtype, device=device))
-    if not chunks:
-        return torch.empty(shape, dtype=dtype, device=device)
-    return torch.cat(chunks).reshape(shape)
+    out = torch.empty(math.prod(shape), dtype=dtype, device=device)
+    start = 0
+    for chunk in tensor_chunks(name, shape, init_rule(name, layout), seed=seed, dtype=dtype, device=device):
+        out[start : start + chunk.numel()] = chunk
+        start += chunk.numel()
+    return out.reshape(shape)

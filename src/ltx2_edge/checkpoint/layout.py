@@ -11,6 +11,7 @@ Roles tell ``init_scheme`` how torch would initialise the tensor (see ``ROLES``)
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -253,7 +254,8 @@ def gemma_layout(gemma_config: dict) -> dict[str, tuple[Shape, str]]:
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 
     with torch.device("meta"):
-        model = Gemma3ForConditionalGeneration(Gemma3Config.from_dict(gemma_config))
+        # from_dict writes into the dict it is given (attn_implementation): hand it a copy.
+        model = Gemma3ForConditionalGeneration(Gemma3Config.from_dict(copy.deepcopy(gemma_config)))
     renames = (
         ("model.language_model.", "language_model.model."),
         ("model.vision_tower.", "vision_tower."),

@@ -10,6 +10,7 @@ This module never reads tensor data and never unpickles anything.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,7 +156,7 @@ def inspect_gemma_folder(root: str | Path) -> GemmaInfo:
         found.update(read_header(shard).tensors)
     try:
         layout = gemma_layout(config)
-        text_config = Gemma3Config.from_dict(config).text_config.to_dict()
+        text_config = Gemma3Config.from_dict(copy.deepcopy(config)).text_config.to_dict()
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{config_path} is not a usable Gemma 3 config ({exc!r})") from exc
     language = {k: v for k, v in layout.items() if k.startswith("language_model.")}

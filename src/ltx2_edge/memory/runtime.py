@@ -96,9 +96,10 @@ def enforce_device_budget(device: torch.device, budget: Budget) -> str:
     """Cap this process's CUDA allocations at the device budget (discrete GPUs); returns what was done."""
     if device.type != "cuda" or budget.unified or budget.device_bytes is None:
         return "no allocator cap" if device.type == "cuda" else "cpu: no device cap"
-    total = torch.cuda.get_device_properties(device).total_memory
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    total = torch.cuda.get_device_properties(index).total_memory
     fraction = min(1.0, budget.device_bytes / total)
-    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    torch.cuda.set_per_process_memory_fraction(fraction, index)  # wants an index, not a bare "cuda"
     return f"allocator capped at {fraction:.3f} of {total / 1024**3:.1f} GiB"
 
 

@@ -8,15 +8,14 @@ Metadata uses the MP4 muxer's ``use_metadata_tags`` mode: every key (``title``, 
 as JSON, ``ltx2_edge``) survives a read back; plain mode would drop custom keys.
 
 ``Mp4Writer`` encodes on the caller's thread; ``StreamingMp4Writer`` feeds the same ``_Mp4Encoder`` from a
-bounded queue on a writer thread. This module must never switch codecs when one is missing, never leave a
-partial file behind after a failure, and never change pixels or samples beyond the stated trim/pad and
-the [-1, 1] clip.
+bounded queue on a writer thread; the exact frame rate, the tags and the read back live in ``mp4_probe``.
+This module must never switch codecs when one is missing, never leave a partial file behind after a failure,
+and never change pixels or samples beyond the stated trim/pad and the [-1, 1] clip.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import queue
 import threading
@@ -31,7 +30,26 @@ import numpy as np
 import torch
 
 from ltx2_edge.atomic import atomic_output, check_output_path
-from ltx2_edge.errors import Ltx2EdgeError, RequestError
+from ltx2_edge.errors import EncoderMissingError, RequestError
+from ltx2_edge.stages.mp4_probe import Mp4Probe, fps_fraction, mp4_metadata, probe_mp4
+
+# The mux stage's public names. EncoderMissingError (errors.py) and the frame-rate, tag and probe helpers
+# (mp4_probe.py) live elsewhere and are re-exported: the pipeline and tests import them from here.
+__all__ = [
+    "AAC_SAMPLE_RATES",
+    "AUDIO_ENCODER",
+    "EncoderMissingError",
+    "Mp4Probe",
+    "Mp4Writer",
+    "MuxStats",
+    "StreamingMp4Writer",
+    "VIDEO_ENCODER",
+    "fps_fraction",
+    "mp4_metadata",
+    "probe_mp4",
+    "require_encoders",
+    "write_mp4",
+]
 
 VIDEO_ENCODER, AUDIO_ENCODER = "libx264", "aac"
 CRF, PRESET = 18, "medium"
@@ -47,10 +65,6 @@ _BT709 = 1  # AVCOL_PRI/TRC/SPC_BT709 and AVCOL_RANGE_MPEG share the value 1 in 
 _STOP = object()
 
 
-class EncoderMissingError(Ltx2EdgeError):
-    """The installed PyAV build lacks an encoder ltx2-edge needs (no silent codec switch)."""
-
-
 def require_encoders(names: Iterable[str] = (VIDEO_ENCODER, AUDIO_ENCODER)) -> None:
     """Raise ``EncoderMissingError`` naming every encoder in ``names`` that this PyAV build cannot open."""
     missing = []
@@ -64,31 +78,6 @@ def require_encoders(names: Iterable[str] = (VIDEO_ENCODER, AUDIO_ENCODER)) -> N
             f"PyAV {av.__version__} has no encoder {', '.join(missing)}; install a PyAV wheel built with libx264 "
             "and aac (the PyPI wheels are): `pip install --force-reinstall av`"
         )
-
-
-def fps_fraction(fps: float | Fraction) -> Fraction:
-    """The exact frame rate: integers stay integers, NTSC rates snap to n*1000/1001, else denominator <= 1001."""
-    if not fps > 0:
-        raise RequestError("fps", fps, "a positive number of frames per second, e.g. 24 or 23.976")
-    if isinstance(fps, Fraction):
-        return fps
-    ntsc = round(fps * 1.001)
-    # limit_denominator alone would turn 23.976 into 2997/125; broadcast rates mean 24000/1001.
-    if fps != round(fps) and abs(fps - ntsc * 1000 / 1001) < 5e-4:
-        return Fraction(ntsc * 1000, 1001)
-    return Fraction(fps).limit_denominator(1001)
-
-
-def mp4_metadata(request_fields: Mapping[str, object], model_version: str) -> dict[str, str]:
-    """Container tags of a generation: ``title`` (prompt[:80]), ``comment`` (fields as JSON), ``ltx2_edge``."""
-    from ltx2_edge import __version__
-
-    record = {**request_fields, "model_version": model_version, "ltx2_edge_version": __version__}
-    return {
-        "title": str(request_fields.get("prompt", ""))[:80],
-        "comment": json.dumps(record, ensure_ascii=False, sort_keys=True, default=str),
-        "ltx2_edge": __version__,
-    }
 
 
 @dataclass(frozen=True)
@@ -419,42 +408,3 @@ def write_mp4(
                 writer.write_frames(chunk)
             stats = writer.close()
     return replace(stats, path=path)
-
-
-@dataclass(frozen=True)
-class Mp4Probe:
-    """What a reader sees in an MP4 (as ffprobe would report it). Audio fields are None without audio."""
-
-    video_codec: str
-    pix_fmt: str
-    width: int
-    height: int
-    frames: int
-    fps: Fraction
-    video_duration_s: float
-    audio_codec: str | None
-    sample_rate: int | None
-    channels: int | None
-    audio_duration_s: float | None
-    metadata: dict[str, str]
-
-
-def probe_mp4(path: Path) -> Mp4Probe:
-    """Read stream parameters and container tags of ``path`` without decoding."""
-    with av.open(str(path)) as container:
-        video = container.streams.video[0]
-        audio = container.streams.audio[0] if container.streams.audio else None
-        return Mp4Probe(
-            video_codec=video.codec_context.name,
-            pix_fmt=video.codec_context.pix_fmt,
-            width=video.codec_context.width,
-            height=video.codec_context.height,
-            frames=video.frames,
-            fps=Fraction(video.average_rate),
-            video_duration_s=float(video.duration * video.time_base),
-            audio_codec=audio.codec_context.name if audio else None,
-            sample_rate=audio.codec_context.sample_rate if audio else None,
-            channels=audio.codec_context.channels if audio else None,
-            audio_duration_s=float(audio.duration * audio.time_base) if audio else None,
-            metadata=dict(container.metadata),
-        )
