@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 import ltx2_edge  # noqa: F401
+from ltx2_edge.checkpoint.header import read_config
 from ltx2_edge.guidance import Guidance
 from ltx2_edge.models.loaders import load_transformer
 from ltx2_edge.quant.policy import QuantPolicy
@@ -33,7 +34,9 @@ def main() -> None:
     policy = None if args.quantization == "bf16" else QuantPolicy.from_flags("fp8")
     transformer = load_transformer(args.checkpoint_path, dev, dtype, policy)
     g = torch.Generator(device=dev).manual_seed(0)
-    ctx = Contexts(*(torch.randn(1, 1024, w, device=dev, dtype=dtype, generator=g) for w in (4096, 2048, 4096, 2048)))
+    # Contexts enter at the text width (caption_channels); the transformer's caption projections widen them.
+    width = read_config(args.checkpoint_path)["transformer"]["caption_channels"]
+    ctx = Contexts(*(torch.randn(1, 1024, width, device=dev, dtype=dtype, generator=g) for _ in range(4)))
     setup = noised_latents(pixel_shape(512, 288, 97, 24.0), torch.Generator(device=dev).manual_seed(10), dev, dtype)
     sigma = official_sigmas(20, dev)[3]
     guidance = Guidance.preset_named("cfg")
