@@ -21,8 +21,8 @@ from ltx2_edge.checkpoint.generator import CheckpointPaths, make_checkpoint, wri
 from ltx2_edge.checkpoint.header import read_header
 from ltx2_edge.checkpoint.init_scheme import init_rule, make_tensor, tensor_chunks
 from ltx2_edge.checkpoint.layout import expected_tensors, gemma_expected_tensors, gemma_layout
-from ltx2_edge.checkpoint.tokenizer import DEFAULT_NEGATIVE_PROMPT
 from ltx2_edge.errors import CheckpointError, RequestError
+from ltx2_edge.request import DEFAULT_NEGATIVE_PROMPT
 
 CPU = torch.device("cpu")
 

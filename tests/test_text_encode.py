@@ -19,7 +19,6 @@ from safetensors import safe_open as real_safe_open
 from safetensors.torch import save_file
 
 import ltx2_edge  # noqa: F401  (torchaudio placeholder before ltx_core)
-from _tiny_gemma import write_tiny_gemma, write_tiny_ltx
 from ltx2_edge.checkpoint.configs import gemma_config
 from ltx2_edge.errors import CheckpointError, RequestError
 from ltx2_edge.models import weights
@@ -34,9 +33,9 @@ LAYERS = gemma_config("tiny")["text_config"]["num_hidden_layers"]
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    out = tmp_path_factory.mktemp("text-encode")
-    return write_tiny_gemma(out / "gemma"), write_tiny_ltx(out / "ltx2.safetensors")
+def files(tiny_dir: Path) -> tuple[Path, Path]:
+    """The generated tiny checkpoint: official Gemma folder layout (vision tower included) and LTX file."""
+    return tiny_dir / "gemma", tiny_dir / "ltx2.safetensors"
 
 
 def _official(files: tuple[Path, Path], dtype: torch.dtype):
@@ -189,8 +188,12 @@ def test_count_tokens_and_long_prompt_refused(files, monkeypatch):
     assert encoder.count_tokens("  a cat runs  ") == int(mask.sum()) > 1
     assert ids[0, -int(mask.sum())] == 2  # <bos> first, left padding before it
 
-    n = 1 + 1024 - encoder.count_tokens("word")  # each further " word" is one token
-    fits, too_long = " ".join(["word"] * n), " ".join(["word"] * (n + 1))
+    # A word the tokenizer spells as one token each time it repeats, so the count can be hit exactly.
+    word = next(w for w in ("word", "the", "sea", "cat", "a") if all(
+        encoder.count_tokens(" ".join([w] * (k + 1))) - encoder.count_tokens(" ".join([w] * k)) == 1 for k in (1, 2, 50)
+    ))  # fmt: skip
+    n = 1 + 1024 - encoder.count_tokens(word)
+    fits, too_long = " ".join([word] * n), " ".join([word] * (n + 1))
     assert encoder.count_tokens(fits) == 1024 and encoder.count_tokens(too_long) == 1025
 
     def must_not_load(*args, **kwargs):
@@ -270,7 +273,7 @@ def test_bad_inputs_refused(files, tmp_path):
 
     with pytest.raises(CheckpointError, match="does not exist"):
         find_gemma_files(tmp_path / "nowhere")
-    (tmp_path / "model.safetensors").write_bytes((files[0] / "model-00001-of-00002.safetensors").read_bytes())
+    (tmp_path / "model.safetensors").write_bytes(next(files[0].glob("model-*.safetensors")).read_bytes())
     with pytest.raises(CheckpointError, match="config.json is missing"):
         find_gemma_files(tmp_path)
     config = ltx2_config("tiny")

@@ -21,6 +21,8 @@ import itertools
 import tempfile
 from pathlib import Path
 
+from ltx2_edge.request import DEFAULT_NEGATIVE_PROMPT
+
 VOCAB_SIZE = 4096
 TOKENIZER_FILES = (
     "tokenizer.model",
@@ -30,21 +32,7 @@ TOKENIZER_FILES = (
     "chat_template.jinja",
 )
 
-# ltx_pipelines.utils.constants.DEFAULT_NEGATIVE_PROMPT (ltx-pipelines is a test oracle, never imported at
-# runtime; a test checks that this copy is identical).
-DEFAULT_NEGATIVE_PROMPT = (
-    "blurry, out of focus, overexposed, underexposed, low contrast, washed out colors, excessive noise, "
-    "grainy texture, poor lighting, flickering, motion blur, distorted proportions, unnatural skin tones, "
-    "deformed facial features, asymmetrical face, missing facial features, extra limbs, disfigured hands, "
-    "wrong hand count, artifacts around text, inconsistent perspective, camera shake, incorrect depth of "
-    "field, background too sharp, background clutter, distracting reflections, harsh shadows, inconsistent "
-    "lighting direction, color banding, cartoonish rendering, 3D CGI look, unrealistic materials, uncanny "
-    "valley effect, incorrect ethnicity, wrong gender, exaggerated expressions, wrong gaze direction, "
-    "mismatched lip sync, silent or muted audio, distorted voice, robotic voice, echo, background noise, "
-    "off-sync audio, incorrect dialogue, added dialogue, repetitive speech, jittery movement, awkward "
-    "pauses, incorrect timing, unnatural transitions, inconsistent framing, tilted camera, flat lighting, "
-    "inconsistent tone, cinematic oversaturation, stylized filters, or AI artifacts."
-)
+# The official default negative prompt goes into the tokenizer's training corpus (one copy, in request.py).
 
 _HEAD = ("<mask>", "[multimodal]")  # ids 4, 5
 _TURN = ("<start_of_turn>", "<end_of_turn>")  # ids 105, 106

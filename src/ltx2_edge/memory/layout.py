@@ -16,26 +16,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ltx2_edge.checkpoint.header import TensorInfo
+from ltx2_edge.checkpoint.header import TORCH_DTYPES, TensorInfo
 from ltx2_edge.errors import CheckpointError
 
 ALIGN = 256  # every entry starts on this boundary: aligned for any dtype and for vectorised kernels
 
-# safetensors dtype strings -> torch dtypes (the bytes are reinterpreted, never converted).
-SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "F8_E4M3": torch.float8_e4m3fn,
-    "F8_E5M2": torch.float8_e5m2,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
+SAFETENSORS_DTYPES = TORCH_DTYPES
 
 
 def _align(n: int) -> int:

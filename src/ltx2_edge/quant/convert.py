@@ -28,7 +28,7 @@ from typing import BinaryIO
 import torch
 from torch import nn
 
-from ltx2_edge.checkpoint.header import Header, TensorInfo, read_header
+from ltx2_edge.checkpoint.header import TORCH_DTYPES, Header, TensorInfo, read_header
 from ltx2_edge.errors import CheckpointError, RequestError
 from ltx2_edge.quant import kernels
 from ltx2_edge.quant.apply import QuantReport, replace_module, summarize
@@ -38,20 +38,7 @@ from ltx2_edge.quant.policy import QuantPolicy
 METADATA_KEY = "ltx2_edge_quantization"
 Progress = Callable[[int, int], None]  # (bytes written, bytes in total)
 
-_TORCH_DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "F8_E4M3": torch.float8_e4m3fn,
-    "F8_E5M2": torch.float8_e5m2,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
+_TORCH_DTYPES = TORCH_DTYPES
 _QUANT_DTYPE = {"fp8": "F8_E4M3", "int8": "I8"}
 _PRECISION_OF = {"F8_E4M3": "fp8", "I8": "int8"}
 _FLOAT_SOURCES = ("F32", "F16", "BF16")
