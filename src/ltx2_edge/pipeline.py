@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ltx2_edge.atomic import check_output_path
-from ltx2_edge.checkpoint.validate import inspect_checkpoint, inspect_gemma_folder
+from ltx2_edge.checkpoint.validate import check_text_encoder_fits, inspect_checkpoint, inspect_gemma_folder
 from ltx2_edge.errors import BudgetError
 from ltx2_edge.guidance import Guidance
 from ltx2_edge.memory import runtime
@@ -92,6 +92,7 @@ class Generator:
     ) -> None:
         self.checkpoint = inspect_checkpoint(Path(checkpoint_path))
         self.gemma = inspect_gemma_folder(Path(gemma_root))
+        check_text_encoder_fits(self.checkpoint, self.gemma)  # a tiny checkpoint with a full Gemma, say
         self.device = torch.device(device) if device is not None else default_device()
         self.dtype = dtype or default_dtype(self.device)
         self.guidance_mode = guidance_mode
