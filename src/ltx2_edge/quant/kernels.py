@@ -82,9 +82,10 @@ def _epilogue(
     return y.to(out_dtype)
 
 
-def fp8_rowwise(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """FP8 tensor cores: per-token FP8 activations x per-channel FP8 weights via ``torch._scaled_mm``."""
-    xq, xs = quantize_rows(x, "fp8")
+def _fp8_gemm(
+    xq: torch.Tensor, xs: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
+    out_dtype: torch.dtype, fast_accum: bool,
+) -> torch.Tensor:  # fmt: skip
     # Row-wise scaling in _scaled_mm produces bf16 only; a bf16 bias is fused into its epilogue.
     fuse_bias = bias is not None and bias.dtype == torch.bfloat16
     y = torch._scaled_mm(
@@ -94,10 +95,17 @@ def fp8_rowwise(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias
         scale_b=scale.view(1, -1),
         bias=bias if fuse_bias else None,
         out_dtype=torch.bfloat16,
+        use_fast_accum=fast_accum,
     )
     if bias is not None and not fuse_bias:
         y = y.float().add_(bias)
-    return y.to(x.dtype)
+    return y.to(out_dtype)
+
+
+def fp8_rowwise(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """FP8 tensor cores: per-token FP8 activations x per-channel FP8 weights via ``torch._scaled_mm``."""
+    xq, xs = quantize_rows(x, "fp8")
+    return _fp8_gemm(xq, xs, weight, scale, bias, x.dtype, fast_accum=False)
 
 
 def fp8_rowwise_fused(
@@ -109,12 +117,7 @@ def fp8_rowwise_fused(
     shapes: 1.25x the GEMM rate, same SNR against fp32 to 0.01 dB).
     """
     xq, xs = triton_quant.quantize_rows_fused(x, "fp8")
-    fuse_bias = bias is not None and bias.dtype == torch.bfloat16
-    y = torch._scaled_mm(xq, weight.t(), scale_a=xs, scale_b=scale.view(1, -1), bias=bias if fuse_bias else None,
-                         out_dtype=torch.bfloat16, use_fast_accum=True)  # fmt: skip
-    if bias is not None and not fuse_bias:
-        y = y.float().add_(bias)
-    return y.to(x.dtype)
+    return _fp8_gemm(xq, xs, weight, scale, bias, x.dtype, fast_accum=True)
 
 
 def fp8_simulated(
