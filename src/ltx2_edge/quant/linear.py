@@ -11,6 +11,7 @@ This module never stores a BF16 copy of a quantized weight and never changes the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Self
 
 import torch
@@ -34,6 +35,7 @@ class QuantLinear(nn.Module):
         self.weight_scale = nn.Parameter(weight_scale, requires_grad=False)
         self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
         self.kernel = kernel
+        self._fn: dict[str, Callable[..., torch.Tensor]] = {}  # device type -> kernel function, chosen once
         if kernel is not None:
             kernels.choose_kernel(self.precision, weight.device.type, self.in_features, self.out_features, kernel)
 
@@ -103,6 +105,7 @@ class QuantLinear(nn.Module):
             device_type = self.weight.device.type
             kernels.choose_kernel(self.precision, device_type, self.in_features, self.out_features, kernel)
         self.kernel = kernel
+        self._fn = {}
 
     def kernel_for(self, device_type: str) -> tuple[str, str]:
         """``(kernel name, note)`` this layer runs on ``device_type``; the note explains a fallback."""
@@ -115,9 +118,13 @@ class QuantLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(f"input has {x.shape[-1]} features, this layer takes {self.in_features}")
-        name, _ = self.kernel_for(x.device.type)
+        fn = self._fn.get(x.device.type)
+        if fn is None:
+            # Chosen once per device type: a step calls ~1,000 of these layers, and the choice is pure Python
+            # work that would otherwise run on every call, on a step that is already waiting on the CPU.
+            fn = self._fn[x.device.type] = kernels.KERNELS[self.kernel_for(x.device.type)[0]].fn
         lead = x.shape[:-1]
-        y = kernels.KERNELS[name].fn(x.reshape(-1, self.in_features), self.weight, self.weight_scale, self.bias)
+        y = fn(x.reshape(-1, self.in_features), self.weight, self.weight_scale, self.bias)
         return y.reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:
