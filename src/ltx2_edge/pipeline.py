@@ -20,10 +20,9 @@ import torch
 
 from ltx2_edge.atomic import check_output_path
 from ltx2_edge.checkpoint.validate import check_text_encoder_fits, inspect_checkpoint, inspect_gemma_folder
-from ltx2_edge.errors import BudgetError
 from ltx2_edge.guidance import Guidance
 from ltx2_edge.memory import runtime
-from ltx2_edge.memory.budget import DEFAULT_BUDGET_BYTES, format_gib
+from ltx2_edge.memory.budget import DEFAULT_BUDGET_BYTES
 from ltx2_edge.memory.plan_text import plan_to_json
 from ltx2_edge.memory.plan_types import Plan, PlanRequest, StagePlan
 from ltx2_edge.models import loaders
@@ -130,14 +129,6 @@ class Generator:
         )  # fmt: skip
         plan = runtime.build_plan(self.checkpoint.header, self.gemma.shards, preq, self.budget, self.profile,
                                   self.policy)  # fmt: skip
-        text = plan.stage("text_encode")
-        if text.streamed_units:
-            raise BudgetError(
-                f"this budget needs Gemma's layers streamed ({text.streamed_units} of "
-                f"{text.streamed_units + text.resident_units}), which ltx2-edge does not do yet; text encoding needs "
-                f"{format_gib(text.weights_resident_bytes + text.weights_streamed_bytes + text.activations_bytes)}:"
-                " use --quantization fp8/int8 (8-bit Gemma) or a larger --budget"
-            )
         return plan
 
     def check(self, request: GenerationRequest, output_path: Path | None, overwrite: bool) -> Plan:
@@ -290,10 +281,20 @@ class Generator:
         baseline = torch.cuda.memory_allocated(dev) if dev.type == "cuda" else 0
         predicted = {s.name: s.predicted_peak_bytes for s in plan.stages}
 
-        self.progress.stage("text_encode", "Gemma 3 over prompt and negative prompt, then the connectors")
-        with report.measure("text_encode", f"staged: Gemma language model only ({weights}), freed after", dev) as rec:
+        text = plan.stage("text_encode")
+        self._text.layer_streaming = (
+            (text.resident_units, text.source_tier, text.n_slots - 1) if text.streamed_units else None
+        )
+        layers = text.technique.split(";")[0]
+        self.progress.stage("text_encode", f"Gemma 3 over prompt and negative prompt, then the connectors; {layers}")
+        technique = f"staged: Gemma language model only ({weights}), {layers}, freed after"
+        with report.measure("text_encode", technique, dev) as rec:
             contexts = self.encode_text(request, rec.details)
             rec.details["prompt_tokens"] = self._text.count_tokens(request.prompt)
+            stats = self._text.last_stream_stats if text.streamed_units else None
+            if stats is not None:
+                rec.details.update(bytes_streamed=stats.bytes_streamed, layer_copies=stats.copies, slots=stats.slots,
+                                   copy_wait_seconds=round(stats.wait_s, 4))  # fmt: skip
         self._stage_memory(rec, max(predicted["text_encode"], predicted["embeddings"]), baseline)
         self.progress.done("text_encode", rec.seconds)
 

@@ -25,7 +25,9 @@ from transformers.models.gemma3.modeling_gemma3 import Gemma3RotaryEmbedding, Ge
 
 from ltx2_edge.checkpoint.configs import TEXT_CONTEXT_TOKENS
 from ltx2_edge.errors import CheckpointError, RequestError
+from ltx2_edge.memory.streamer import BlockStreamer
 from ltx2_edge.models.quantized_loading import load_quantized
+from ltx2_edge.models.streamed_blocks import BlockNames, load_streamed, require_loaded_except_streamed
 from ltx2_edge.models.weights import load_into, require_materialized
 from ltx2_edge.quant.policy import QuantPolicy
 
@@ -194,3 +196,27 @@ def load_gemma_text_model(
     populate_buffers(model, dev)
     require_materialized(model, f"Gemma language model from {gemma_root}")
     return GemmaText(model.eval(), tokenizer if tokenizer is not None else PromptTokenizer(tokenizer_root), dev)
+
+
+GEMMA_LAYERS = BlockNames("layers", _LM_PREFIX + "layers.{i}.", policy=_LM_PREFIX)
+
+
+def load_streamed_gemma_text_model(
+    gemma_root: Path,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    tokenizer: PromptTokenizer,
+    policy: QuantPolicy,
+    resident_layers: int,
+    tier: str,
+    prefetch: int,
+) -> tuple[GemmaText, BlockStreamer]:
+    """Gemma's language model with layers ``0..resident_layers-1`` resident and the rest streamed from ``tier``."""
+    dev = torch.device(device)
+    config_path, weights, _ = find_gemma_files(Path(gemma_root))
+    model = build_gemma_text_model(read_text_config(config_path))
+    _, streamer = load_streamed(model, GEMMA_LAYERS, weights, language_model_key, dev, dtype, policy,
+                                resident_layers, tier, prefetch)  # fmt: skip
+    populate_buffers(model, dev)
+    require_loaded_except_streamed(model, GEMMA_LAYERS, streamer)
+    return GemmaText(model.eval(), tokenizer, dev), streamer

@@ -20,12 +20,14 @@ import torch
 from ltx_core.text_encoders.gemma.embeddings_processor import EmbeddingsProcessor, EmbeddingsProcessorOutput
 
 from ltx2_edge.errors import RequestError
+from ltx2_edge.memory.streamer import StreamStats
 from ltx2_edge.models.embeddings import load_embeddings_processor
 from ltx2_edge.models.gemma import (
     GemmaText,
     PromptTokenizer,
     find_gemma_files,
     load_gemma_text_model,
+    load_streamed_gemma_text_model,
     read_text_config,
 )
 from ltx2_edge.quant.policy import QuantPolicy
@@ -61,6 +63,9 @@ class TextEncoder:
         self._text_config = read_text_config(config_path)
         self.tokenizer = PromptTokenizer(tokenizer_root)
         self._gemma: GemmaText | None = None
+        # (resident layers, source tier, prefetch depth) when the plan streams Gemma's layers; set per request.
+        self.layer_streaming: tuple[int, str, int] | None = None
+        self.last_stream_stats: StreamStats | None = None  # of the last encode that streamed layers
         self._processor: EmbeddingsProcessor | None = None
 
     def count_tokens(self, prompt: str) -> int:
@@ -78,11 +83,22 @@ class TextEncoder:
             self.tokenizer.check(prompt, field=f"prompts[{i}]" if len(prompts) > 1 else "prompt")
 
         start = time.perf_counter()
-        gemma = self._gemma
-        if gemma is None:
+        gemma, streamer = self._gemma, None
+        if gemma is None and self.layer_streaming is not None:
+            resident, tier, prefetch = self.layer_streaming
+            gemma, streamer = load_streamed_gemma_text_model(self.gemma_root, self.device, self.dtype, self.tokenizer,
+                                                             self.policy, resident, tier, prefetch)  # fmt: skip
+        elif gemma is None:
             gemma = load_gemma_text_model(self.gemma_root, self.device, self.dtype, self.tokenizer, self.policy)
-        hidden_states, mask = gemma.encode(prompts)
-        if self.keep_resident:
+        try:
+            hidden_states, mask = gemma.encode(prompts)
+        finally:
+            if streamer is not None:
+                self.last_stream_stats = streamer.stats()
+                streamer.close()
+        if streamer is not None:
+            gemma = None  # a streamed model is never kept: its slots are gone
+        if self.keep_resident and gemma is not None:
             self._gemma = gemma
         del gemma
         if not self.keep_resident:
