@@ -243,3 +243,27 @@ def test_impossible_budget_is_refused_with_the_smallest_that_works(tiny_dir, tmp
     assert cli.main([*_args(tiny_dir, out), "--budget", f"{smallest}GiB"]) == 0
     report = json.loads(out.with_suffix(".report.json").read_text())
     assert report["budget"]["device_bytes"] == int(float(smallest) * 1024**3)
+
+
+def test_stage_weights_are_released_between_stages(tiny_dir, tmp_path, monkeypatch):
+    """Staged residency: with a budget, nothing holds the transformer or the decoders after their stage."""
+    import gc
+    import weakref
+
+    from ltx2_edge.models import loaders
+
+    refs: list[weakref.ref] = []
+    for name in ("load_transformer", "load_video_decoder", "load_audio_decoder", "load_vocoder"):
+        real = getattr(loaders, name)
+
+        def tracking(*a, _real=real, **k):
+            module = _real(*a, **k)
+            refs.append(weakref.ref(module))
+            return module
+
+        monkeypatch.setattr(loaders, name, tracking)
+    gen = Generator(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma")
+    request = GenerationRequest(prompt="rain", width=64, height=64, num_frames=9, num_inference_steps=2)
+    gen.generate(request, tmp_path / "r.mp4")
+    gc.collect()
+    assert len(refs) == 4 and all(r() is None for r in refs)
