@@ -152,13 +152,17 @@ def _write_both(tmp_path: Path) -> tuple[Path, Path]:
 def test_streaming_writer_is_byte_identical_with_a_deterministic_encoder(tmp_path, monkeypatch):
     # With lookahead/mbtree off x264 is bit-reproducible (60/60 runs measured), so any difference would be ours:
     # frame order, timestamps, audio split or metadata.
-    monkeypatch.setattr(mux, "X264_OPTIONS", {**mux.X264_OPTIONS, "x264-params": "rc-lookahead=0:mbtree=0"})
+    from ltx2_edge.stages import mp4_encoder
+
+    monkeypatch.setattr(
+        mp4_encoder, "X264_OPTIONS", {**mp4_encoder.X264_OPTIONS, "x264-params": "rc-lookahead=0:mbtree=0"}
+    )
     one, streamed = _write_both(tmp_path)
     assert one.read_bytes() == streamed.read_bytes()
 
 
 def test_streaming_writer_matches_one_shot_with_default_settings(tmp_path):
-    # Default x264 settings are not bit-reproducible run to run (see mux.X264_OPTIONS): 42.5 dB is the worst
+    # Default x264 settings are not bit-reproducible run to run (see mp4_encoder.X264_OPTIONS): 42.5 dB is the worst
     # decoded PSNR between two encodes measured over 30 runs; identical when they agree. AAC is deterministic.
     one, streamed = _write_both(tmp_path)
     (video_one, audio_one), (video_stream, audio_stream) = _decode(one), _decode(streamed)
