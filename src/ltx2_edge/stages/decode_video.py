@@ -16,9 +16,13 @@ def decode_video(
     generator: torch.Generator | None,
     tiling: TilingConfig | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Yield decoded frames as uint8 chunks on the decoder's device (one chunk when untiled).
+    """Yield decoded frames as uint8 chunks on the decoder's device (one chunk when untiled), none of them empty.
 
     ``generator`` is the run's generator after the noise draws, as the official pipeline passes it (it only
     matters for decoders with timestep conditioning, which inject noise).
     """
-    yield from _ltx_decode_video(latent, decoder, tiling_config=tiling, generator=generator)
+    for chunk in _ltx_decode_video(latent, decoder, tiling_config=tiling, generator=generator):
+        # ltx-core yields a 0-frame chunk when two temporal tiles start at the same frame (e.g. 17 frames in
+        # 16-frame tiles, overlap 8); the MP4 writer rejects empty chunks, and there is nothing in them.
+        if chunk.shape[0]:
+            yield chunk
