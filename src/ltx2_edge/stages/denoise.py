@@ -70,24 +70,46 @@ def _pass_contexts(name: PassName, ctx: Contexts) -> tuple[torch.Tensor, torch.T
     return (ctx.video_negative, ctx.audio_negative) if name == "uncond" else (ctx.video, ctx.audio)
 
 
+@dataclass(frozen=True)
+class BatchedPasses:
+    """A step's guidance passes stacked on the batch axis: contexts and per-sample perturbations.
+
+    Built once per run (``batch_passes``): the contexts never change across steps, so concatenating them and
+    rebuilding the perturbation list every step would only allocate and copy the same tensors again.
+    """
+
+    passes: tuple[PassName, ...]
+    video_context: torch.Tensor
+    audio_context: torch.Tensor
+    perturbations: BatchedPerturbationConfig
+
+
+def batch_passes(guidance: Guidance, ctx: Contexts) -> BatchedPasses:
+    """Stack ``guidance``'s passes for one batched forward per step."""
+    passes = guidance.passes()
+    contexts = [_pass_contexts(p, ctx) for p in passes]
+    return BatchedPasses(
+        passes,
+        torch.cat([c[0] for c in contexts]) if len(passes) > 1 else contexts[0][0],
+        torch.cat([c[1] for c in contexts]) if len(passes) > 1 else contexts[0][1],
+        BatchedPerturbationConfig([guidance.perturbation(p) for p in passes]),
+    )
+
+
 def _predict_batched(
     transformer: torch.nn.Module,
-    guidance: Guidance,
+    batched: BatchedPasses,
     video: LatentState,
     audio: LatentState,
-    ctx: Contexts,
     sigma: torch.Tensor,
 ) -> dict[PassName, tuple[torch.Tensor, torch.Tensor]]:
-    passes = guidance.passes()
-    n = len(passes)
-    contexts = [_pass_contexts(p, ctx) for p in passes]
-    v_ctx = torch.cat([c[0] for c in contexts]) if n > 1 else contexts[0][0]
-    a_ctx = torch.cat([c[1] for c in contexts]) if n > 1 else contexts[0][1]
-    perturbations = BatchedPerturbationConfig([guidance.perturbation(p) for p in passes])
+    n = len(batched.passes)
     out_v, out_a = transformer(
-        video=_modality(video, v_ctx, sigma, n), audio=_modality(audio, a_ctx, sigma, n), perturbations=perturbations
+        video=_modality(video, batched.video_context, sigma, n),
+        audio=_modality(audio, batched.audio_context, sigma, n),
+        perturbations=batched.perturbations,
     )
-    return {p: (out_v[i : i + 1], out_a[i : i + 1]) for i, p in enumerate(passes)}
+    return {p: (out_v[i : i + 1], out_a[i : i + 1]) for i, p in enumerate(batched.passes)}
 
 
 def _predict_sequential(
@@ -119,10 +141,16 @@ def guided_prediction(
     audio: LatentState,
     ctx: Contexts,
     sigma: torch.Tensor,
+    batched: BatchedPasses | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Denoised video and audio for one step, with guidance applied (official ``MultiModalGuider.calculate``)."""
-    predict = _predict_batched if guidance.mode == "batched" else _predict_sequential
-    preds = predict(transformer, guidance, video, audio, ctx, sigma)
+    """Denoised video and audio for one step, with guidance applied (official ``MultiModalGuider.calculate``).
+
+    ``batched``: the run's stacked passes (``batch_passes``), reused across steps; built here when None.
+    """
+    if guidance.mode == "batched":
+        preds = _predict_batched(transformer, batched or batch_passes(guidance, ctx), video, audio, sigma)
+    else:
+        preds = _predict_sequential(transformer, guidance, video, audio, ctx, sigma)
     results = []
     per_modality = ((guidance.video, ctx.video_negative), (guidance.audio, ctx.audio_negative))
     for i, (params, negative) in enumerate(per_modality):
@@ -162,10 +190,11 @@ def denoise(
     """
     stepper = EulerDiffusionStep()
     total = len(sigmas) - 1
+    batched = batch_passes(guidance, contexts) if guidance.mode == "batched" else None
     for step in range(total):
         start = time.perf_counter()
         sigma = sigmas[step]
-        den_v, den_a = guided_prediction(transformer, guidance, video, audio, contexts, sigma)
+        den_v, den_a = guided_prediction(transformer, guidance, video, audio, contexts, sigma, batched)
         den_v = _post_process(den_v, video.denoise_mask, video.clean_latent)
         den_a = _post_process(den_a, audio.denoise_mask, audio.clean_latent)
         video = replace(video, latent=stepper.step(video.latent, den_v, sigmas, step))
