@@ -11,10 +11,11 @@ import torch
 from ltx_core.model.video_vae import SpatialTilingConfig, TemporalTilingConfig, TilingConfig
 from ltx_core.types import AudioLatentShape, VideoLatentShape
 
+from ltx2_edge.checkpoint.configs import ltx2_config
 from ltx2_edge.models.loaders import load_audio_decoder, load_video_decoder, load_vocoder
-from ltx2_edge.stages.decode import decode_overlapped
+from ltx2_edge.stages.decode import ChunkMeter, decode_overlapped
 from ltx2_edge.stages.decode_audio import decode_audio
-from ltx2_edge.stages.decode_video import decode_video
+from ltx2_edge.stages.decode_video import decode_video, video_chunk_frames
 from ltx2_edge.stages.latents import VIDEO_LATENT_CHANNELS, VIDEO_SCALE_FACTORS, pixel_shape
 
 CPU = torch.device("cpu")
@@ -59,7 +60,8 @@ def test_overlapped_equals_sequential(decoders, latents, tiling) -> None:
     want_chunks = list(decode_video(video, vdec, None, tiling))
     chunks, future = decode_overlapped(video, vdec, None, tiling, audio, adec, voc)
     got_chunks = list(chunks)
-    wave, rate, seconds, hidden = future.result()
+    wave, rate, seconds, hidden, after = future.result()
+    assert future.sample_rate == rate  # announced before the decode ended, for the MP4 writer
     assert len(got_chunks) == len(want_chunks) == (1 if tiling is None else 3)
     assert all(torch.equal(g, w) for g, w in zip(got_chunks, want_chunks, strict=True))
     assert all(c.device == CPU and c.dtype == torch.uint8 and c.shape[0] > 0 for c in got_chunks)
@@ -143,3 +145,38 @@ def test_consumer_stopping_early_leaves_no_thread(decoders, latents) -> None:
             raise KeyError("writer failed")
     assert _threads_after(start) == 0
     assert future.result().sample_rate == 24000
+
+
+@pytest.mark.parametrize("latent_frames", [5, 13, 31])
+@pytest.mark.parametrize(
+    "tiling",
+    [None, TilingConfig(None, TemporalTilingConfig(16, 8)), TilingConfig(SpatialTilingConfig(64, 32),
+     TemporalTilingConfig(24, 8)), TilingConfig(None, TemporalTilingConfig(64, 24))],
+    ids=["untiled", "16-8", "space+24-8", "64-24"],
+)  # fmt: skip
+def test_chunk_frames_are_known_before_decoding(latent_frames, tiling) -> None:
+    """The progress total (chunks and their frames) equals what the decoder yields; shapes only, on meta."""
+    from ltx_core.model.video_vae import VideoDecoderConfigurator
+
+    with torch.device("meta"):
+        decoder = VideoDecoderConfigurator.from_config(ltx2_config("tiny"))
+    latent = torch.empty(1, VIDEO_LATENT_CHANNELS, latent_frames, 2, 3, device="meta")
+    got = [c.shape[0] for c in decode_video(latent, decoder, None, tiling)]
+    assert video_chunk_frames(latent, tiling) == got
+    assert sum(got) == 8 * (latent_frames - 1) + 1
+
+
+def test_chunk_meter_times_chunks_and_reports_progress(decoders, latents) -> None:
+    vdec, adec, voc = decoders
+    video, audio = latents
+    lines: list[str] = []
+    chunks, future = decode_overlapped(video, vdec, None, TILED, audio, adec, voc)
+    meter = ChunkMeter(chunks, video_chunk_frames(video, TILED), lines.append)
+    frames = [c.shape[0] for c in meter]
+    assert frames == [8, 8, 17] and (meter.chunks, meter.frames) == (3, 33)
+    assert lines[0].startswith("video chunk 1/3: 8/33 frames") and lines[-1].startswith("video chunk 3/3: 33/33")
+    assert lines[-1].endswith("ETA 0.0 s") and len(lines) == 3
+    assert meter.seconds > 0 and meter.finished_at is not None
+    result = future.result()
+    # The audio either overlapped the video or ran on after it: together they cover its whole decode.
+    assert result.hidden_seconds + result.after_video_seconds <= result.seconds + 1e-6

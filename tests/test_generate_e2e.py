@@ -43,13 +43,20 @@ def test_generate_writes_mp4_with_sound_and_report(tiny_dir, tmp_path, capsys):
     assert meta["prompt"] == "a red kite over the sea" and meta["seed"] == 10 and meta["model_version"]
 
     report = json.loads(out.with_suffix(".report.json").read_text())
-    assert [s["stage"] for s in report["stages"]] == ["text_encode", "denoise", "decode_audio", "decode_video+mux"]
+    assert [s["stage"] for s in report["stages"]] == ["text_encode", "denoise", "decode"]
     assert all(s["seconds"] > 0 and s["peak_bytes"] > 0 and s["technique"] for s in report["stages"])
     assert report["request"]["width"] == 96 and report["device"]["type"] == "cpu"
     assert report["versions"]["ltx-core"] == "1.0.0" and report["total_seconds"] > 0
     assert report["guidance"]["passes"] == ["cond", "uncond"]
     table = capsys.readouterr().out
-    assert "decode_video+mux" in table and "peak GiB" in table
+    assert "decode" in table and "peak GiB" in table
+    decode = report["stages"][2]["details"]
+    assert (decode["sample_rate"], decode["channels"], decode["source_channels"]) == (24000, 2, 2)
+    assert decode["frames"] == 17 and decode["audio_samples"] == round(17 / 24 * 24000)
+    assert decode["video_decode_seconds"] > 0 and decode["audio_decode_seconds"] > 0
+    assert 0 <= decode["audio_hidden_seconds"] <= decode["audio_decode_seconds"] + 1e-6
+    assert (decode["tiles"], decode["tiling"], decode["video_chunks"]) == (1, "untiled", 1)
+    assert decode["video_encode_s"] > 0 and decode["encode_after_decode_seconds"] >= 0
     assert _leftovers(tmp_path) == ["clip.mp4", "clip.report.json"]
 
 
@@ -57,6 +64,8 @@ def test_mono_output(tiny_dir, tmp_path):
     out = tmp_path / "mono.mp4"
     assert cli.main(_args(tiny_dir, out, "--audio-channels", "1")) == 0
     assert probe_mp4(out).channels == 1
+    decode = json.loads(out.with_suffix(".report.json").read_text())["stages"][2]["details"]
+    assert (decode["channels"], decode["source_channels"]) == (1, 2)  # the vocoder's stereo, mixed down
 
 
 def _pickle_file(path: Path) -> Path:
@@ -164,9 +173,9 @@ def test_whole_run_is_offline(tiny_dir, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError])
 def test_failure_mid_run_leaves_no_partial_mp4(exc, tiny_dir, tmp_path, monkeypatch):
-    from ltx2_edge import pipeline
+    from ltx2_edge.stages import decode
 
-    real = pipeline.decode_video
+    real = decode.decode_video
 
     def failing(*a, **k):
         for i, chunk in enumerate(real(*a, **k)):
@@ -175,7 +184,7 @@ def test_failure_mid_run_leaves_no_partial_mp4(exc, tiny_dir, tmp_path, monkeypa
             raise exc("CUDA out of memory (simulated)")
         raise exc("CUDA out of memory (simulated)")
 
-    monkeypatch.setattr(pipeline, "decode_video", failing)
+    monkeypatch.setattr(decode, "decode_video", failing)  # what the overlapped decode stage runs
     out = tmp_path / "partial.mp4"
     if exc is KeyboardInterrupt:
         assert cli.main(_args(tiny_dir, out)) == 130
@@ -216,8 +225,9 @@ def test_plan_command_prints_every_stage(tiny_dir, capsys):
             "--budget", "2GiB"]  # fmt: skip
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
-    for stage in ("text_encode", "embeddings", "denoise", "decode_video", "decode_audio"):
+    for stage in ("text_encode", "embeddings", "denoise", "decode"):
         assert stage in out
+    assert "audio decoder + vocoder beside it" in out
     assert "budget: device 2.0 GiB" in out and "predicted" in out
 
 

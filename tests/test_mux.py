@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from ltx2_edge.atomic import Terminated, atomic_output, check_output_path, insta
 from ltx2_edge.errors import EncoderMissingError, RequestError
 from ltx2_edge.stages import mp4_probe, mux
 from ltx2_edge.stages.mp4_probe import fps_fraction, mp4_metadata, probe_mp4
-from ltx2_edge.stages.mux import Mp4Writer, StreamingMp4Writer, require_encoders, write_mp4
+from ltx2_edge.stages.mux import LateAudio, Mp4Writer, StreamingMp4Writer, require_encoders, write_mp4
 
 H, W, SR = 64, 96, 24000
 
@@ -204,6 +206,94 @@ def test_interrupt_while_streaming_leaves_nothing(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         write_mp4(tmp_path / "v.mp4", chunks(), _sine(9000)[None], SR, 24, 1, {}, overwrite=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def _deterministic_x264(monkeypatch) -> None:
+    from ltx2_edge.stages import mp4_encoder
+
+    monkeypatch.setattr(
+        mp4_encoder, "X264_OPTIONS", {**mp4_encoder.X264_OPTIONS, "x264-params": "rc-lookahead=0:mbtree=0"}
+    )
+
+
+@pytest.mark.parametrize("kind", ["ready_mid_stream", "callable", "future"])
+def test_late_waveform_gives_the_same_streams(tmp_path, monkeypatch, kind):
+    """Audio handed over after some (or all) frames: the decoded video and audio equal the in-hand case."""
+    _deterministic_x264(monkeypatch)
+    frames, waveform = _frames(21, seed=5), np.stack([_sine(21000), _sine(21000, 330.0)])
+    log: list[str] = []
+
+    def chunks():
+        for start in range(0, 21, 5):
+            log.append(f"chunk {start}")
+            yield frames[start : start + 5]
+
+    def get() -> np.ndarray:
+        log.append("audio")
+        return waveform
+
+    if kind == "ready_mid_stream":
+        late: object = LateAudio(get, ready=lambda: len(log) >= 2)
+    elif kind == "callable":
+        late = get
+    else:
+        pool = ThreadPoolExecutor(1)
+        late = pool.submit(lambda: time.sleep(0.2) or get())
+    in_hand = write_mp4(tmp_path / "a.mp4", chunks(), waveform, SR, 24, 2, {}, overwrite=False)
+    log.clear()
+    stats = write_mp4(tmp_path / "b.mp4", chunks(), late, SR, 24, 2, {}, overwrite=False)
+    if kind == "ready_mid_stream":  # fetched as soon as ready, before the next chunk was pulled
+        assert log == ["chunk 0", "chunk 5", "audio", "chunk 10", "chunk 15", "chunk 20"]
+    elif kind == "callable":  # frames streamed into the encoder first; the waveform after the last chunk
+        assert log == ["chunk 0", "chunk 5", "chunk 10", "chunk 15", "chunk 20", "audio"]
+    else:
+        pool.shutdown()
+        assert log.count("audio") == 1 and len(log) == 6
+    assert (stats.frames, stats.audio_samples, stats.audio_samples_padded) == (21, 21000, 0)
+    assert (in_hand.frames, in_hand.audio_samples) == (stats.frames, stats.audio_samples)
+    (video_a, audio_a), (video_b, audio_b) = _decode(tmp_path / "a.mp4"), _decode(tmp_path / "b.mp4")
+    assert np.array_equal(video_a, video_b) and video_b.shape == (21, H, W, 3)
+    assert np.array_equal(audio_a, audio_b) and audio_b.shape[0] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "b.mp4"]
+
+
+def test_late_waveform_failure_leaves_nothing(tmp_path):
+    pulled: list[int] = []
+
+    def chunks():
+        for i in range(3):
+            pulled.append(i)
+            yield _frames(4, seed=i)
+
+    pool = ThreadPoolExecutor(1)
+    failing = pool.submit(lambda: (_ for _ in ()).throw(RuntimeError("vocoder failed on purpose")))
+    with pytest.raises(RuntimeError, match="vocoder failed on purpose"):
+        write_mp4(tmp_path / "v.mp4", chunks(), failing, SR, 24, 2, {}, overwrite=False)
+    pool.shutdown()
+    assert list(tmp_path.iterdir()) == [] and pulled == [0]  # already failed: the run stops at the first chunk
+
+    def late_failure() -> np.ndarray:
+        raise RuntimeError("audio worker died")
+
+    with pytest.raises(RuntimeError, match="audio worker died"):
+        write_mp4(tmp_path / "v.mp4", chunks(), late_failure, SR, 24, 2, {}, overwrite=False)
+    assert list(tmp_path.iterdir()) == [] and pulled == [0, 0, 1, 2]  # fetched (and failed) after the last chunk
+
+
+def test_writer_failure_with_late_waveform_pending_leaves_nothing(tmp_path):
+    def chunks():
+        yield _frames(4)
+        yield np.zeros((2, H, W + 2, 3), np.uint8)  # wrong width: fails on the writer thread
+        yield _frames(4)
+
+    pool = ThreadPoolExecutor(1)
+    late = pool.submit(lambda: time.sleep(0.3) or np.stack([_sine(9000), _sine(9000)]))
+    threads = threading.active_count()
+    with pytest.raises(ValueError, match=r"expected \[F>=1, 64, 96, 3\]"):
+        write_mp4(tmp_path / "v.mp4", chunks(), late, SR, 24, 2, {}, overwrite=False, queue_chunks=1)
+    pool.shutdown()
+    assert list(tmp_path.iterdir()) == []
+    assert threading.active_count() <= threads  # the writer thread was joined
 
 
 @pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit, RuntimeError])

@@ -16,10 +16,10 @@ from ltx2_edge.memory import activations as act
 from ltx2_edge.memory.budget import Budget, GiB
 from ltx2_edge.memory.plan_text import format_plan, plan_to_json
 from ltx2_edge.memory.plan_types import PlanRequest
-from ltx2_edge.memory.planner import CONNECTORS, DIT, minimum_budget, plan
+from ltx2_edge.memory.planner import AUDIO_DECODER, CONNECTORS, DIT, VIDEO_DECODER, minimum_budget, plan, plan_decode
 from ltx2_edge.memory.profiles import CPU, H100, profile_for
 from ltx2_edge.memory.stage_fit import SLACK_BYTES
-from ltx2_edge.memory.tile_plan import plan_tiling, split_lengths
+from ltx2_edge.memory.tile_plan import candidate_tilings, plan_tiling, split_lengths
 
 W1 = dict(width=512, height=288, num_frames=97, frame_rate=24.0, num_inference_steps=20)
 DISCRETE = 100 * GiB  # host budget for the discrete cases
@@ -62,7 +62,7 @@ def test_unlimited_budget_keeps_everything_resident(headers):
     for s in p.stages:
         assert (s.streamed_units, s.weights_streamed_bytes, s.n_slots, s.source_tier) == (0, 0, 0, "resident")
     assert p.stage("denoise").resident_units == 48 and p.stage("text_encode").resident_units == 48
-    assert p.stage("decode_video").tiles.tiles == 1
+    assert p.stage("decode").tiles.tiles == 1
     assert p.stage("denoise").weights_resident_bytes == pytest.approx(37.8e9, rel=0.01)
 
 
@@ -100,13 +100,15 @@ def test_w1_forward_flops_and_compute_floor(headers):
 
 def test_calibrated_working_sets_match_the_official_pipeline(headers):
     p = _plan(headers, None, guidance_batch=1)
-    video = p.stage("decode_video")
-    assert video.weights_resident_bytes + video.activations_bytes == pytest.approx(2.8 * GiB, rel=0.05)
+    # One decode stage holds both decoders; beside_bytes is the audio part (weights + working set), so the
+    # video part is the rest: each still matches its own measurement.
+    decode = p.stage("decode")
+    video = decode.weights_resident_bytes + decode.activations_bytes - decode.beside_bytes
+    assert video == pytest.approx(2.8 * GiB, rel=0.05)
     emb = _plan(headers, None).stage("embeddings")
     assert emb.weights_resident_bytes + emb.activations_bytes == pytest.approx(5.4 * GiB, rel=0.05)
     assert 0.3 * GiB <= p.stage("denoise").activations_bytes <= 0.55 * GiB  # measured 0.44 GiB
-    audio = p.stage("decode_audio")
-    assert audio.weights_resident_bytes + audio.activations_bytes == pytest.approx(0.3 * GiB, rel=0.1)
+    assert decode.beside_bytes == pytest.approx(0.3 * GiB, rel=0.1)
     # Gemma's 49 hidden states of both prompts are kept for the feature extractor.
     assert _plan(headers, None).stage("text_encode").activations_bytes > 2 * 49 * 1024 * 3840 * 2
 
@@ -150,10 +152,44 @@ def test_too_small_host_budget_is_refused_naming_the_host(headers):
 
 def test_decode_tiles_when_untiled_does_not_fit(headers):
     big = dict(width=1280, height=704, num_frames=241)
-    assert _plan(headers, None, "fp8", **big).stage("decode_video").tiles.tiles == 1
-    video = _plan(headers, 16, "fp8", **big).stage("decode_video")
-    assert video.tiles.tiles > 1 and video.predicted_peak_bytes <= 16 * GiB
-    assert video.beside_bytes > 0  # audio still decodes beside it
+    assert _plan(headers, None, "fp8", **big).stage("decode").tiles.tiles == 1
+    decode = _plan(headers, 16, "fp8", **big).stage("decode")
+    assert decode.tiles.tiles > 1 and decode.predicted_peak_bytes <= 16 * GiB
+    assert decode.beside_bytes > 0  # audio still decodes beside it
+
+
+@pytest.mark.parametrize(("budget_gib", "unified"), [(None, False), (16, False), (8, False), (8, True), (4, False)])
+def test_decode_peak_holds_both_decoders_and_both_working_sets(headers, budget_gib, unified):
+    """The audio decodes while the video tiles decode: the stage's peak is the sum of both, plus slack."""
+    ltx, _ = headers
+    request = PlanRequest(**{**W1, "width": 1280, "height": 704, "num_frames": 241})
+    budget = Budget(None if budget_gib is None else budget_gib * GiB, None if unified else DISCRETE, unified)
+    s = plan_decode(ltx, request, budget, H100)
+    video_weights = sum(t.nbytes for n, t in ltx.tensors.items() if n.startswith(VIDEO_DECODER))
+    audio_weights = sum(t.nbytes for n, t in ltx.tensors.items() if n.startswith(AUDIO_DECODER))
+    cfg = ltx2_config("full")
+    audio_work = act.audio_decode_bytes(cfg, act.token_counts(cfg, 1280, 704, 241, 24.0).audio)
+    assert s.weights_resident_bytes == video_weights + audio_weights
+    assert s.beside_bytes == audio_weights + audio_work
+    assert s.activations_bytes == s.tiles.working_bytes + audio_work
+    in_pool = SLACK_BYTES + (H100.runtime_overhead_bytes + 241 * 704 * 1280 * 3 if unified else 0)
+    assert s.predicted_peak_bytes == video_weights + s.tiles.working_bytes + audio_weights + audio_work + in_pool
+    if budget_gib is not None:
+        assert s.predicted_peak_bytes <= budget_gib * GiB
+        # The tiling is the fewest tiles that fit with the audio beside it: every tiling with fewer tiles would not.
+        fewer = [o for o in candidate_tilings(cfg["vae"], 31, 22, 40) if o.tiles < s.tiles.tiles]
+        assert len(fewer) > 0 or s.tiles.tiles == 1
+        assert all(s.predicted_peak_bytes - s.tiles.working_bytes + o.working_bytes > budget_gib * GiB for o in fewer)
+
+
+def test_plan_decode_alone_is_the_full_plans_decode_stage(headers):
+    ltx, _ = headers
+    big = PlanRequest(**{**W1, "width": 1280, "height": 704, "num_frames": 241}, precision="fp8")
+    for gib in (None, 24, 16):
+        budget = Budget(None if gib is None else gib * GiB, DISCRETE, False)
+        assert plan_decode(ltx, big, budget, H100) == plan(ltx, headers[1], big, budget, H100).stage("decode")
+    with pytest.raises(BudgetError, match=r"for decode \(video decoder .* audio decoder \+ vocoder"):
+        plan_decode(ltx, big, Budget(GiB, DISCRETE, False), H100)
 
 
 def test_token_counts_and_tile_splits_match_ltx_core():

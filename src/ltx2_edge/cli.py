@@ -86,6 +86,20 @@ def _add_clip_args(p: argparse.ArgumentParser) -> None:
         help="apply the one-pool rule on a discrete GPU (rehearses Jetson Thor): blocks stream from the file",
     )
     p.add_argument("--prefetch-depth", type=int, default=2, help="streamed blocks copied ahead (>= 2, default 2)")
+    p.add_argument(
+        "--compile",
+        choices=("auto", "off", "on"),
+        default="auto",
+        help="compile the transformer block (fused elementwise work): auto = on CUDA with Triton, CFG guidance "
+        "and >= 8 steps; on = required (error if it cannot); compile time is its own report line, cached in "
+        "~/.cache/ltx2-edge/inductor",
+    )
+    p.add_argument(
+        "--cuda-graph",
+        choices=("auto", "off"),
+        default="auto",
+        help="replay each denoising forward as one CUDA graph when every block is resident (default auto)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,6 +195,8 @@ def _generator(args: argparse.Namespace, checkpoint: Path, gemma_root: Path) -> 
         quantization=args.quantization,
         keep_bf16=tuple(args.keep_bf16),
         quantize_all=args.quantize_all,
+        compile=args.compile,
+        cuda_graph=args.cuda_graph,
         progress=Progress(quiet=args.quiet),
     )
 
@@ -206,8 +222,12 @@ def _run_plan(args: argparse.Namespace) -> int:
     from ltx2_edge.memory.plan_text import format_plan
 
     generator = _generator(args, args.checkpoint_path, args.gemma_root)
-    plan = generator.plan(_request(args))
+    request = _request(args)
+    plan = generator.plan(request)
     print(format_plan(plan))
+    choice = generator.accel(request, plan)
+    extra = f" (+{choice.extra_peak_bytes / 2**30:.2f} GiB on the denoise peak)" if choice.extra_peak_bytes else ""
+    print("denoise forwards: " + "; ".join(choice.settings.reasons) + extra + "; SDPA kernel measured at run time")
     print("quantization: " + "; ".join(generator.policy.describe()[:1]))
     return 0
 

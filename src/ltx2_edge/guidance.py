@@ -17,6 +17,8 @@ from ltx_core.guidance.perturbations import Perturbation, PerturbationConfig, Pe
 
 GuidanceMode = Literal["batched", "sequential"]
 GUIDANCE_PRESETS: tuple[str, ...] = ("cfg", "full")
+# What the distilled pipelines run: one conditional forward per step, no guidance (not a user-facing preset).
+UNGUIDED_PRESET = "none"
 PassName = Literal["cond", "uncond", "perturbed", "isolated"]
 
 # The official LTX-2 (19B) guider parameters (ltx_pipelines.utils.constants.LTX_2_PARAMS).
@@ -25,6 +27,13 @@ _OFFICIAL_VIDEO = MultiModalGuiderParams(
 )
 _OFFICIAL_AUDIO = MultiModalGuiderParams(
     cfg_scale=7.0, stg_scale=1.0, rescale_scale=0.7, modality_scale=3.0, skip_step=0, stg_blocks=[29]
+)
+
+
+# cfg 1, stg 0, modality 1: only the conditional pass runs. rescale 0 keeps MultiModalGuider.calculate an exact
+# identity on it (cond + 0 * (cond - 0.0) ...), so results equal the official simple_denoising_func bit for bit.
+_UNGUIDED = MultiModalGuiderParams(
+    cfg_scale=1.0, stg_scale=0.0, rescale_scale=0.0, modality_scale=1.0, skip_step=0, stg_blocks=[]
 )
 
 
@@ -64,6 +73,17 @@ class Guidance:
         if name == "full":
             return cls(video=_OFFICIAL_VIDEO, audio=_OFFICIAL_AUDIO, mode=mode, preset=name)
         raise ValueError(f"guidance={name!r} is not allowed: one of {', '.join(GUIDANCE_PRESETS)}")
+
+    @classmethod
+    def unguided(cls, mode: GuidanceMode = "batched") -> Guidance:
+        """One conditional forward per step and no guidance, as the official distilled pipelines denoise
+        (``simple_denoising_func``). No negative prompt is used: ``uses_negative_prompt`` is False."""
+        return cls(video=_UNGUIDED, audio=_UNGUIDED, mode=mode, preset=UNGUIDED_PRESET)
+
+    @property
+    def uses_negative_prompt(self) -> bool:
+        """Whether any pass reads the negative contexts (if not, the text stage need not encode that prompt)."""
+        return "uncond" in self.passes()
 
     def passes(self) -> tuple[PassName, ...]:
         """The transformer passes a step needs, in batch order. ``cond`` is always first."""

@@ -1,4 +1,5 @@
-"""Runs one generation: text encode -> denoise -> decode audio -> decode video + mux, each in a measured scope.
+"""Runs one generation: text encode -> denoise -> decode (video and audio at once, encoded as it decodes), each
+in a measured scope.
 
 ``Generator`` is long-lived: it validates its files once (headers only), plans every request against the memory
 budget before anything loads (refusing an impossible one with the smallest budget that works), and runs the
@@ -10,16 +11,27 @@ or an installation making many clips does not reload tens of GB per clip. What t
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import statistics
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Generator as Gen
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+from ltx_core.model.video_vae import TilingConfig
 
+from ltx2_edge.accel import attention
+from ltx2_edge.accel.compile import COMPILE_MODES, cache_dir, compile_support
+from ltx2_edge.accel.engine import AccelSettings
+from ltx2_edge.accel.settings import CUDA_GRAPH_MODES, AccelChoice, AccelInputs, choose_accel
+from ltx2_edge.accel.step_invariants import text_kv_bytes
 from ltx2_edge.atomic import check_output_path
+from ltx2_edge.checkpoint.configs import TEXT_CONTEXT_TOKENS
 from ltx2_edge.checkpoint.validate import check_text_encoder_fits, inspect_checkpoint, inspect_gemma_folder
+from ltx2_edge.errors import RequestError
 from ltx2_edge.guidance import Guidance
 from ltx2_edge.memory import runtime
 from ltx2_edge.memory.budget import DEFAULT_BUDGET_BYTES
@@ -31,12 +43,34 @@ from ltx2_edge.progress import Progress
 from ltx2_edge.quant.policy import QuantPolicy, resolve_precision
 from ltx2_edge.report import RunReport, StageRecord, device_info, versions
 from ltx2_edge.request import GenerationRequest
+from ltx2_edge.stages.decode import AudioFuture, ChunkMeter, decode_overlapped
 from ltx2_edge.stages.decode_audio import decode_audio
-from ltx2_edge.stages.decode_video import decode_video
+from ltx2_edge.stages.decode_video import decode_video, video_chunk_frames
 from ltx2_edge.stages.denoise import Contexts, denoise, official_sigmas
-from ltx2_edge.stages.latents import final_latents, noised_latents, pixel_shape, video_token_count
-from ltx2_edge.stages.mux import mp4_metadata, write_mp4
+from ltx2_edge.stages.latents import LatentSetup, final_latents, noised_latents, pixel_shape, video_token_count
+from ltx2_edge.stages.mux import LateAudio, MuxStats, mp4_metadata, write_mp4
 from ltx2_edge.stages.text_encode import TextEncoder
+
+
+def _perturbs_single_blocks(guidance: Guidance) -> bool:
+    """True when a pass perturbs chosen blocks only (STG): their branches then depend on the block index."""
+    return any(
+        pert.blocks is not None for p in guidance.passes() for pert in (guidance.perturbation(p).perturbations or ())
+    )
+
+
+def _compile_row(details: dict, stats: dict, step_seconds: list[float]) -> None:
+    """Compilation and graph capture happen inside the denoise stage's first accelerated step: give them a line."""
+    first = stats.get("capture_seconds") or stats.get("compile_step_seconds")
+    steady = step_seconds[2:]
+    if first is None or not steady:
+        return
+    overhead = max(0.0, first - statistics.median(steady))
+    captured, compiled = stats.get("capture_seconds") is not None, bool(details.get("accel_compiled"))
+    what = " + ".join(w for w, on in (("compile", compiled), ("graph capture", captured)) if on)
+    details["seconds_per_step_steady"] = round(statistics.median(steady), 4)
+    where = f"; Inductor cache {cache_dir()}" if compiled else ""
+    details.setdefault("sub_rows", []).append((what, round(overhead, 3), f"inside denoise, once per run{where}"))
 
 
 def default_device() -> torch.device:
@@ -87,6 +121,8 @@ class Generator:
         quantization: str = "auto",
         keep_bf16: tuple[str, ...] = (),
         quantize_all: bool = False,
+        compile: str = "auto",
+        cuda_graph: str = "auto",
         progress: Progress | None = None,
     ) -> None:
         self.checkpoint = inspect_checkpoint(Path(checkpoint_path))
@@ -95,6 +131,11 @@ class Generator:
         self.device = torch.device(device) if device is not None else default_device()
         self.dtype = dtype or default_dtype(self.device)
         self.guidance_mode = guidance_mode
+        if compile not in COMPILE_MODES:
+            raise RequestError("compile", compile, "one of " + ", ".join(COMPILE_MODES))
+        if cuda_graph not in CUDA_GRAPH_MODES:
+            raise RequestError("cuda-graph", cuda_graph, "one of " + ", ".join(CUDA_GRAPH_MODES))
+        self.compile_mode, self.cuda_graph_mode = compile, cuda_graph
         self.prefetch_depth = prefetch_depth
         self.progress = progress or Progress()
         self.notes: list[str] = []
@@ -131,13 +172,35 @@ class Generator:
                                   self.policy)  # fmt: skip
         return plan
 
+    def accel(self, request: GenerationRequest, plan: Plan) -> AccelChoice:
+        """How the denoising forwards run (compiled, graphed, text K/V kept); ``RequestError`` for ``--compile on``
+        where it cannot run. The SDPA backend is measured later, on the device, when the stage starts."""
+        guidance = self.guidance(request)
+        den = plan.stage("denoise")
+        config = self.checkpoint.config
+        inputs = AccelInputs(
+            compile_mode=self.compile_mode, compile_support=compile_support(self.device),
+            cuda_graph_mode=self.cuda_graph_mode, device_type=self.device.type,
+            steps=request.num_inference_steps, batched=guidance.mode == "batched",
+            block_perturbations=_perturbs_single_blocks(guidance), streamed_blocks=den.streamed_units,
+            budget_bytes=self.budget.device_bytes, predicted_peak_bytes=den.predicted_peak_bytes,
+            text_kv_bytes=text_kv_bytes(config, guidance.batch, TEXT_CONTEXT_TOKENS, self.dtype.itemsize),
+        )  # fmt: skip
+        try:
+            return choose_accel(inputs)
+        except ValueError as exc:
+            raise RequestError("compile", self.compile_mode, str(exc).split(": ", 1)[-1]) from None
+
     def check(self, request: GenerationRequest, output_path: Path | None, overwrite: bool) -> Plan:
-        """Raise for a prompt over the context, a bad output path or an impossible budget; return the plan."""
+        """Raise for a prompt over the context, a bad output path, an impossible budget or a ``--compile on``
+        that cannot run; return the plan."""
         self._text.tokenizer.check(request.prompt, "prompt")
         self._text.tokenizer.check(request.negative_prompt, "negative_prompt")
         if output_path is not None:
             check_output_path(output_path, overwrite)
-        return self.plan(request)
+        plan = self.plan(request)
+        self.accel(request, plan)
+        return plan
 
     # ---- stages ----
     def _module(self, name: str, load: Callable[[], torch.nn.Module]) -> torch.nn.Module:
@@ -206,10 +269,16 @@ class Generator:
             self.progress.step(i, total, seconds, time.perf_counter() - started)
 
         sync = torch.cuda.synchronize if self.device.type == "cuda" else None
+        settings = self._accel_settings(request, plan, setup, details)
+        accel_stats: dict = {}
         try:
             video, audio = denoise(transformer, setup.video_state, setup.audio_state,
                                    official_sigmas(request.num_inference_steps, self.device), contexts,
-                                   self.guidance(request), on_step=on_step, synchronize=sync)  # fmt: skip
+                                   self.guidance(request), on_step=on_step, synchronize=sync, accel=settings,
+                                   accel_stats=accel_stats)  # fmt: skip
+            if accel_stats:
+                details["accel_stats"] = accel_stats
+                _compile_row(details, accel_stats, step_seconds)
         finally:
             if streamer is not None:
                 stats = streamer.stats()
@@ -224,8 +293,29 @@ class Generator:
         v, a = final_latents(setup, video, audio)
         return Latents(video=v, audio=a, generator=generator)
 
+    def _accel_settings(
+        self, request: GenerationRequest, plan: Plan | None, setup: LatentSetup, details: dict
+    ) -> AccelSettings | None:
+        """The plan's accelerations plus the SDPA backend measured now, on this device, at this run's shapes."""
+        if plan is None or self.guidance(request).mode != "batched":
+            return None
+        choice = self.accel(request, plan)
+        shapes = attention.step_shapes(self.checkpoint.config, self.guidance(request).batch,
+                                       setup.video_state.latent.shape[1], setup.audio_state.latent.shape[1],
+                                       TEXT_CONTEXT_TOKENS)  # fmt: skip
+        backend, timings = attention.choose_backend(shapes, self.device, self.dtype)
+        details.update(accel=list(choice.settings.reasons), accel_compiled=choice.settings.compile,
+                       attention_backend=backend or "default dispatch",
+                       attention_timings=timings, accel_extra_peak_bytes=choice.extra_peak_bytes)  # fmt: skip
+        settings = replace(choice.settings, attention=backend)
+        details["accel_summary"] = settings.describe()
+        return settings
+
+    def _tiling(self, plan: Plan | None) -> TilingConfig | None:
+        return runtime.tiling_config(plan.stage("decode").tiles) if plan is not None else None
+
     def decode_audio(self, latents: Latents) -> tuple[torch.Tensor, int]:
-        """Final audio latent -> waveform [channels, samples] (CPU float32) and its sample rate."""
+        """Final audio latent -> waveform [channels, samples] (CPU float32) and its sample rate (serial path)."""
         path, dev, dt = self.checkpoint.path, self.device, self.dtype
         decoder = self._module("audio_decoder", lambda: loaders.load_audio_decoder(path, dev, dt))
         vocoder = self._module("vocoder", lambda: loaders.load_vocoder(path, dev, dt))
@@ -235,14 +325,80 @@ class Generator:
         return out
 
     def decode_video(self, latents: Latents, plan: Plan | None = None) -> Iterator[torch.Tensor]:
-        """Final video latent -> uint8 frame chunks [f, h, w, 3] on the CPU (tiled as the plan says)."""
+        """Final video latent -> uint8 frame chunks [f, h, w, 3] on the CPU (tiled as the plan says; serial path)."""
         path, dev, dt = self.checkpoint.path, self.device, self.dtype
         decoder = self._module("video_decoder", lambda: loaders.load_video_decoder(path, dev, dt))
-        tiling = runtime.tiling_config(plan.stage("decode_video").tiles) if plan is not None else None
-        for chunk in decode_video(latents.video, decoder, latents.generator, tiling):
+        for chunk in decode_video(latents.video, decoder, latents.generator, self._tiling(plan)):
             yield chunk.cpu()
         del decoder
         self._release()
+
+    def decode(self, latents: Latents, plan: Plan | None = None) -> tuple[Gen[torch.Tensor, None, None], AudioFuture]:
+        """Both decoders, loaded for this call only: the audio decode starts now, beside the lazy video decode.
+
+        Returns uint8 video chunks [f, h, w, 3] on the CPU (tiled as the plan says) and the audio future; they
+        equal ``decode_video`` and ``decode_audio``, bit for bit. The decoders are released when the chunks run
+        out or the iterator is closed: close it when stopping early (``contextlib.closing``).
+        """
+        path, dev, dt = self.checkpoint.path, self.device, self.dtype
+        audio_decoder = self._module("audio_decoder", lambda: loaders.load_audio_decoder(path, dev, dt))
+        vocoder = self._module("vocoder", lambda: loaders.load_vocoder(path, dev, dt))
+        video_decoder = self._module("video_decoder", lambda: loaders.load_video_decoder(path, dev, dt))
+        chunks, audio = decode_overlapped(latents.video, video_decoder, latents.generator, self._tiling(plan),
+                                          latents.audio, audio_decoder, vocoder)  # fmt: skip
+        return self._released_after(chunks), audio
+
+    def _released_after(self, chunks: Gen[torch.Tensor, None, None]) -> Gen[torch.Tensor, None, None]:
+        try:
+            yield from chunks
+        finally:
+            chunks.close()  # joins the audio worker; after it nothing holds the decoders (unless kept resident)
+            self._release()
+
+    def decode_into(
+        self,
+        latents: Latents,
+        request: GenerationRequest,
+        output_path: Path,
+        metadata: Mapping[str, str],
+        *,
+        overwrite: bool = False,
+        plan: Plan | None = None,
+        details: dict | None = None,
+    ) -> MuxStats:
+        """The decode stage: video and audio decoded at once and encoded on a writer thread into ``output_path``.
+
+        Video chunks stream into H.264 as they decode; the waveform joins the AAC stream when its decode ends.
+        The MP4 is written atomically: a failure in either decode or in the writer leaves no file and no
+        temporary. ``details`` receives the load, video, audio, hidden-audio and encode seconds, the tiles and
+        the audio format, with what the writer wrote.
+        """
+        details = {} if details is None else details
+        started = time.perf_counter()
+        chunks, audio = self.decode(latents, plan)
+        details["load_seconds"] = round(time.perf_counter() - started, 4)
+        meter = ChunkMeter(chunks, video_chunk_frames(latents.video, self._tiling(plan)),
+                           lambda line: self.progress.stage("decode", line))  # fmt: skip
+        waveform = LateAudio(get=lambda: audio.result().waveform, ready=audio.done)
+        with contextlib.closing(chunks):
+            stats = write_mp4(output_path, meter, waveform, audio.sample_rate, request.frame_rate,
+                              request.audio_channels, metadata, overwrite)  # fmt: skip
+        ended = time.perf_counter()
+        result = audio.result()
+        tiles = plan.stage("decode").tiles if plan is not None else None
+        details.update(
+            video_decode_seconds=round(meter.seconds, 4), audio_decode_seconds=round(result.seconds, 4),
+            audio_hidden_seconds=round(result.hidden_seconds, 4),
+            audio_after_video_seconds=round(result.after_video_seconds, 4),
+            # Encoding not hidden behind the decode: the writer thread finishing the queued frames and the audio.
+            # (finished_at is set: write_mp4 pulls the chunks until they run out.)
+            encode_after_decode_seconds=round(ended - meter.finished_at, 4),  # type: ignore[operator]
+            tiles=tiles.tiles if tiles is not None else 1, tiling=tiles.describe() if tiles is not None else "untiled",
+            video_chunks=meter.chunks, sample_rate=result.sample_rate, channels=request.audio_channels,
+            source_channels=int(result.waveform.shape[0]), source_samples=int(result.waveform.shape[1]),
+            **asdict(stats),
+        )  # fmt: skip
+        return stats
 
     # ---- the whole run ----
     def _stage_memory(self, rec: StageRecord, predicted: int, baseline: int) -> None:
@@ -308,27 +464,24 @@ class Generator:
         with report.measure("denoise", f"{weights}; {residency}; {batching}", dev) as rec:
             latents = self.denoise(request, contexts, rec.details, plan)
             rec.details.update(steps=request.num_inference_steps, video_tokens=tokens, passes=list(guidance.passes()))
+            if "accel_summary" in rec.details:
+                rec.technique += f"; {rec.details['accel_summary']}"
         del contexts
-        self._stage_memory(rec, predicted["denoise"], baseline)
+        self._stage_memory(rec, predicted["denoise"] + rec.details.get("accel_extra_peak_bytes", 0), baseline)
         self.progress.done("denoise", rec.seconds)
 
-        self.progress.stage("decode_audio", "audio VAE decoder + vocoder")
-        with report.measure("decode_audio", "staged: decoder + vocoder loaded for this stage only", dev) as rec:
-            waveform, sample_rate = self.decode_audio(latents)
-            rec.details.update(sample_rate=sample_rate, channels=int(waveform.shape[0]), samples=int(waveform.shape[1]))
-        self._stage_memory(rec, predicted["decode_audio"], baseline)
-        self.progress.done("decode_audio", rec.seconds)
-
-        tiles = plan.stage("decode_video").tiles
+        tiles = plan.stage("decode").tiles
         tiling = tiles.describe() if tiles is not None else "untiled"
-        self.progress.stage("decode_video+mux", f"video VAE decoder ({tiling}), H.264 + AAC into the MP4")
+        beside = "own CUDA stream" if dev.type == "cuda" else "worker thread"
+        self.progress.stage("decode", f"video VAE decoder ({tiling}) with the audio decoder + vocoder beside it "
+                                      f"({beside}); H.264 + AAC on a writer thread")  # fmt: skip
         metadata = mp4_metadata({**request.to_dict(), "guidance": guidance.describe()}, self.checkpoint.model_version)
-        with report.measure("decode_video+mux", f"staged: video decoder for this stage only; {tiling}", dev) as rec:
-            stats = write_mp4(out, self.decode_video(latents, plan), waveform, sample_rate, request.frame_rate,
-                              request.audio_channels, metadata, overwrite)  # fmt: skip
-            rec.details.update(asdict(stats))
-        self._stage_memory(rec, predicted["decode_video"], baseline)
-        self.progress.done("decode_video+mux", rec.seconds)
+        technique = (f"staged: both decoders for this stage only; video {tiling}; audio beside it ({beside}); "
+                     "encoded on a writer thread")  # fmt: skip
+        with report.measure("decode", technique, dev) as rec:
+            self.decode_into(latents, request, out, metadata, overwrite=overwrite, plan=plan, details=rec.details)
+        self._stage_memory(rec, predicted["decode"], baseline)
+        self.progress.done("decode", rec.seconds)
 
         report.total_seconds = time.perf_counter() - start
         report_path = out.with_suffix(".report.json")

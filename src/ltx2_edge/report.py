@@ -101,6 +101,9 @@ class RunReport:
         rows = [("stage", "time s", "peak GiB", "memory", "technique")]
         for s in self.stages:
             rows.append((s.stage, f"{s.seconds:.2f}", f"{s.peak_bytes / GIB:.2f}", s.memory_kind, s.technique))
+            # Parts of a stage worth their own line (compilation inside the denoise stage): time only.
+            for label, seconds, note in s.details.get("sub_rows", ()):
+                rows.append((f"  {label}", f"{seconds:.2f}", "", "", note))
         rows.append(("total", f"{self.total_seconds:.2f}", "", "", ""))
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]

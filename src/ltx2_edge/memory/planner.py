@@ -8,13 +8,15 @@ stage it predicts the peak, and picks:
 * where streamed blocks wait: pinned host when a discrete GPU's host budget holds them, else the
   checkpoint file (mmap/pread); with one memory pool always the file, since pinned host would count
   against the same pool while the page cache does not;
-* the video decode tiling: untiled when it fits, else the fewest tiles that fit (ltx_core units).
+* the decode stage's video tiling: untiled when it fits, else the fewest tiles that fit (ltx_core units),
+  with the audio decoder + vocoder and their working set counted beside it, since both run at once.
 An impossible budget raises ``BudgetError`` naming the stage, what it needs and the smallest budget that
 works (found by bisecting the budget over this same pure planner; feasibility is monotone in the budget).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import replace
@@ -79,8 +81,12 @@ class _Context(FitContext):
             raise CheckpointError(f"{header.path}: its 'config' metadata is not JSON ({exc})") from exc
         r = request
         self.tokens = act.token_counts(self.config, r.width, r.height, r.num_frames, r.frame_rate)
-        self.gemma_shape = act.GemmaShape.from_tensors(_require(gemma, GEMMA_LAYERS, "Gemma folder"), GEMMA)
         self._tilings: list[VideoTiling] | None = None
+
+    @functools.cached_property
+    def gemma_shape(self) -> act.GemmaShape:
+        """Gemma's dimensions, read when a text stage is planned (``plan_decode`` needs no Gemma folder)."""
+        return act.GemmaShape.from_tensors(_require(self.gemma, GEMMA_LAYERS, "Gemma folder"), GEMMA)
 
     def tilings(self) -> list[VideoTiling]:
         """Every candidate decode tiling; budget-independent, so computed once for the minimum-budget search."""
@@ -143,43 +149,35 @@ def _denoise(ctx: _Context) -> StagePlan | Shortfall:
     return _with_note(plan, f"; {r.guidance_batch} guidance pass(es) in one batched forward per step")
 
 
-def _decode_audio(ctx: _Context) -> StagePlan | Shortfall:
-    tensors = _require(ctx.header.tensors, AUDIO_DECODER, "checkpoint")
-    flops = FlopCount(conv=vocoder_flops(ctx.config, ctx.tokens.audio * 4))
-    activations = act.audio_decode_bytes(ctx.config, ctx.tokens.audio)
-    return fit_stage(ctx, "decode_audio", ctx.weights(tensors, None), activations, flops, 1, "block")
+def _decode(ctx: _Context) -> StagePlan | Shortfall:
+    """The video VAE, tiled as little as fits, with the audio decoder + vocoder running at the same time.
 
-
-def _decode_video(ctx: _Context, audio: StagePlan | Shortfall) -> StagePlan | Shortfall:
-    """Largest tiling that fits, with audio decoding beside it when both fit together, else after it."""
-    tensors = _require(ctx.header.tensors, VIDEO_DECODER, "checkpoint")
-    w = ctx.weights(tensors, None)
+    Both decoders' weights and both working sets are live together (the audio decodes on its own stream while
+    the video tiles decode), so the fewest-tile tiling is chosen among those where all of it fits.
+    """
+    video = ctx.weights(_require(ctx.header.tensors, VIDEO_DECODER, "checkpoint"), None)
+    audio = ctx.weights(_require(ctx.header.tensors, AUDIO_DECODER, "checkpoint"), None)
+    audio_work = act.audio_decode_bytes(ctx.config, ctx.tokens.audio)
+    beside = audio.total + audio_work
     t = ctx.tokens
     held = frames_bytes(t.latent_frames, t.latent_height, t.latent_width)
-    in_pool = ctx.pool_extra + (held if ctx.budget.unified else 0)
-    beside = audio.predicted_peak_bytes - ctx.pool_extra if isinstance(audio, StagePlan) else 0
+    fixed = video.total + beside + ctx.pool_extra + (held if ctx.budget.unified else 0)
     options = ctx.tilings()
-    for extra in (beside, 0) if beside else (0,):
-        fitting = [o for o in options if w.total + o.working_bytes + extra + in_pool <= ctx.avail()]
-        if fitting:
-            best = min(fitting, key=lambda o: (o.tiles, -o.working_bytes))
-            return _tiled(ctx, w, best, held, extra)
-    least = min(options, key=lambda o: o.working_bytes)
-    why = f"weights {format_gib(w.total)}, {least.describe()} {format_gib(least.working_bytes)}, slack"
-    return Shortfall("decode_video", w.total + least.working_bytes + in_pool, why)
-
-
-def _tiled(ctx: _Context, w: Weights, tiling: VideoTiling, held: int, beside: int) -> StagePlan | Shortfall:
-    plan = fit_stage(ctx, "decode_video", w, tiling.working_bytes, FlopCount(conv=tiling.flops), 1, "block", held)
+    fitting = [o for o in options if fixed + o.working_bytes <= ctx.avail()]
+    if not fitting:
+        least = min(options, key=lambda o: o.working_bytes)
+        why = (f"video decoder {format_gib(video.total)}, {least.describe()} {format_gib(least.working_bytes)}, "
+               f"audio decoder + vocoder with their working set {format_gib(beside)}, slack")  # fmt: skip
+        return Shortfall("decode", fixed + least.working_bytes, why)
+    best = min(fitting, key=lambda o: (o.tiles, -o.working_bytes))
+    # Concurrent kernels share one GPU's units, so the compute floor adds the vocoder's FLOPs to the video's.
+    flops = FlopCount(conv=best.flops + vocoder_flops(ctx.config, t.audio * 4))
+    weights = Weights(video.total + audio.total, ())
+    plan = fit_stage(ctx, "decode", weights, best.working_bytes + audio_work, flops, 1, "block", held)
     if isinstance(plan, Shortfall):
         return plan
-    # The pipeline decodes audio before video today (overlap is the decode issue's work); room for both at once
-    # is still reserved when it fits, so that overlap never needs a new plan.
-    note = "; room reserved for decode_audio beside it" if beside else "; decode_audio runs apart from it"
-    peak = plan.predicted_peak_bytes + beside
-    return replace(
-        plan, tiles=tiling, beside_bytes=beside, predicted_peak_bytes=peak, technique=tiling.describe() + note
-    )
+    technique = f"{best.describe()}; audio decoder + vocoder beside it (own CUDA stream)"
+    return replace(plan, tiles=best, beside_bytes=beside, technique=technique)
 
 
 def _with_note(plan: StagePlan | Shortfall, note: str) -> StagePlan | Shortfall:
@@ -187,10 +185,7 @@ def _with_note(plan: StagePlan | Shortfall, note: str) -> StagePlan | Shortfall:
 
 
 def _evaluate(ctx: _Context) -> list[StagePlan | Shortfall]:
-    audio = _decode_audio(ctx)
-    if isinstance(audio, StagePlan):
-        audio = replace(audio, technique=audio.technique + "; decoder + vocoder")
-    return [_text_encode(ctx), _embeddings(ctx), _denoise(ctx), _decode_video(ctx, audio), audio]
+    return [_text_encode(ctx), _embeddings(ctx), _denoise(ctx), _decode(ctx)]
 
 
 def _fits(ctx: _Context) -> bool:
@@ -252,6 +247,20 @@ def plan(
         f"{format_gib(budget.device_bytes)}. Smallest budget that works for this request: "
         f"{_gib_up(smallest)} GiB (or {hints})"
     )
+
+
+def plan_decode(header: Header, request: PlanRequest, budget: Budget, profile: DeviceProfile) -> StagePlan:
+    """The decode stage's plan alone (tiles, peak), from the LTX-2 checkpoint's header: no Gemma folder needed.
+
+    For benchmarks of the decoders; raises ``BudgetError`` naming what the stage needs when it cannot fit.
+    """
+    ctx = _Context(header, {}, request, budget, profile, default_is_quantized)
+    stage = _decode(ctx)
+    if isinstance(stage, Shortfall):
+        limit = budget.host_bytes if stage.host else budget.device_bytes
+        raise BudgetError(f"needs {format_gib(stage.need)} for {stage.stage} ({stage.why}); the budget is "
+                          f"{format_gib(limit)}: raise the budget or lower the width, height or frames")  # fmt: skip
+    return stage
 
 
 def _host_error(short: Shortfall, budget: Budget) -> BudgetError:

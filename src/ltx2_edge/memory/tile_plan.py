@@ -54,17 +54,36 @@ class VideoTiling:
         return f"{self.tiles} tiles: " + ", ".join(parts)
 
 
-def split_lengths(length: int, size: int, overlap: int, causal: bool) -> list[int]:
-    """Lengths of the intervals ltx_core cuts an axis of ``length`` latent cells into."""
+def _split(length: int, size: int, overlap: int, causal: bool) -> tuple[list[int], list[int]]:
+    """(starts, ends) of the intervals ltx_core cuts an axis of ``length`` latent cells into."""
     if length <= size:
-        return [length]
+        return [0], [length]
     amount = (length + size - 2 * overlap - 1) // (size - overlap)
     starts = [i * (size - overlap) for i in range(amount)]
     ends = [s + size for s in starts]
     ends[-1] = length
     if causal:
         starts = starts[:1] + [s - 1 for s in starts[1:]]
+    return starts, ends
+
+
+def split_lengths(length: int, size: int, overlap: int, causal: bool) -> list[int]:
+    """Lengths of the intervals ltx_core cuts an axis of ``length`` latent cells into."""
+    starts, ends = _split(length, size, overlap, causal)
     return [e - s for s, e in zip(starts, ends, strict=True)]
+
+
+def chunk_frames(latent_frames: int, tile_frames: int | None, overlap_frames: int = 0) -> list[int]:
+    """Frames of each chunk the video decode yields, in order: one chunk untiled in time, else one per
+    temporal tile group, as ltx_core's ``tiled_decode`` hands out the part of a group that the next one no
+    longer blends into (a group starting where the previous one starts yields nothing and is left out, as
+    ``stages/decode_video`` drops it). The lengths add up to the clip's 8 (latent_frames - 1) + 1 frames."""
+    frames = _TIME * (latent_frames - 1) + 1
+    if tile_frames is None:
+        return [frames]
+    starts, _ = _split(latent_frames, tile_frames // _TIME, overlap_frames // _TIME, causal=True)
+    bounds = [_TIME * s for s in starts] + [frames]
+    return [b - a for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
 
 
 def spatial_tile_cells(axis_length: int, long_side: int, tile_px: int, overlap_px: int) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from ltx_core.model.audio_vae import AudioDecoder, AudioDecoderConfigurator, Vocoder, VocoderConfigurator
 from ltx_core.model.transformer import LTXModelConfigurator, X0Model
-from ltx_core.model.video_vae import VideoDecoder, VideoDecoderConfigurator
+from ltx_core.model.video_vae import VideoDecoder, VideoDecoderConfigurator, VideoEncoder, VideoEncoderConfigurator
 
 from ltx2_edge.checkpoint.header import read_config
 from ltx2_edge.models.quantized_loading import load_quantized
@@ -83,6 +83,19 @@ def load_video_decoder(checkpoint: Path, device: torch.device, dtype: torch.dtyp
     key_map = _prefix_map(("vae.decoder.", ""), ("vae.per_channel_statistics.", "per_channel_statistics."))
     load_into(model, [checkpoint], key_map, device, dtype)
     require_materialized(model, "video decoder")
+    return model.eval()
+
+
+VIDEO_ENCODER_PREFIXES = ("vae.encoder.", "vae.per_channel_statistics.")
+
+
+def load_video_encoder(checkpoint: Path, device: torch.device, dtype: torch.dtype) -> VideoEncoder:
+    """The video VAE encoder (image conditioning, latent upsampling) with the same per-channel latent statistics
+    as the decoder. Its file tensors are those under ``VIDEO_ENCODER_PREFIXES`` (what the planner sums)."""
+    model = _build(VideoEncoderConfigurator, read_config(checkpoint))
+    key_map = _prefix_map(("vae.encoder.", ""), ("vae.per_channel_statistics.", "per_channel_statistics."))
+    load_into(model, [checkpoint], key_map, device, dtype)
+    require_materialized(model, "video encoder")
     return model.eval()
 
 

@@ -120,6 +120,15 @@ def fp8_rowwise_fused(
     return _fp8_gemm(xq, xs, weight, scale, bias, x.dtype, fast_accum=True)
 
 
+def fp8_rowwise_fast(
+    x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """``fp8_rowwise`` with fast accumulation: the form ``torch.compile`` gets (it fuses the eager quantization
+    into the op that produced ``x``, which the hand-written Triton kernel cannot)."""
+    xq, xs = quantize_rows(x, "fp8")
+    return _fp8_gemm(xq, xs, weight, scale, bias, x.dtype, fast_accum=True)
+
+
 def fp8_simulated(
     x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
@@ -223,6 +232,7 @@ KERNELS: dict[str, Kernel] = {
     for k in (
         Kernel("fp8_rowwise_fused", "fp8", fp8_rowwise_fused, "fp8 per token", _fused(16)),
         Kernel("fp8_rowwise", "fp8", fp8_rowwise, "fp8 per token", _needs_multiple(16)),
+        Kernel("fp8_rowwise_fast", "fp8", fp8_rowwise_fast, "fp8 per token", _needs_multiple(16)),
         Kernel("fp8_simulated", "fp8", fp8_simulated, "fp8 per token", _always),
         Kernel("fp8_weight_only", "fp8", fp8_weight_only, "unchanged", _always),
         Kernel("int8_int_mm_fused", "int8", int8_int_mm_fused, "int8 per token", _fused(8)),
@@ -243,6 +253,9 @@ DEFAULT_KERNELS: dict[tuple[str, str], tuple[str, ...]] = {
     ("cpu", "int8"): ("int8_simulated",),
 }
 _SIMULATED = {"fp8": "fp8_simulated", "int8": "int8_simulated"}
+# What a kernel becomes inside a torch.compile'd region: the same numerics with the activation quantization
+# written in torch ops, so Inductor fuses it with the producer of x (a Triton kernel of our own is opaque to it).
+COMPILED_VARIANT: dict[str, str] = {"fp8_rowwise_fused": "fp8_rowwise_fast", "int8_int_mm_fused": "int8_int_mm"}
 
 
 def choose_kernel(

@@ -111,6 +111,15 @@ class QuantLinear(nn.Module):
         """``(kernel name, note)`` this layer runs on ``device_type``; the note explains a fallback."""
         return kernels.choose_kernel(self.precision, device_type, self.in_features, self.out_features, self.kernel)
 
+    def prepare_compiled(self, device_type: str) -> str:
+        """Pick, outside the compiled region, the kernel this layer runs inside one; returns its name.
+
+        Choosing inside would make the compiler trace the registry and mutate ``_fn`` as a side effect.
+        """
+        name = kernels.COMPILED_VARIANT.get(self.kernel_for(device_type)[0], self.kernel_for(device_type)[0])
+        self._fn[device_type + "/compiled"] = kernels.KERNELS[name].fn
+        return name
+
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The weight as ``weight * weight_scale`` in ``dtype`` (for tests and reports; forward never does this)."""
         return kernels.dequantize_weight(self.weight, self.weight_scale, dtype)
@@ -118,8 +127,11 @@ class QuantLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(f"input has {x.shape[-1]} features, this layer takes {self.in_features}")
-        fn = self._fn.get(x.device.type)
+        compiling = torch.compiler.is_compiling()
+        fn = self._fn.get(x.device.type + ("/compiled" if compiling else ""))
         if fn is None:
+            if compiling:
+                raise RuntimeError("call prepare_compiled() on every QuantLinear before compiling the model")
             # Chosen once per device type: a step calls ~1,000 of these layers, and the choice is pure Python
             # work that would otherwise run on every call, on a step that is already waiting on the CPU.
             fn = self._fn[x.device.type] = kernels.KERNELS[self.kernel_for(x.device.type)[0]].fn

@@ -1,11 +1,13 @@
 """Decode both modalities at once: audio decoder + vocoder run while the video VAE decodes, chunk by chunk.
 
-``decode_overlapped`` starts the audio decode on a worker thread (one ``ThreadPoolExecutor`` worker) and returns
-at once with a lazy iterator of video chunks and an ``AudioFuture``. On CUDA the worker also runs on its own
-``torch.cuda.Stream``, so its kernels overlap the video decoder's on the GPU, not only the Python launches.
+``decode_overlapped`` starts the audio decode and returns at once with a lazy iterator of video chunks and an
+``AudioFuture``. On CUDA the audio kernels are queued first, from the caller's thread, on their own
+``torch.cuda.Stream``, and run on the GPU beside the video decoder's; on CPU a worker thread (one
+``ThreadPoolExecutor`` worker) runs the audio while the caller decodes video.
+``ChunkMeter`` times the video chunks as a consumer (the MP4 writer) pulls them and reports progress.
 
 Synchronisation rules (CUDA):
-- latent ready -> audio: the audio stream waits on the caller's stream before the worker launches anything.
+- latent ready -> audio: the audio stream waits on the caller's stream before any audio kernel is queued.
 - audio done -> waveform use: an event is recorded after the vocoder; the host copy waits on it.
 - memory: the audio latent is marked as used by the audio stream (``record_stream``), so freeing it on the
   caller's side cannot hand its block to the video decoder while the vocoder still reads it.
@@ -18,7 +20,7 @@ or a pixel: overlapped output equals ``decode_audio`` + ``decode_video`` run one
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -32,12 +34,13 @@ from ltx2_edge.stages.decode_video import decode_video
 
 
 class AudioResult(NamedTuple):
-    """What ``AudioFuture.result()`` returns (unpacks as a 4-tuple)."""
+    """What ``AudioFuture.result()`` returns (unpacks as a 5-tuple)."""
 
     waveform: torch.Tensor  # [channels, samples], float32, CPU
     sample_rate: int
     seconds: float  # audio decode + vocoder: wall clock on CPU, GPU time between events on CUDA
     hidden_seconds: float  # the part of ``seconds`` that ran while the video decoded
+    after_video_seconds: float  # how long the audio ran on after the video decode ended (0 if it had not ended)
 
 
 class _Clock:
@@ -57,7 +60,9 @@ class _Clock:
         """Seconds from ``start`` to ``end`` (negative when ``end`` came first)."""
         if not self.cuda:
             return end - start  # type: ignore[operator]
-        end.synchronize()  # type: ignore[attr-defined]  # elapsed_time of an unfinished event raises
+        # elapsed_time raises unless both events have completed; they may sit on different streams.
+        start.synchronize()  # type: ignore[attr-defined]
+        end.synchronize()  # type: ignore[attr-defined]
         return start.elapsed_time(end) / 1000.0  # type: ignore[attr-defined]
 
 
@@ -80,12 +85,51 @@ class _Timeline:
         end = min(self.clock.between(ref, a1), self.clock.between(ref, video_end))
         return max(0.0, end - start)
 
+    def after_video(self) -> float:
+        """Seconds from the end of the video decode to the end of the audio decode (0 when the audio ended first
+        or the video has not ended): what a consumer of both waits for the audio."""
+        if self.audio is None or self.video_end is None:
+            return 0.0
+        return max(0.0, self.clock.between(self.video_end, self.audio[1]))
+
+
+class _LaunchedAudio:
+    """The audio decode's kernels already queued on their own CUDA stream; the host copy waits for them.
+
+    Shaped like the ``Future`` a worker thread returns (``done``, ``result``, ``exception``) so ``AudioFuture``
+    treats both alike.
+    """
+
+    def __init__(self, on_device: torch.Tensor, sample_rate: int, stream: torch.cuda.Stream, timeline: _Timeline):
+        self._on_device, self._sample_rate, self._stream, self._timeline = on_device, sample_rate, stream, timeline
+
+    def done(self) -> bool:
+        return bool(self._timeline.audio[1].query())  # type: ignore[index, union-attr]
+
+    def exception(self) -> BaseException | None:
+        return None  # a launch error raised in decode_overlapped, before any video work
+
+    def result(self) -> tuple[torch.Tensor, int, float]:
+        start, end = self._timeline.audio  # type: ignore[misc]
+        # Without the wait the copy could read the waveform before the vocoder's last kernel wrote it. The copy
+        # runs on the audio stream, where the waveform was made, so it needs no record_stream.
+        end.synchronize()  # type: ignore[attr-defined]
+        with torch.cuda.stream(self._stream):
+            waveform = self._on_device.cpu()
+        return waveform, self._sample_rate, self._timeline.clock.between(start, end)
+
 
 class AudioFuture:
     """The audio decode running beside the video decode; ``result()`` waits for it."""
 
-    def __init__(self, future: Future, executor: ThreadPoolExecutor, timeline: _Timeline) -> None:
+    def __init__(
+        self, future: Future | _LaunchedAudio, executor: ThreadPoolExecutor | None, timeline: _Timeline,
+        sample_rate: int,
+    ) -> None:  # fmt: skip
         self._future, self._executor, self._timeline = future, executor, timeline
+        # Known before the decode ends (the vocoder's output rate, which ltx-core's decode_audio reports), so an
+        # MP4 writer can open its AAC stream while the waveform is still being made.
+        self.sample_rate = sample_rate
 
     def done(self) -> bool:
         """True once the worker has finished (with a waveform or an exception)."""
@@ -96,8 +140,13 @@ class AudioFuture:
         try:
             waveform, sample_rate, seconds = self._future.result()
         finally:
+            self._shutdown()
+        hidden, after = round(self._timeline.hidden(), 6), round(self._timeline.after_video(), 6)
+        return AudioResult(waveform, sample_rate, seconds, hidden, after)
+
+    def _shutdown(self) -> None:
+        if self._executor is not None:
             self._executor.shutdown(wait=True)  # joins the worker thread: none is left after result()
-        return AudioResult(waveform, sample_rate, seconds, round(self._timeline.hidden(), 6))
 
     def _raise_if_failed(self) -> None:
         if self._future.done() and self._future.exception() is not None:
@@ -105,28 +154,12 @@ class AudioFuture:
 
 
 def _audio_worker(
-    latent: torch.Tensor,
-    decoder: AudioDecoder,
-    vocoder: Vocoder,
-    stream: torch.cuda.Stream | None,
-    timeline: _Timeline,
+    latent: torch.Tensor, decoder: AudioDecoder, vocoder: Vocoder, timeline: _Timeline
 ) -> tuple[torch.Tensor, int, float]:
     clock = timeline.clock
-    if stream is None:
-        start = clock.mark()
-        waveform, sample_rate = decode_audio(latent, decoder, vocoder)
-        end = clock.mark()
-    else:
-        # The current stream is per thread: set it here, in the worker, so every audio kernel goes to it.
-        with torch.cuda.stream(stream):
-            start = clock.mark(stream)
-            on_device, sample_rate = decode_audio_on_device(latent, decoder, vocoder)
-            # Event after the vocoder: it times the decode, and the host copy below waits on it; without the
-            # wait a non-blocking copy could read the waveform before the vocoder wrote it. The device waveform
-            # never leaves this stream (only the host copy does), so it needs no record_stream.
-            end = clock.mark(stream)
-            end.synchronize()  # type: ignore[attr-defined]
-            waveform = on_device.cpu()
+    start = clock.mark()
+    waveform, sample_rate = decode_audio(latent, decoder, vocoder)
+    end = clock.mark()
     timeline.audio = (start, end)
     return waveform, sample_rate, clock.between(start, end)
 
@@ -139,10 +172,10 @@ def decode_overlapped(
     audio_latent: torch.Tensor,
     audio_decoder: AudioDecoder,
     vocoder: Vocoder,
-) -> tuple[Iterator[torch.Tensor], AudioFuture]:
+) -> tuple[Generator[torch.Tensor, None, None], AudioFuture]:
     """Start the audio decode now; return (video chunk iterator, audio future).
 
-    The audio latent -> mel -> waveform runs on a worker thread (and, on CUDA, its own stream) while the caller
+    The audio latent -> mel -> waveform runs on its own CUDA stream (on CPU: a worker thread) while the caller
     pulls uint8 video chunks [f, h, w, 3] (on the CPU) from the iterator, which decodes lazily, tiled when
     ``tiling`` is given. Results equal the sequential ``decode_audio`` then ``decode_video``, bit for bit.
 
@@ -164,11 +197,21 @@ def decode_overlapped(
         # still reads it would let the allocator give its block to the video decoder (silent corruption).
         audio_latent.record_stream(stream)
         timeline.video_stream = caller
+        # On CUDA the overlap comes from the streams, not from a thread: the audio kernels are queued here, before
+        # the video's, and run beside them. A worker thread launching them instead (measured on the H100 for W1)
+        # fought the video's launches for the GIL and stretched a 0.014 s audio decode to 0.39 s.
+        with torch.cuda.stream(stream):
+            start = timeline.clock.mark(stream)
+            on_device, sample_rate = decode_audio_on_device(audio_latent, audio_decoder, vocoder)
+            timeline.audio = (start, timeline.clock.mark(stream))
+        launched = _LaunchedAudio(on_device, sample_rate, stream, timeline)
+        audio = AudioFuture(launched, None, timeline, int(vocoder.output_sampling_rate))
+        return _video_chunks(video_latent, video_decoder, generator, tiling, audio, timeline), audio
     executor = ThreadPoolExecutor(1, thread_name_prefix="ltx2-edge-audio-decode")
-    future = executor.submit(_audio_worker, audio_latent, audio_decoder, vocoder, stream, timeline)
+    future = executor.submit(_audio_worker, audio_latent, audio_decoder, vocoder, timeline)
     # The only task: after it the worker thread exits by itself, even if nobody calls result() or close().
     executor.shutdown(wait=False)
-    audio = AudioFuture(future, executor, timeline)
+    audio = AudioFuture(future, executor, timeline, int(vocoder.output_sampling_rate))
     return _video_chunks(video_latent, video_decoder, generator, tiling, audio, timeline), audio
 
 
@@ -179,7 +222,7 @@ def _video_chunks(
     tiling: TilingConfig | None,
     audio: AudioFuture,
     timeline: _Timeline,
-) -> Iterator[torch.Tensor]:
+) -> Generator[torch.Tensor, None, None]:
     try:
         timeline.video_start = timeline.clock.mark(timeline.video_stream)
         for chunk in decode_video(latent, decoder, generator, tiling):
@@ -190,5 +233,40 @@ def _video_chunks(
     finally:
         # Also on close() or on the decoder's exception: no worker thread outlives the iterator. At the end this
         # waits for the audio, so its exception (raised just below) reaches the caller no later than the video.
-        audio._executor.shutdown(wait=True)
+        audio._shutdown()
     audio._raise_if_failed()
+
+
+class ChunkMeter:
+    """Iterates video chunks, timing each one's decode (the pull, not what the consumer does between pulls).
+
+    ``expected`` holds the frames of each chunk to come (``decode_video.video_chunk_frames``); after every
+    chunk ``on_line`` gets a progress line with chunks and frames done and an ETA from the decode rate so far.
+    ``seconds``: decode time of the chunks pulled so far (the last pull, which finds no chunk and where
+    ``decode_overlapped``'s iterator waits for the audio, is not counted); ``finished_at``:
+    ``time.perf_counter()`` when the iterator ran out (None before).
+    """
+
+    def __init__(self, chunks: Iterator[torch.Tensor], expected: list[int], on_line: Callable[[str], None]) -> None:
+        self._chunks, self._on_line = chunks, on_line
+        self.expected = expected
+        self.seconds = 0.0
+        self.chunks = self.frames = 0
+        self.finished_at: float | None = None
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        total = sum(self.expected)
+        while True:
+            start = time.perf_counter()
+            chunk = next(self._chunks, None)
+            now = time.perf_counter()
+            if chunk is None:
+                self.finished_at = now
+                return
+            self.seconds += now - start
+            self.chunks += 1
+            self.frames += chunk.shape[0]
+            eta = self.seconds / self.frames * (total - self.frames)
+            self._on_line(f"video chunk {self.chunks}/{len(self.expected)}: {self.frames}/{total} frames, "
+                          f"{now - start:.2f} s, ETA {eta:.1f} s")  # fmt: skip
+            yield chunk

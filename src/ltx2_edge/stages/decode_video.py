@@ -8,6 +8,8 @@ import torch
 from ltx_core.model.video_vae import TilingConfig, VideoDecoder
 from ltx_core.model.video_vae import decode_video as _ltx_decode_video
 
+from ltx2_edge.memory.tile_plan import chunk_frames
+
 
 @torch.inference_mode()
 def decode_video(
@@ -26,3 +28,11 @@ def decode_video(
         # 16-frame tiles, overlap 8); the MP4 writer rejects empty chunks, and there is nothing in them.
         if chunk.shape[0]:
             yield chunk
+
+
+def video_chunk_frames(latent: torch.Tensor, tiling: TilingConfig | None) -> list[int]:
+    """Frames of each chunk ``decode_video(latent, ..., tiling)`` yields, in order (known before decoding)."""
+    temporal = tiling.temporal_config if tiling is not None else None
+    if temporal is None:
+        return chunk_frames(latent.shape[2], None)
+    return chunk_frames(latent.shape[2], temporal.tile_size_in_frames, temporal.tile_overlap_in_frames)

@@ -8,8 +8,10 @@ rounding (different GEMM shapes), not bit for bit. This module never loads weigh
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 
 import torch
@@ -20,6 +22,8 @@ from ltx_core.guidance.perturbations import BatchedPerturbationConfig
 from ltx_core.model.transformer import Modality
 from ltx_core.types import LatentState
 
+from ltx2_edge.accel.compile import block_invariant
+from ltx2_edge.accel.engine import AccelSettings, StepEngine
 from ltx2_edge.guidance import Guidance, PassName
 
 StepCallback = Callable[[int, int, float], None]  # (step index, total steps, seconds this step)
@@ -96,19 +100,26 @@ def batch_passes(guidance: Guidance, ctx: Contexts) -> BatchedPasses:
     )
 
 
-def _predict_batched(
+def batched_forward(
     transformer: torch.nn.Module,
     batched: BatchedPasses,
     video: LatentState,
     audio: LatentState,
     sigma: torch.Tensor,
-) -> dict[PassName, tuple[torch.Tensor, torch.Tensor]]:
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward over all of a step's passes: denoised video and audio, one sample per pass."""
     n = len(batched.passes)
-    out_v, out_a = transformer(
+    return transformer(
         video=_modality(video, batched.video_context, sigma, n),
         audio=_modality(audio, batched.audio_context, sigma, n),
         perturbations=batched.perturbations,
     )
+
+
+def _split_passes(
+    batched: BatchedPasses, out: tuple[torch.Tensor, ...]
+) -> dict[PassName, tuple[torch.Tensor, torch.Tensor]]:
+    out_v, out_a = out
     return {p: (out_v[i : i + 1], out_a[i : i + 1]) for i, p in enumerate(batched.passes)}
 
 
@@ -142,13 +153,18 @@ def guided_prediction(
     ctx: Contexts,
     sigma: torch.Tensor,
     batched: BatchedPasses | None = None,
+    engine: StepEngine | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Denoised video and audio for one step, with guidance applied (official ``MultiModalGuider.calculate``).
 
     ``batched``: the run's stacked passes (``batch_passes``), reused across steps; built here when None.
+    ``engine``: runs the batched forward accelerated (compiled, graphed); None runs it eager.
     """
     if guidance.mode == "batched":
-        preds = _predict_batched(transformer, batched or batch_passes(guidance, ctx), video, audio, sigma)
+        batched = batched or batch_passes(guidance, ctx)
+        out = engine(video, audio, sigma) if engine is not None else batched_forward(
+            transformer, batched, video, audio, sigma)  # fmt: skip
+        preds = _split_passes(batched, out)
     else:
         preds = _predict_sequential(transformer, guidance, video, audio, ctx, sigma)
     results = []
@@ -182,25 +198,39 @@ def denoise(
     guidance: Guidance,
     on_step: StepCallback | None = None,
     synchronize: Callable[[], None] | None = None,
+    accel: AccelSettings | None = None,
+    accel_stats: dict | None = None,
 ) -> tuple[LatentState, LatentState]:
     """Run all Euler steps over ``sigmas``; returns the final (still patchified) video and audio states.
 
     ``synchronize`` (e.g. ``torch.cuda.synchronize``) is called before each step's timer is read, so progress
-    shows real step times instead of launch times; pass None on CPU.
+    shows real step times instead of launch times; pass None on CPU. ``accel`` (batched guidance only): how the
+    forwards run (``accel.engine``); ``accel_stats`` receives what the engine did.
     """
     stepper = EulerDiffusionStep()
     total = len(sigmas) - 1
     batched = batch_passes(guidance, contexts) if guidance.mode == "batched" else None
-    for step in range(total):
-        start = time.perf_counter()
-        sigma = sigmas[step]
-        den_v, den_a = guided_prediction(transformer, guidance, video, audio, contexts, sigma, batched)
-        den_v = _post_process(den_v, video.denoise_mask, video.clean_latent)
-        den_a = _post_process(den_a, audio.denoise_mask, audio.clean_latent)
-        video = replace(video, latent=stepper.step(video.latent, den_v, sigmas, step))
-        audio = replace(audio, latent=stepper.step(audio.latent, den_a, sigmas, step))
-        if on_step is not None:
-            if synchronize is not None:
-                synchronize()
-            on_step(step, total, time.perf_counter() - start)
+    if accel is not None and batched is None:
+        raise ValueError("accelerated denoising needs batched guidance (guidance_mode='batched')")
+    with ExitStack() as scope:
+        engine = None
+        if accel is not None and batched is not None:
+            if accel.compile:
+                batched = replace(batched, perturbations=block_invariant(batched.perturbations))
+            forward = functools.partial(batched_forward, transformer, batched)
+            engine = scope.enter_context(StepEngine(transformer, forward, accel, video.latent.device))
+        for step in range(total):
+            start = time.perf_counter()
+            sigma = sigmas[step]
+            den_v, den_a = guided_prediction(transformer, guidance, video, audio, contexts, sigma, batched, engine)
+            den_v = _post_process(den_v, video.denoise_mask, video.clean_latent)
+            den_a = _post_process(den_a, audio.denoise_mask, audio.clean_latent)
+            video = replace(video, latent=stepper.step(video.latent, den_v, sigmas, step))
+            audio = replace(audio, latent=stepper.step(audio.latent, den_a, sigmas, step))
+            if on_step is not None:
+                if synchronize is not None:
+                    synchronize()
+                on_step(step, total, time.perf_counter() - start)
+    if engine is not None and accel_stats is not None:  # after the engine closed: it counts compiled graphs then
+        accel_stats.update(engine.stats.as_dict())
     return video, audio

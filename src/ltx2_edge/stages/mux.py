@@ -9,17 +9,20 @@ as JSON, ``ltx2_edge``) survives a read back; plain mode would drop custom keys.
 
 ``Mp4Writer`` encodes on the caller's thread; ``StreamingMp4Writer`` feeds the same ``Mp4Encoder``
 (``mp4_encoder``, with the settings) from a bounded queue on a writer thread; frame rate, tags and the read
-back live in ``mp4_probe``.
+back live in ``mp4_probe``. ``write_mp4`` takes the waveform ready or late (``LateAudio``: still decoding
+while the frames stream in), so video encoding never waits for the audio decode.
 This module must never switch codecs when one is missing, never leave a partial file behind after a failure,
 and never change pixels or samples beyond the stated trim/pad and the [-1, 1] clip.
 """
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import replace
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -45,6 +48,7 @@ __all__ = [
     "AAC_SAMPLE_RATES",
     "AUDIO_ENCODER",
     "EncoderMissingError",
+    "LateAudio",
     "Mp4Probe",
     "Mp4Writer",
     "MuxStats",
@@ -189,6 +193,32 @@ class StreamingMp4Writer(Mp4Writer):
             self._thread.join()
 
 
+def _not_yet() -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class LateAudio:
+    """A waveform still being computed (on a decode worker, say), handed to ``write_mp4`` before it exists.
+
+    ``get()`` waits for the waveform and returns it (or raises the worker's exception); ``ready()`` says whether
+    ``get()`` would return at once. Without ``ready`` the waveform is fetched after the last video chunk.
+    """
+
+    get: Callable[[], object]
+    ready: Callable[[], bool] = field(default=_not_yet)
+
+
+def _late(waveform: object) -> LateAudio | None:
+    if waveform is None or isinstance(waveform, LateAudio):
+        return waveform
+    if isinstance(waveform, Future):
+        return LateAudio(waveform.result, waveform.done)
+    if callable(waveform):
+        return LateAudio(waveform)
+    return LateAudio(lambda: waveform, lambda: True)  # a waveform in hand: written before the first frame
+
+
 def write_mp4(
     path: Path,
     frames: Iterable[object],
@@ -202,11 +232,17 @@ def write_mp4(
 ) -> MuxStats:
     """Stream ``frames`` (chunks of uint8 [F, H, W, 3]) and ``waveform`` into ``path``, atomically.
 
-    The size comes from the first chunk. Nothing exists at ``path`` until the file is complete; on any failure
-    (interrupts included) neither the file nor its temporary remains. ``waveform`` None writes video only.
+    ``waveform``: float [C, N] (array or tensor); or one that is still being computed, as a ``LateAudio``, a
+    ``concurrent.futures.Future`` or a zero-argument callable (called after the last chunk). A late waveform
+    is added as soon as it is ready (checked before each chunk) and waited for after the last chunk, so frames
+    keep streaming into the encoder while it decodes; ``sample_rate`` must be known up front. None writes
+    video only. The size comes from the first chunk. Nothing exists at ``path`` until the file is complete; on
+    any failure (interrupts, the writer thread's errors and the late waveform's exception included) neither
+    the file nor its temporary remains, and the exception propagates unchanged.
     """
     path = Path(path)
     check_output_path(path, overwrite)  # before the first chunk, which may cost a whole decode
+    audio = _late(waveform)
     chunks: Iterator[object] = iter(frames)
     first = next(chunks, None)
     if first is None:
@@ -221,15 +257,18 @@ def write_mp4(
             width=first.shape[2],
             height=first.shape[1],
             fps=fps,
-            audio_sample_rate=sample_rate if waveform is not None else None,
+            audio_sample_rate=sample_rate if audio is not None else None,
             audio_channels=audio_channels,
             metadata=metadata,
         )
         with writer:
-            if waveform is not None:
-                writer.write_audio(waveform)
-            writer.write_frames(first)
-            for chunk in chunks:
+            for chunk in itertools.chain([first], chunks):
+                if audio is not None and audio.ready():
+                    writer.write_audio(audio.get())
+                    audio = None
                 writer.write_frames(chunk)
+            if audio is not None:
+                # The frames are all queued; the writer thread keeps encoding them while this waits.
+                writer.write_audio(audio.get())
             stats = writer.close()
     return replace(stats, path=path)

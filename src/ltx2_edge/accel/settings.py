@@ -1,0 +1,71 @@
+"""Which denoising accelerations a run uses, from the user's flags, the plan and the machine (pure, no GPU).
+
+- compiled blocks: ``compile.decide_compile`` (``--compile``);
+- CUDA graph of the whole forward (``--cuda-graph auto|off``): CUDA, batched guidance, every block resident
+  (streamed blocks bind weight slots from a copy stream between blocks, which one replayed graph cannot do);
+- text K/V kept for the run: every block resident and the budget has room for them (``text_kv_bytes``);
+  they then join the denoise stage's predicted peak (``extra_peak_bytes``).
+Each choice carries its reason, printed in the plan and report. Nothing here runs a kernel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ltx2_edge.accel.compile import CompileDecision, decide_compile
+from ltx2_edge.accel.engine import AccelSettings
+
+CUDA_GRAPH_MODES: tuple[str, ...] = ("auto", "off")
+
+
+@dataclass(frozen=True)
+class AccelInputs:
+    """What the choice depends on. ``budget_bytes`` None: no device budget."""
+
+    compile_mode: str
+    compile_support: str | None
+    cuda_graph_mode: str
+    device_type: str
+    steps: int
+    batched: bool
+    block_perturbations: bool
+    streamed_blocks: int
+    budget_bytes: int | None
+    predicted_peak_bytes: int
+    text_kv_bytes: int
+
+
+@dataclass(frozen=True)
+class AccelChoice:
+    settings: AccelSettings
+    extra_peak_bytes: int  # memory the choice adds to the denoise stage's predicted peak
+
+
+def choose_accel(x: AccelInputs) -> AccelChoice:
+    """The run's ``AccelSettings``; ``ValueError`` (one line) for a flag that cannot be honoured."""
+    if x.cuda_graph_mode not in CUDA_GRAPH_MODES:
+        raise ValueError(f"cuda_graph={x.cuda_graph_mode!r} is not allowed: one of {', '.join(CUDA_GRAPH_MODES)}")
+    if not x.batched:
+        decide_compile(x.compile_mode, x.compile_support, x.steps, x.block_perturbations)  # still validates "on"
+        why = "sequential guidance (the oracle's path) runs ltx-core's forward as it is"
+        return AccelChoice(AccelSettings(reasons=(why,)), 0)
+    compiled: CompileDecision = decide_compile(x.compile_mode, x.compile_support, x.steps, x.block_perturbations)
+    resident = x.streamed_blocks == 0
+    if x.cuda_graph_mode == "off":
+        graph, graph_why = False, "no CUDA graph (--cuda-graph off)"
+    elif x.device_type != "cuda":
+        graph, graph_why = False, f"no CUDA graph on {x.device_type}"
+    elif not resident:
+        graph, graph_why = False, f"no CUDA graph: {x.streamed_blocks} blocks stream (copy-bound; graphs need resident)"
+    else:
+        graph, graph_why = True, "CUDA graph: whole forward captured once, replayed each step"
+    room = x.budget_bytes is None or x.predicted_peak_bytes + x.text_kv_bytes <= x.budget_bytes
+    if resident and room:
+        kv, kv_why = True, f"text K/V computed once per run ({x.text_kv_bytes / 2**30:.2f} GiB kept)"
+    elif not resident:
+        kv, kv_why = False, "text K/V per step: blocks stream"
+    else:
+        kv, kv_why = False, f"text K/V per step: keeping them ({x.text_kv_bytes / 2**30:.2f} GiB) exceeds the budget"
+    settings = AccelSettings(compile=compiled.enabled, cuda_graph=graph, freeze_text_kv=kv,
+                             reasons=(compiled.reason, graph_why, kv_why))  # fmt: skip
+    return AccelChoice(settings, x.text_kv_bytes if kv else 0)

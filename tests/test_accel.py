@@ -1,0 +1,233 @@
+"""Denoising accelerations (issue 5) on the CPU: step invariants, compiled blocks, the choices and their reasons.
+
+CUDA graphs and the SDPA backend measurement need a GPU (bench/step_speed.py runs them); here their choice
+logic is checked, and everything that runs on a CPU is compared with the plain eager forward.
+"""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import ltx2_edge  # noqa: F401  (torchaudio placeholder before ltx_core)
+from ltx2_edge.accel import attention
+from ltx2_edge.accel import compile as accel_compile
+from ltx2_edge.accel.engine import AccelSettings
+from ltx2_edge.accel.settings import AccelInputs, choose_accel
+from ltx2_edge.accel.step_invariants import step_invariants, text_kv_bytes
+from ltx2_edge.guidance import Guidance
+from ltx2_edge.report import RunReport, StageRecord
+from ltx2_edge.stages.denoise import Contexts, batch_passes, batched_forward, denoise, official_sigmas
+from ltx2_edge.stages.latents import noised_latents, pixel_shape
+
+W, H, F, STEPS = 64, 96, 17, 4
+
+
+def _contexts(config: dict, tokens: int = 32) -> Contexts:
+    g = torch.Generator().manual_seed(1)
+    width = config["transformer"]["caption_channels"]
+    return Contexts(*(torch.randn(1, tokens, width, generator=g) for _ in range(4)))
+
+
+def _run(model: nn.Module, ctx: Contexts, accel: AccelSettings | None, guidance: str = "cfg") -> tuple:
+    setup = noised_latents(pixel_shape(W, H, F, 24.0), torch.Generator().manual_seed(10), torch.device("cpu"),
+                           torch.float32)  # fmt: skip
+    stats: dict = {}
+    v, a = denoise(model, setup.video_state, setup.audio_state, official_sigmas(STEPS, torch.device("cpu")), ctx,
+                   Guidance.preset_named(guidance), accel=accel, accel_stats=stats)  # fmt: skip
+    return v.latent, a.latent, stats
+
+
+@pytest.mark.parametrize("guidance", ["cfg", "full"])
+def test_step_invariants_are_bit_identical_and_computed_once(tiny_transformer_fp32, tiny_config, guidance):
+    ctx = _contexts(tiny_config)
+    v0, a0, _ = _run(tiny_transformer_fp32, ctx, None, guidance)
+    v1, a1, stats = _run(tiny_transformer_fp32, ctx, AccelSettings(freeze_text_kv=True), guidance)
+    assert torch.equal(v0, v1) and torch.equal(a0, a1)
+    inv = stats["invariants"]
+    blocks = tiny_config["transformer"]["num_layers"]
+    # A forward asks for 6 memoised results (rotary tables: video, audio, 2 cross; 2 caption projections) and 4
+    # text K/V per block. Only the first forward computes (the audio cross table equals the audio table here, so
+    # it is a hit already), every other one reuses.
+    per_forward = 6 + 4 * blocks
+    assert inv["computed"] + inv["reused"] == STEPS * per_forward
+    assert 4 * blocks < inv["computed"] <= per_forward
+    batch = len(Guidance.preset_named(guidance).passes())
+    assert inv["text_kv_bytes"] == text_kv_bytes(tiny_config, batch, 32, dtype_bytes=4)
+
+
+def test_step_invariants_restore_the_model_and_refuse_a_new_context(tiny_transformer_fp32, tiny_config):
+    model = tiny_transformer_fp32.velocity_model
+    before = type(model.transformer_blocks[0].attn2.to_k)
+    ctx = _contexts(tiny_config)
+    with torch.inference_mode(), step_invariants(tiny_transformer_fp32, freeze_text_kv=True):
+        proj = model.transformer_blocks[0].attn2.to_k
+        proj(ctx.video)
+        with pytest.raises(RuntimeError, match="frozen for another context"):
+            proj(ctx.audio_negative[..., : ctx.video.shape[-1]].clone())
+    assert type(model.transformer_blocks[0].attn2.to_k) is before is nn.Linear
+    pre = model.video_args_preprocessor.simple_preprocessor
+    assert "_prepare_positional_embeddings" not in vars(pre) and "_prepare_context" not in vars(pre)
+
+
+def test_freezing_text_kv_is_refused_where_the_context_changes_per_step():
+    class AdaLnModel(nn.Module):
+        cross_attention_adaln = True
+        transformer_blocks = nn.ModuleList()
+
+    with pytest.raises(ValueError, match="cross-attention AdaLN"), step_invariants(AdaLnModel(), freeze_text_kv=True):
+        pass
+
+
+def test_compiled_blocks_match_eager_and_compile_once(tiny_transformer_fp32, tiny_config, tmp_path, monkeypatch):
+    # Inductor's CPU backend: the same code path as on the GPU up to the kernels it generates.
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    ctx = _contexts(tiny_config)
+    v0, a0, _ = _run(tiny_transformer_fp32, ctx, None)
+    v1, a1, stats = _run(tiny_transformer_fp32, ctx, AccelSettings(compile=True, freeze_text_kv=True))
+    # fp32: fused kernels reorder a few sums; four steps keep the difference at float rounding.
+    torch.testing.assert_close(v1, v0, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(a1, a0, rtol=1e-4, atol=1e-5)
+    assert stats["compiled_graphs"] == 1, stats["graph_breaks"]  # both blocks share one graph, no breaks
+    assert stats["compile_step_seconds"] > 0 and stats["eager_steps"] == 1
+    assert "forward" not in vars(tiny_transformer_fp32.velocity_model.transformer_blocks[0])  # undone after
+
+
+def test_block_invariant_perturbations_answer_like_ltx_core():
+    from ltx_core.guidance.perturbations import PerturbationType
+
+    for name in ("cfg", "full"):
+        guidance = Guidance.preset_named(name)
+        original = batch_passes(guidance, Contexts(*(torch.zeros(1, 2, 4) for _ in range(4)))).perturbations
+        if name == "full":  # STG names single blocks: the compiled path must refuse it, not guess
+            with pytest.raises(ValueError, match="on blocks"):
+                accel_compile.block_invariant(original)
+            continue
+        fixed = accel_compile.block_invariant(original)
+        for t in PerturbationType:
+            for block in (0, 5, 47):
+                assert fixed.any_in_batch(t, block) == original.any_in_batch(t, block)
+                assert fixed.all_in_batch(t, block) == original.all_in_batch(t, block)
+
+
+@pytest.mark.parametrize(
+    ("mode", "support", "steps", "stg", "enabled", "reason"),
+    [
+        ("off", None, 20, False, False, "off (--compile off)"),
+        ("auto", None, 20, False, True, "compiled: transformer block"),
+        ("auto", None, 4, False, False, "4 steps are too few"),
+        ("auto", "Triton is not installed", 20, False, False, "eager: Triton is not installed"),
+        ("auto", None, 20, True, False, "perturbs single blocks"),
+        ("on", None, 4, False, True, "compiled"),
+    ],
+)
+def test_decide_compile(mode, support, steps, stg, enabled, reason):
+    decision = accel_compile.decide_compile(mode, support, steps, stg)
+    assert decision.enabled is enabled and reason in decision.reason
+
+
+@pytest.mark.parametrize(("support", "stg", "match"), [("no Triton", False, "no Triton"), (None, True, "STG")])
+def test_compile_on_refuses_instead_of_running_eager(support, stg, match):
+    with pytest.raises(ValueError, match=f"--compile on cannot run: .*{match}"):
+        accel_compile.decide_compile("on", support, 20, stg)
+    with pytest.raises(ValueError, match="one of auto, off, on"):
+        accel_compile.decide_compile("sometimes", None, 20, False)
+
+
+def test_compile_support_on_cpu_and_ptxas_version(tmp_path, monkeypatch):
+    assert "CUDA devices only" in accel_compile.compile_support(torch.device("cpu"))
+    fake = tmp_path / "ptxas"
+    fake.write_text("#!/bin/sh\necho 'Cuda compilation tools, release 12.8, V12.8.93'\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("TRITON_PTXAS_PATH", str(fake))
+    assert accel_compile._ptxas_major() == 12
+    fake.write_text("#!/bin/sh\necho 'Cuda compilation tools, release 13.0, V13.0.48'\n")
+    assert accel_compile._ptxas_major() == 13
+
+
+def _inputs(**kw) -> AccelInputs:
+    base = dict(compile_mode="auto", compile_support=None, cuda_graph_mode="auto", device_type="cuda", steps=20,
+                batched=True, block_perturbations=False, streamed_blocks=0, budget_bytes=32 * 2**30,
+                predicted_peak_bytes=23 * 2**30, text_kv_bytes=int(2.25 * 2**30))  # fmt: skip
+    return AccelInputs(**(base | kw))
+
+
+def test_choose_accel_resident_streamed_and_tight():
+    full = choose_accel(_inputs())
+    assert (full.settings.compile, full.settings.cuda_graph, full.settings.freeze_text_kv) == (True, True, True)
+    assert full.extra_peak_bytes == int(2.25 * 2**30)
+    streamed = choose_accel(_inputs(streamed_blocks=30, budget_bytes=16 * 2**30, predicted_peak_bytes=15 * 2**30))
+    assert streamed.settings.compile and not streamed.settings.cuda_graph and not streamed.settings.freeze_text_kv
+    assert "30 blocks stream" in streamed.settings.reasons[1] and streamed.extra_peak_bytes == 0
+    tight = choose_accel(_inputs(predicted_peak_bytes=31 * 2**30))
+    assert (
+        tight.settings.cuda_graph
+        and not tight.settings.freeze_text_kv
+        and "exceeds the budget" in tight.settings.reasons[2]
+    )
+    cpu = choose_accel(_inputs(device_type="cpu", compile_support="compiling pays off on CUDA devices only"))
+    assert not cpu.settings.compile and not cpu.settings.cuda_graph and "no CUDA graph on cpu" in cpu.settings.reasons
+    sequential = choose_accel(_inputs(batched=False))
+    assert sequential.settings == AccelSettings(reasons=sequential.settings.reasons)
+    with pytest.raises(ValueError, match="cuda_graph='always'"):
+        choose_accel(_inputs(cuda_graph_mode="always"))
+
+
+def test_text_kv_bytes_full_size():
+    from ltx2_edge.checkpoint.configs import ltx2_config
+
+    # 48 blocks x (K + V) x 2 passes x 1024 tokens x (4096 + 2048) x bf16 = 2.25 GiB, as the GPU run measured.
+    assert text_kv_bytes(ltx2_config("full"), 2, 1024) == 2_415_919_104
+
+
+def test_attention_shapes_and_cpu_dispatch(tiny_config):
+    shapes = attention.step_shapes(tiny_config, 2, 100, 10, 64)
+    t = tiny_config["transformer"]
+    assert shapes[0] == (2, t["num_attention_heads"], 100, 100, t["attention_head_dim"])
+    assert shapes[3] == (2, t["audio_num_attention_heads"], 10, 64, t["audio_attention_head_dim"])
+    backend, timings = attention.choose_backend(shapes, torch.device("cpu"), torch.float32)
+    assert backend is None and "not measured on cpu" in timings["note"]
+
+
+def test_report_table_gives_compile_its_own_line():
+    report = RunReport(request={}, device={}, versions={}, output_path="x.mp4")
+    report.stages.append(StageRecord("denoise", 40.5, 2**30, "cuda allocated", "fp8",
+                                     {"sub_rows": [("compile + graph capture", 25.1, "inside denoise")]}))  # fmt: skip
+    lines = report.table().splitlines()
+    assert lines[2].startswith("denoise") and lines[3].startswith("  compile + graph capture | 25.10")
+
+
+def test_generator_refuses_compile_on_before_loading(tiny_dir: Path):
+    from ltx2_edge.errors import RequestError
+    from ltx2_edge.pipeline import Generator
+    from ltx2_edge.request import GenerationRequest
+
+    gen = Generator(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma", device="cpu", budget=None, compile="on")
+    with pytest.raises(RequestError, match=r"compile='on' is not allowed: compiling pays off on CUDA devices only"):
+        gen.check(GenerationRequest(prompt="a kite"), None, overwrite=False)
+    auto = Generator(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma", device="cpu", budget=None)
+    request = GenerationRequest(prompt="a kite")
+    reasons = auto.accel(request, auto.plan(request)).settings.reasons
+    assert reasons[0].startswith("eager: compiling pays off on CUDA devices only")
+    with pytest.raises(RequestError, match="compile='maybe'"):
+        Generator(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma", device="cpu", compile="maybe")
+
+
+def test_batched_forward_is_what_the_engine_runs(tiny_transformer_fp32, tiny_config):
+    # The engine's eager step 0 is batched_forward itself: same tensors out for the same inputs.
+    ctx = _contexts(tiny_config)
+    setup = noised_latents(pixel_shape(W, H, F, 24.0), torch.Generator().manual_seed(3), torch.device("cpu"),
+                           torch.float32)  # fmt: skip
+    batched = batch_passes(Guidance.preset_named("cfg"), ctx)
+    sigma = official_sigmas(STEPS, torch.device("cpu"))[1]
+    with torch.inference_mode():
+        plain = batched_forward(tiny_transformer_fp32, batched, setup.video_state, setup.audio_state, sigma)
+        with step_invariants(tiny_transformer_fp32, freeze_text_kv=True):
+            first = batched_forward(tiny_transformer_fp32, batched, setup.video_state, setup.audio_state, sigma)
+            again = batched_forward(tiny_transformer_fp32, batched, setup.video_state, setup.audio_state, sigma)
+    for p, f, a in zip(plain, first, again, strict=True):
+        assert torch.equal(p, f) and torch.equal(p, a) and p.shape[0] == 2
