@@ -26,8 +26,10 @@ NOTES = (
     "peak host: the kernel's peak RSS of the process (wait4 ru_maxrss: mapped checkpoint and /dev/shm pages "
     "included) / peak anonymous RSS (sampled every 50 ms).",
     "denoise: weight load + steps; diffusers onloads weights inside its steps (model offload: the first step, "
-    "group offloading: every step). x floor: denoising steps / the compute floor of the same work (the row's GEMM "
-    "precision, forwards per step and steps) at the device's measured rates; fp8_cast runs bf16 GEMMs.",
+    "group offloading: every step); ltx2-edge's compilation and graph capture happen in its first accelerated "
+    "step and are shown as 'compile'. s/step: steady steps. x floor: s/step x steps / the compute floor of the same "
+    "work (the row's GEMM precision, forwards per step and steps) at the device's measured rates; fp8_cast runs "
+    "bf16 GEMMs.",
     "decode + MP4: ltx2-edge encodes the MP4 while it decodes; the peers encode after decoding (ltx-pipelines: "
     "media_io.encode_video as its CLI does; diffusers: export_utils.encode_video).",
     "total: ltx2-edge = generate() (every load, stage and the MP4); ltx-pipelines = pipeline construction + call + "
@@ -107,6 +109,9 @@ def row(rec: dict[str, Any], base: dict[str, Any] | None, floors: dict, footnote
     stages = rec.get("stages") or {}
     load, steps, denoise = rec.get("denoise_load_seconds"), rec.get("denoise_steps_seconds"), stages.get("denoise")
     denoise_cell = sec(denoise) + (f" ({sec(load)} + {sec(steps)})" if load is not None and steps is not None else "")
+    if rec.get("compile_seconds"):
+        denoise_cell += f", compile {sec(rec['compile_seconds'])}"
+    per_step = rec.get("seconds_per_step")
     decode = [stages[k] for k in ("decode", "mux") if stages.get(k) is not None]
     floor = floor_seconds(rec, floors)
     setting = rec.get("setting", "") + (" **(baseline)**" if rec is base else "")
@@ -114,7 +119,7 @@ def row(rec: dict[str, Any], base: dict[str, Any] | None, floors: dict, footnote
             pair(gib(rec.get("peak_allocated_bytes")), gib(rec.get("peak_nvml_bytes"))),
             pair(gib(rec.get("peak_host_rss_bytes")), gib(rec.get("peak_host_anon_bytes"))),
             sec(stages.get("text_encode")), denoise_cell, sec(rec.get("seconds_per_step"), 3),
-            "—" if floor is None or not steps else f"{steps / floor:.1f}x",
+            "—" if floor is None or not per_step else f"{per_step * rec['steps'] / floor:.2f}x",
             sec(sum(decode)) if decode else "—", sec(rec.get("total_seconds")), speedup(base, rec)]  # fmt: skip
 
 

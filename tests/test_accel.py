@@ -94,7 +94,11 @@ def test_compiled_blocks_match_eager_and_compile_once(tiny_transformer_fp32, tin
     torch.testing.assert_close(a1, a0, rtol=1e-4, atol=1e-5)
     assert stats["compiled_graphs"] == 1, stats["graph_breaks"]  # both blocks share one graph, no breaks
     assert stats["compile_step_seconds"] > 0 and stats["eager_steps"] == 1
-    assert "forward" not in vars(tiny_transformer_fp32.velocity_model.transformer_blocks[0])  # undone after
+    block = tiny_transformer_fp32.velocity_model.transformer_blocks[0]
+    assert "forward" not in vars(block)  # undone after the run, attention dispatch included
+    from ltx_core.model.transformer.attention import AttentionFunction
+
+    assert isinstance(block.attn1.attention_function, AttentionFunction)
 
 
 def test_block_invariant_perturbations_answer_like_ltx_core():
@@ -114,28 +118,47 @@ def test_block_invariant_perturbations_answer_like_ltx_core():
                 assert fixed.all_in_batch(t, block) == original.all_in_batch(t, block)
 
 
+CHEAP = accel_compile.CompileEconomics(1.0, "this process", 2.5)  # W1 again in a long-lived Generator
+COSTLY = accel_compile.CompileEconomics(9.0, "warm cache", 0.8)  # a one-shot W1 run
+
+
 @pytest.mark.parametrize(
-    ("mode", "support", "steps", "stg", "enabled", "reason"),
+    ("mode", "support", "economics", "stg", "enabled", "reason"),
     [
-        ("off", None, 20, False, False, "off (--compile off)"),
-        ("auto", None, 20, False, True, "compiled: transformer block"),
-        ("auto", None, 4, False, False, "4 steps are too few"),
-        ("auto", "Triton is not installed", 20, False, False, "eager: Triton is not installed"),
-        ("auto", None, 20, True, False, "perturbs single blocks"),
-        ("on", None, 4, False, True, "compiled"),
+        ("off", None, CHEAP, False, False, "off (--compile off)"),
+        ("auto", None, CHEAP, False, True, "compiled: transformer block"),
+        ("auto", None, None, False, True, "compiled: transformer block"),
+        ("auto", None, COSTLY, False, False, "would cost ~9 s (warm cache) and save ~0.8 s"),
+        ("auto", "Triton is not installed", CHEAP, False, False, "eager: Triton is not installed"),
+        ("auto", None, CHEAP, True, False, "perturbs single blocks"),
+        ("on", None, COSTLY, False, True, "compiled"),
     ],
 )
-def test_decide_compile(mode, support, steps, stg, enabled, reason):
-    decision = accel_compile.decide_compile(mode, support, steps, stg)
+def test_decide_compile(mode, support, economics, stg, enabled, reason):
+    decision = accel_compile.decide_compile(mode, support, economics, stg)
     assert decision.enabled is enabled and reason in decision.reason
+
+
+def test_compile_economics(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
+    key = ("test-shape", 1)
+    cold = accel_compile.compile_economics(key, floor_seconds=2.4, copy_bound=False)
+    assert (cold.cost_note, cold.cost_s) == ("cold", accel_compile.COMPILE_COST_S["cold"])
+    assert cold.saving_s == pytest.approx(2.4 * accel_compile.COMPILE_SAVING_X_FLOOR)
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "entry").write_text("x")
+    assert accel_compile.compile_economics(key, 2.4, False).cost_note == "warm cache"
+    accel_compile.note_compiled(key)
+    again = accel_compile.compile_economics(key, 2.4, copy_bound=True)
+    assert (again.cost_note, again.saving_s) == ("this process", 0.0)  # copy-bound: faster kernels buy nothing
 
 
 @pytest.mark.parametrize(("support", "stg", "match"), [("no Triton", False, "no Triton"), (None, True, "STG")])
 def test_compile_on_refuses_instead_of_running_eager(support, stg, match):
     with pytest.raises(ValueError, match=f"--compile on cannot run: .*{match}"):
-        accel_compile.decide_compile("on", support, 20, stg)
+        accel_compile.decide_compile("on", support, CHEAP, stg)
     with pytest.raises(ValueError, match="one of auto, off, on"):
-        accel_compile.decide_compile("sometimes", None, 20, False)
+        accel_compile.decide_compile("sometimes", None, CHEAP, False)
 
 
 def test_compile_support_on_cpu_and_ptxas_version(tmp_path, monkeypatch):
@@ -150,7 +173,8 @@ def test_compile_support_on_cpu_and_ptxas_version(tmp_path, monkeypatch):
 
 
 def _inputs(**kw) -> AccelInputs:
-    base = dict(compile_mode="auto", compile_support=None, cuda_graph_mode="auto", device_type="cuda", steps=20,
+    base = dict(compile_mode="auto", compile_support=None, compile_economics=CHEAP, cuda_graph_mode="auto",
+                device_type="cuda",
                 batched=True, block_perturbations=False, streamed_blocks=0, budget_bytes=32 * 2**30,
                 predicted_peak_bytes=23 * 2**30, text_kv_bytes=int(2.25 * 2**30))  # fmt: skip
     return AccelInputs(**(base | kw))

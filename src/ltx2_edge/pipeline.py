@@ -24,7 +24,7 @@ import torch
 from ltx_core.model.video_vae import TilingConfig
 
 from ltx2_edge.accel import attention
-from ltx2_edge.accel.compile import COMPILE_MODES, cache_dir, compile_support
+from ltx2_edge.accel.compile import COMPILE_MODES, cache_dir, compile_economics, compile_support, note_compiled
 from ltx2_edge.accel.engine import AccelSettings
 from ltx2_edge.accel.settings import CUDA_GRAPH_MODES, AccelChoice, AccelInputs, choose_accel
 from ltx2_edge.accel.step_invariants import text_kv_bytes
@@ -178,10 +178,10 @@ class Generator:
         guidance = self.guidance(request)
         den = plan.stage("denoise")
         config = self.checkpoint.config
+        economics = compile_economics(self._shape_key(request), den.predicted_seconds, den.bottleneck != "compute")
         inputs = AccelInputs(
-            compile_mode=self.compile_mode, compile_support=compile_support(self.device),
-            cuda_graph_mode=self.cuda_graph_mode, device_type=self.device.type,
-            steps=request.num_inference_steps, batched=guidance.mode == "batched",
+            compile_mode=self.compile_mode, compile_support=compile_support(self.device), compile_economics=economics,
+            cuda_graph_mode=self.cuda_graph_mode, device_type=self.device.type, batched=guidance.mode == "batched",
             block_perturbations=_perturbs_single_blocks(guidance), streamed_blocks=den.streamed_units,
             budget_bytes=self.budget.device_bytes, predicted_peak_bytes=den.predicted_peak_bytes,
             text_kv_bytes=text_kv_bytes(config, guidance.batch, TEXT_CONTEXT_TOKENS, self.dtype.itemsize),
@@ -190,6 +190,11 @@ class Generator:
             return choose_accel(inputs)
         except ValueError as exc:
             raise RequestError("compile", self.compile_mode, str(exc).split(": ", 1)[-1]) from None
+
+    def _shape_key(self, request: GenerationRequest) -> tuple:
+        """What the compiled block is specialised on: same key, same compiled code."""
+        batch = self.guidance(request).batch
+        return (request.width, request.height, request.num_frames, batch, self.policy.precision, str(self.dtype))
 
     def check(self, request: GenerationRequest, output_path: Path | None, overwrite: bool) -> Plan:
         """Raise for a prompt over the context, a bad output path, an impossible budget or a ``--compile on``
@@ -279,6 +284,8 @@ class Generator:
             if accel_stats:
                 details["accel_stats"] = accel_stats
                 _compile_row(details, accel_stats, step_seconds)
+                if settings is not None and settings.compile:
+                    note_compiled(self._shape_key(request))
         finally:
             if streamer is not None:
                 stats = streamer.stats()

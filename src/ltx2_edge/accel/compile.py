@@ -30,12 +30,47 @@ from typing import Literal
 
 import torch
 from ltx_core.guidance.perturbations import BatchedPerturbationConfig, PerturbationType
+from ltx_core.model.transformer import attention as attention_module
+from ltx_core.model.transformer.attention import AttentionFunction
 from torch import nn
 
 CompileMode = Literal["auto", "off", "on"]
 COMPILE_MODES: tuple[str, ...] = ("auto", "off", "on")
-# Below this many denoising steps auto does not compile: a cold compile costs ~1 min, a W1 step ~0.2 s.
-MIN_STEPS_FOR_AUTO = 8
+# What compiling costs and buys, measured on the H100 (W1, fp8, bench/results/2026-11-23-step-accel and the
+# reference runs): the first compiled step took 35.6 s with an empty Inductor cache, 9.0 s with a warm one, ~1 s
+# when this process had compiled the same shapes before; compiled + graphed steps ran at 1.38x the compute floor
+# against 1.72x for graphed eager steps, so compiling saves ~0.34 x the floor per step.
+COMPILE_COST_S = {"cold": 36.0, "warm cache": 9.0, "this process": 1.0}
+COMPILE_SAVING_X_FLOOR = 0.34
+_COMPILED_HERE: set[tuple] = set()
+
+
+@dataclass(frozen=True)
+class CompileEconomics:
+    """What compiling would cost and save on one run (seconds): ``auto`` compiles when it saves more."""
+
+    cost_s: float
+    cost_note: str
+    saving_s: float
+
+
+def compile_economics(shape_key: tuple, floor_seconds: float, copy_bound: bool) -> CompileEconomics:
+    """Estimate for a run: ``shape_key`` names its shapes (same key, same compiled code), ``floor_seconds`` is the
+    plan's compute floor of the denoising; a copy-bound run (streamed blocks) saves nothing by faster kernels."""
+    if shape_key in _COMPILED_HERE:
+        note = "this process"
+    else:
+        cache = cache_dir()
+        note = "warm cache" if cache.is_dir() and any(cache.iterdir()) else "cold"
+    saving = 0.0 if copy_bound else floor_seconds * COMPILE_SAVING_X_FLOOR
+    return CompileEconomics(COMPILE_COST_S[note], note, saving)
+
+
+def note_compiled(shape_key: tuple) -> None:
+    """Record that this process compiled the block for ``shape_key`` (its next compile is ~free)."""
+    _COMPILED_HERE.add(shape_key)
+
+
 THOR_COMPUTE_CAPABILITY = (11, 0)
 
 
@@ -91,8 +126,12 @@ def compile_support(device: torch.device) -> str | None:
     return None
 
 
-def decide_compile(mode: str, support: str | None, steps: int, block_perturbations: bool) -> CompileDecision:
-    """Pure: ``mode`` from the user, ``support`` from ``compile_support``, the run's steps and guidance.
+def decide_compile(
+    mode: str, support: str | None, economics: CompileEconomics | None, block_perturbations: bool
+) -> CompileDecision:
+    """Pure: ``mode`` from the user, ``support`` from ``compile_support``, the run's cost/saving and guidance.
+
+    ``economics`` None (unknown): ``auto`` compiles when nothing else stands in the way.
 
     ``ValueError`` (one line, with the reason and what to change) when ``mode == "on"`` cannot be honoured.
     """
@@ -110,9 +149,10 @@ def decide_compile(mode: str, support: str | None, steps: int, block_perturbatio
         raise ValueError(f"--compile on cannot run: {blockers[0]}; or use --compile auto")
     if blockers:
         return CompileDecision(False, f"eager: {blockers[0]}")
-    if mode == "auto" and steps < MIN_STEPS_FOR_AUTO:
-        return CompileDecision(False, f"eager: {steps} steps are too few to pay for compiling (auto needs "
-                                      f">= {MIN_STEPS_FOR_AUTO}; --compile on forces it)")  # fmt: skip
+    if mode == "auto" and economics is not None and economics.saving_s <= economics.cost_s:
+        e = economics
+        return CompileDecision(False, f"eager: compiling would cost ~{e.cost_s:.0f} s ({e.cost_note}) and save "
+                                      f"~{e.saving_s:.1f} s on this run (--compile on forces it)")  # fmt: skip
     return CompileDecision(True, "compiled: transformer block (regional, fused elementwise + 8-bit activation quant)")
 
 
@@ -162,6 +202,13 @@ def compile_blocks(velocity_model: nn.Module, device_type: str, backend: str = "
     for module in velocity_model.modules():
         if isinstance(module, QuantLinear):
             module.prepare_compiled(device_type)
+        chosen = getattr(module, "attention_function", None)
+        if isinstance(chosen, AttentionFunction):
+            # ltx-core dispatches attention through an Enum's __call__, which Dynamo (torch 2.11, Python 3.12)
+            # does not trace: every attention call split the block into another graph (25 per block, measured).
+            # The Enum only picks one of ltx-core's attention classes; hand the block that class directly.
+            module._ltx2_edge_attention = chosen
+            module.attention_function = _attention_callable(chosen)
     blocks = velocity_model.transformer_blocks
     for block in blocks:
         # dynamic=False: shapes repeat across steps; a shape change (next run, other size) recompiles once.
@@ -169,8 +216,25 @@ def compile_blocks(velocity_model: nn.Module, device_type: str, backend: str = "
     return len(blocks)
 
 
+def _attention_callable(choice: AttentionFunction) -> object:
+    """The ltx-core attention class instance ``choice`` dispatches to (same rule as ``AttentionFunction.__call__``)."""
+    if choice is AttentionFunction.PYTORCH:
+        return attention_module.PytorchAttention()
+    if choice is AttentionFunction.XFORMERS:
+        return attention_module.XFormersAttention()
+    if choice is AttentionFunction.FLASH_ATTENTION_3:
+        return attention_module.FlashAttention3()
+    if attention_module.memory_efficient_attention is not None:
+        return attention_module.XFormersAttention()
+    return attention_module.PytorchAttention()
+
+
 def uncompile_blocks(velocity_model: nn.Module) -> None:
-    """Back to eager: drop the instance-level compiled ``forward`` of every block."""
+    """Back to eager: drop the instance-level compiled ``forward`` of every block, restore attention choices."""
     for block in velocity_model.transformer_blocks:
         if "forward" in vars(block):
             del block.forward
+    for module in velocity_model.modules():
+        if hasattr(module, "_ltx2_edge_attention"):
+            module.attention_function = module._ltx2_edge_attention
+            del module._ltx2_edge_attention

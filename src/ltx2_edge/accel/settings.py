@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ltx2_edge.accel.compile import CompileDecision, decide_compile
+from ltx2_edge.accel.compile import CompileDecision, CompileEconomics, decide_compile
 from ltx2_edge.accel.engine import AccelSettings
 
 CUDA_GRAPH_MODES: tuple[str, ...] = ("auto", "off")
@@ -24,9 +24,9 @@ class AccelInputs:
 
     compile_mode: str
     compile_support: str | None
+    compile_economics: CompileEconomics | None
     cuda_graph_mode: str
     device_type: str
-    steps: int
     batched: bool
     block_perturbations: bool
     streamed_blocks: int
@@ -46,10 +46,11 @@ def choose_accel(x: AccelInputs) -> AccelChoice:
     if x.cuda_graph_mode not in CUDA_GRAPH_MODES:
         raise ValueError(f"cuda_graph={x.cuda_graph_mode!r} is not allowed: one of {', '.join(CUDA_GRAPH_MODES)}")
     if not x.batched:
-        decide_compile(x.compile_mode, x.compile_support, x.steps, x.block_perturbations)  # still validates "on"
+        decide_compile(x.compile_mode, x.compile_support, x.compile_economics, x.block_perturbations)  # validates
         why = "sequential guidance (the oracle's path) runs ltx-core's forward as it is"
         return AccelChoice(AccelSettings(reasons=(why,)), 0)
-    compiled: CompileDecision = decide_compile(x.compile_mode, x.compile_support, x.steps, x.block_perturbations)
+    compiled: CompileDecision = decide_compile(x.compile_mode, x.compile_support, x.compile_economics,
+                                               x.block_perturbations)  # fmt: skip
     resident = x.streamed_blocks == 0
     if x.cuda_graph_mode == "off":
         graph, graph_why = False, "no CUDA graph (--cuda-graph off)"
