@@ -90,9 +90,9 @@ def _add_clip_args(p: argparse.ArgumentParser) -> None:
         "--compile",
         choices=("auto", "off", "on"),
         default="auto",
-        help="compile the transformer block (fused elementwise work): auto = on CUDA with Triton, CFG guidance "
-        "and >= 8 steps; on = required (error if it cannot); compile time is its own report line, cached in "
-        "~/.cache/ltx2-edge/inductor",
+        help="compile the transformer block (fused elementwise work): auto = when the estimated saving beats the "
+        "estimated compile time (CUDA, Triton, CFG guidance); on = always (error if it cannot); off = never. "
+        "Compile time is its own report line; kernels are cached in ~/.cache/ltx2-edge/inductor",
     )
     p.add_argument(
         "--cuda-graph",

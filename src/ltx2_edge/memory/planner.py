@@ -176,7 +176,8 @@ def _decode(ctx: _Context) -> StagePlan | Shortfall:
     plan = fit_stage(ctx, "decode", weights, best.working_bytes + audio_work, flops, 1, "block", held)
     if isinstance(plan, Shortfall):
         return plan
-    technique = f"{best.describe()}; audio decoder + vocoder beside it (own CUDA stream)"
+    beside_on = "worker thread" if ctx.profile.name == "cpu" else "own CUDA stream"
+    technique = f"{best.describe()}; audio decoder + vocoder beside it ({beside_on})"
     return replace(plan, tiles=best, beside_bytes=beside, technique=technique)
 
 
