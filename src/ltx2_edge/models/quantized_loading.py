@@ -10,6 +10,7 @@ device in 8 bits with its scale, never through BF16. Everything the policy keeps
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -73,11 +74,21 @@ def load_quantized(
     load_into(module, sources, lambda n: None if (t := key_map(n)) is None or skip(t) or _layer_of(t) in chosen else t,
               device, dtype, filled_elsewhere=lambda n: skip(n) or _layer_of(n) in chosen)  # fmt: skip
     cls = QUANT_LINEAR_CLASSES[policy.precision]
-    for layer in sorted(chosen):
-        path, weight_name = where[layer + ".weight"]
-        with safe_open(str(path), framework="pt", device=str(device)) as f:
-            weight = f.get_tensor(weight_name)
-            bias = f.get_tensor(where[layer + ".bias"][1]) if layer + ".bias" in where else None
+    with ExitStack() as files:
+        opened: dict[Path, object] = {}
+
+        def read(entry: tuple[Path, str]) -> torch.Tensor:
+            # One handle per file for the whole load: opening re-parses the header (~5,000 entries for the
+            # transformer), which once per layer cost seconds over ~1,000 layers.
+            path, name = entry
+            if path not in opened:
+                opened[path] = files.enter_context(safe_open(str(path), framework="pt", device=str(device)))
+            return opened[path].get_tensor(name)  # type: ignore[attr-defined]
+
+        for layer in sorted(chosen):
+            path, weight_name = where[layer + ".weight"]
+            weight = read(where[layer + ".weight"])
+            bias = read(where[layer + ".bias"]) if layer + ".bias" in where else None
             if weight.dtype in (torch.float8_e4m3fn, torch.int8):
                 file_precision = "fp8" if weight.dtype == torch.float8_e4m3fn else "int8"
                 if file_precision != policy.precision:
@@ -85,13 +96,13 @@ def load_quantized(
                         f"{path.name}: {weight_name} is {file_precision} but this run asks for {policy.precision}: "
                         f"pass --quantization {file_precision} or use the BF16 checkpoint"
                     )
-                scale = f.get_tensor(where[layer + ".weight_scale"][1]).float()
+                scale = read(where[layer + ".weight_scale"]).float()
                 new = QUANT_LINEAR_CLASSES[file_precision].from_quantized(weight, scale, _cast(bias, dtype))
             else:
                 q, scale = quantize_weight(weight, policy.precision)
                 del weight  # the BF16 copy goes before the next layer is read
                 new = cls(q, scale, _cast(bias, dtype))
-        replace_module(module, layer, new)
+            replace_module(module, layer, new)
     kept = {n: policy.keep_reason(policy_name(n)) or "bf16" for n in linears if n not in chosen}
     return summarize(module, policy.precision, device, kept)
 
