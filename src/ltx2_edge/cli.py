@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 from ltx2_edge import __version__
 from ltx2_edge.errors import Ltx2EdgeError, RequestError
 from ltx2_edge.guidance import GUIDANCE_PRESETS
-from ltx2_edge.request import DEFAULT_NEGATIVE_PROMPT, DEFAULT_SEED
+from ltx2_edge.request import DEFAULT_SEED, DEFAULT_STEPS, PIPELINES
+from ltx2_edge.stages.conditioning import IMAGE_HELP, parse_image_arg
 
 if TYPE_CHECKING:
     from ltx2_edge.pipeline import Generator
@@ -31,18 +32,44 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_clip_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt", help="what to generate (text; at most 1024 Gemma tokens)")
-    p.add_argument("--negative-prompt", default=DEFAULT_NEGATIVE_PROMPT, help="default: the official negative prompt")
+    p.add_argument(
+        "--pipeline",
+        choices=PIPELINES,
+        default="one-stage",
+        help="one-stage: guided, --num-inference-steps LTX2Scheduler steps (default); distilled-one-stage: the "
+        "distilled model's 8 fixed sigmas at the target size, one unguided forward per step, no negative prompt",
+    )
+    p.add_argument(
+        "--negative-prompt",
+        default=None,
+        help="default: the official negative prompt (one-stage); distilled-one-stage runs no negative pass",
+    )
+    p.add_argument(
+        "--image",
+        dest="images",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar="ARG",  # as ltx-pipelines: "--image ARG [ARG ...]"; the help names the 3 or 4 values
+        help=IMAGE_HELP,
+    )
     p.add_argument("--width", type=int, default=512, help="multiple of 32 (default 512)")
     p.add_argument("--height", type=int, default=288, help="multiple of 32 (default 288)")
     p.add_argument("--num-frames", type=int, default=97, help="8k+1 frames (default 97 = 4 s at 24 fps)")
     p.add_argument("--frame-rate", type=float, default=24.0, help="frames per second (default 24)")
-    p.add_argument("--num-inference-steps", type=int, default=20, help="denoising steps (default 20)")
+    p.add_argument(
+        "--num-inference-steps",
+        type=int,
+        default=None,
+        help=f"denoising steps (one-stage: default {DEFAULT_STEPS}; distilled-one-stage: its fixed 8)",
+    )
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})")
     p.add_argument(
         "--guidance",
         choices=GUIDANCE_PRESETS,
-        default="cfg",
-        help="cfg: CFG video 3.0 / audio 7.0, rescale 0.7 (default); full: official CFG + STG + modality",
+        default=None,
+        help="one-stage: cfg = CFG video 3.0 / audio 7.0, rescale 0.7 (default); full = official CFG + STG + "
+        "modality. distilled-one-stage runs unguided: leave it unset",
     )
     p.add_argument("--audio-channels", type=int, choices=(1, 2), default=2, help="1 mono, 2 stereo (default)")
     p.add_argument("--output-path", type=Path, help="the MP4 to write (its report goes beside it as .report.json)")
@@ -215,6 +242,8 @@ def _request(args: argparse.Namespace) -> GenerationRequest:
         seed=args.seed,
         guidance=args.guidance,
         audio_channels=args.audio_channels,
+        images=tuple(parse_image_arg(values, i) for i, values in enumerate(args.images)),
+        pipeline=args.pipeline,
     )
 
 
@@ -223,7 +252,7 @@ def _run_plan(args: argparse.Namespace) -> int:
 
     generator = _generator(args, args.checkpoint_path, args.gemma_root)
     request = _request(args)
-    plan = generator.plan(request)
+    plan = generator.check(request, None, overwrite=False)  # the plan, after the same checks as generate
     print(format_plan(plan))
     choice = generator.accel(request, plan)
     extra = f" (+{choice.extra_peak_bytes / 2**30:.2f} GiB on the denoise peak)" if choice.extra_peak_bytes else ""

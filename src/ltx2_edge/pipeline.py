@@ -1,5 +1,5 @@
-"""Runs one generation: text encode -> denoise -> decode (video and audio at once, encoded as it decodes), each
-in a measured scope.
+"""Runs one generation: text encode -> [encode images] -> denoise -> decode (video and audio at once, encoded as
+it decodes), each in a measured scope.
 
 ``Generator`` is long-lived: it validates its files once (headers only), plans every request against the memory
 budget before anything loads (refusing an impossible one with the smallest budget that works), and runs the
@@ -15,12 +15,13 @@ import contextlib
 import gc
 import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from collections.abc import Generator as Gen
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+from ltx_core.conditioning import ConditioningItem
 from ltx_core.model.video_vae import TilingConfig
 
 from ltx2_edge.accel import attention
@@ -32,7 +33,7 @@ from ltx2_edge.atomic import check_output_path
 from ltx2_edge.checkpoint.configs import TEXT_CONTEXT_TOKENS
 from ltx2_edge.checkpoint.validate import check_text_encoder_fits, inspect_checkpoint, inspect_gemma_folder
 from ltx2_edge.errors import RequestError
-from ltx2_edge.guidance import Guidance
+from ltx2_edge.guidance import UNGUIDED_PRESET, Guidance
 from ltx2_edge.memory import runtime
 from ltx2_edge.memory.budget import DEFAULT_BUDGET_BYTES
 from ltx2_edge.memory.plan_text import plan_to_json
@@ -43,12 +44,14 @@ from ltx2_edge.progress import Progress
 from ltx2_edge.quant.policy import QuantPolicy, resolve_precision
 from ltx2_edge.report import RunReport, StageRecord, device_info, versions
 from ltx2_edge.request import GenerationRequest
+from ltx2_edge.stages import conditioning
 from ltx2_edge.stages.decode import AudioFuture, ChunkMeter, decode_overlapped
 from ltx2_edge.stages.decode_audio import decode_audio
 from ltx2_edge.stages.decode_video import decode_video, video_chunk_frames
-from ltx2_edge.stages.denoise import Contexts, denoise, official_sigmas
+from ltx2_edge.stages.denoise import Contexts, denoise
 from ltx2_edge.stages.latents import LatentSetup, final_latents, noised_latents, pixel_shape, video_token_count
 from ltx2_edge.stages.mux import LateAudio, MuxStats, mp4_metadata, write_mp4
+from ltx2_edge.stages.schedules import schedule_sigmas
 from ltx2_edge.stages.text_encode import TextEncoder
 
 
@@ -158,15 +161,23 @@ class Generator:
 
     # ---- before anything loads ----
     def guidance(self, request: GenerationRequest) -> Guidance:
-        """The guidance passes ``request`` asks for, run batched or sequentially as this generator does."""
+        """The guidance passes ``request`` asks for, run batched or sequentially as this generator does
+        (distilled-one-stage: one unguided pass)."""
+        if request.guidance == UNGUIDED_PRESET:
+            return Guidance.unguided(mode=self.guidance_mode)  # type: ignore[arg-type]
         return Guidance.preset_named(request.guidance, mode=self.guidance_mode)  # type: ignore[arg-type]
 
     def plan(self, request: GenerationRequest) -> Plan:
-        """The memory plan of ``request`` (``BudgetError`` if it cannot fit), from headers alone."""
+        """The memory plan of ``request`` (``BudgetError`` if it cannot fit), from headers and the conditioning
+        images' sizes: each image is opened and decoded here (``RequestError`` for a missing or unreadable one)."""
+        sizes = conditioning.check_image_files(request.images)
+        w, h = request.width, request.height
         preq = PlanRequest(
-            request.width, request.height, request.num_frames, request.frame_rate, request.num_inference_steps,
+            w, h, request.num_frames, request.frame_rate, request.num_inference_steps,
             guidance_batch=len(self.guidance(request).passes()), precision=self.policy.precision,
-            prefetch_depth=self.prefetch_depth,
+            prefetch_depth=self.prefetch_depth, images=len(request.images),
+            image_float_pixels=max((conditioning.image_device_pixels(size, w, h) for size in sizes), default=0),
+            conditioning_tokens=conditioning.conditioning_token_count(request.images, w, h),
         )  # fmt: skip
         plan = runtime.build_plan(self.checkpoint.header, self.gemma.shards, preq, self.budget, self.profile,
                                   self.policy)  # fmt: skip
@@ -194,13 +205,16 @@ class Generator:
     def _shape_key(self, request: GenerationRequest) -> tuple:
         """What the compiled block is specialised on: same key, same compiled code."""
         batch = self.guidance(request).batch
-        return (request.width, request.height, request.num_frames, batch, self.policy.precision, str(self.dtype))
+        keyframe_tokens = conditioning.conditioning_token_count(request.images, request.width, request.height)
+        return (request.width, request.height, request.num_frames, keyframe_tokens, batch, self.policy.precision,
+                str(self.dtype))  # fmt: skip
 
     def check(self, request: GenerationRequest, output_path: Path | None, overwrite: bool) -> Plan:
-        """Raise for a prompt over the context, a bad output path, an impossible budget or a ``--compile on``
-        that cannot run; return the plan."""
+        """Raise for a prompt over the context, a bad output path, a missing or unreadable image, an impossible
+        budget or a ``--compile on`` that cannot run; return the plan."""
         self._text.tokenizer.check(request.prompt, "prompt")
-        self._text.tokenizer.check(request.negative_prompt, "negative_prompt")
+        if self.guidance(request).uses_negative_prompt:
+            self._text.tokenizer.check(request.negative_prompt, "negative_prompt")
         if output_path is not None:
             check_output_path(output_path, overwrite)
         plan = self.plan(request)
@@ -227,15 +241,42 @@ class Generator:
             torch.cuda.synchronize(self.device)
 
     def encode_text(self, request: GenerationRequest, details: dict | None = None) -> Contexts:
-        """Prompt and negative prompt -> video and audio contexts. ``details`` receives per-part seconds."""
+        """Prompt and negative prompt -> video and audio contexts. ``details`` receives per-part seconds.
+
+        Without a negative pass (distilled-one-stage) only the prompt is encoded, and its contexts fill the
+        negative slots, which no pass reads.
+        """
 
         def part_done(part: str, seconds: float) -> None:
             if details is not None:
                 details[f"{part}_seconds"] = round(seconds, 4)
 
-        pos, neg = self._text.encode([request.prompt, request.negative_prompt], progress=part_done)
+        negative = self.guidance(request).uses_negative_prompt
+        prompts = [request.prompt, request.negative_prompt] if negative else [request.prompt]
+        outputs = self._text.encode(prompts, progress=part_done)
+        if details is not None:
+            details["prompts_encoded"] = len(prompts)
+        pos, neg = outputs[0], outputs[-1]
         return Contexts(video=pos.video_encoding, audio=pos.audio_encoding, video_negative=neg.video_encoding,
                         audio_negative=neg.audio_encoding)  # fmt: skip
+
+    def encode_images(self, request: GenerationRequest, details: dict | None = None) -> list[ConditioningItem]:
+        """The encode_image stage: the video VAE encoder, loaded for this call only (unless kept resident), turns
+        each of ``request.images`` into its ltx-core conditioning item at the output size, then is released.
+        ``details`` receives the load and encode seconds."""
+        details = {} if details is None else details
+        started = time.perf_counter()
+        path, dev, dt = self.checkpoint.path, self.device, self.dtype
+        encoder = self._module("video_encoder", lambda: loaders.load_video_encoder(path, dev, dt))
+        self._sync()
+        details["load_seconds"] = round(time.perf_counter() - started, 4)
+        started = time.perf_counter()
+        items = conditioning.encode_images(request.images, encoder, request.width, request.height)
+        self._sync()
+        details["encode_seconds"] = round(time.perf_counter() - started, 4)
+        del encoder
+        self._release()
+        return items
 
     def _transformer(self, stage: StagePlan | None, details: dict) -> tuple[torch.nn.Module, object | None]:
         if stage is None or not stage.streamed_units:
@@ -248,9 +289,15 @@ class Generator:
                                          stage.resident_units, stage.source_tier, stage.n_slots - 1)  # fmt: skip
 
     def denoise(
-        self, request: GenerationRequest, contexts: Contexts, details: dict | None = None, plan: Plan | None = None
+        self,
+        request: GenerationRequest,
+        contexts: Contexts,
+        details: dict | None = None,
+        plan: Plan | None = None,
+        conditionings: Sequence[ConditioningItem] = (),
     ) -> Latents:
-        """Noise from the seed, then all denoising steps; returns the final latents.
+        """Noise from the seed (the video state conditioned on ``conditionings`` first, from ``encode_images``),
+        then every step of the request's schedule; returns the final latents.
 
         ``details`` receives the weight-load seconds, each step's seconds and, when blocks stream, the bytes
         moved and the time compute waited on copies (loading is not denoising).
@@ -258,7 +305,7 @@ class Generator:
         details = {} if details is None else details
         generator = torch.Generator(device=self.device).manual_seed(request.seed)
         shape = pixel_shape(request.width, request.height, request.num_frames, request.frame_rate)
-        setup = noised_latents(shape, generator, self.device, self.dtype)
+        setup = noised_latents(shape, generator, self.device, self.dtype, conditionings=conditionings)
         started = time.perf_counter()
         transformer, streamer = self._transformer(plan.stage("denoise") if plan is not None else None, details)
         self._sync()
@@ -278,7 +325,8 @@ class Generator:
         accel_stats: dict = {}
         try:
             video, audio = denoise(transformer, setup.video_state, setup.audio_state,
-                                   official_sigmas(request.num_inference_steps, self.device), contexts,
+                                   schedule_sigmas(request.schedule, self.device, request.num_inference_steps),
+                                   contexts,
                                    self.guidance(request), on_step=on_step, synchronize=sync, accel=settings,
                                    accel_stats=accel_stats)  # fmt: skip
             if accel_stats:
@@ -449,7 +497,8 @@ class Generator:
             (text.resident_units, text.source_tier, text.n_slots - 1) if text.streamed_units else None
         )
         layers = text.technique.split(";")[0]
-        self.progress.stage("text_encode", f"Gemma 3 over prompt and negative prompt, then the connectors; {layers}")
+        over = "prompt and negative prompt" if guidance.uses_negative_prompt else "the prompt (no negative pass)"
+        self.progress.stage("text_encode", f"Gemma 3 over {over}, then the connectors; {layers}")
         technique = f"staged: Gemma language model only ({weights}), {layers}, freed after"
         with report.measure("text_encode", technique, dev) as rec:
             contexts = self.encode_text(request, rec.details)
@@ -460,20 +509,24 @@ class Generator:
                                    copy_wait_seconds=round(stats.wait_s, 4))  # fmt: skip
         self._stage_memory(rec, max(predicted["text_encode"], predicted["embeddings"]), baseline)
         self.progress.done("text_encode", rec.seconds)
+        items = self._encode_image_stage(request, report, plan, baseline) if request.images else []
 
         tokens = video_token_count(request.width, request.height, request.num_frames)
+        keyframe_tokens = conditioning.conditioning_token_count(request.images, request.width, request.height)
         den = plan.stage("denoise")
-        self.progress.stage("denoise", f"{request.num_inference_steps} steps, {tokens} video tokens, "
-                                       f"{guidance.batch} guidance passes per forward; {den.technique}")  # fmt: skip
+        self.progress.stage("denoise", f"{request.num_inference_steps} steps ({request.schedule} sigmas), {tokens} "
+                                       f"video tokens, {guidance.batch} guidance pass(es) per forward; "
+                                       f"{den.technique}")  # fmt: skip
         residency = den.technique.split(";")[0]
         batching = (f"guidance batched x{guidance.batch} in one forward per step" if guidance.mode == "batched"
                     else "guidance passes run one by one")  # fmt: skip
         with report.measure("denoise", f"{weights}; {residency}; {batching}", dev) as rec:
-            latents = self.denoise(request, contexts, rec.details, plan)
-            rec.details.update(steps=request.num_inference_steps, video_tokens=tokens, passes=list(guidance.passes()))
+            latents = self.denoise(request, contexts, rec.details, plan, conditionings=items)
+            rec.details.update(steps=request.num_inference_steps, schedule=request.schedule, video_tokens=tokens,
+                               keyframe_tokens=keyframe_tokens, passes=list(guidance.passes()))  # fmt: skip
             if "accel_summary" in rec.details:
                 rec.technique += f"; {rec.details['accel_summary']}"
-        del contexts
+        del contexts, items
         self._stage_memory(rec, predicted["denoise"] + rec.details.get("accel_extra_peak_bytes", 0), baseline)
         self.progress.done("denoise", rec.seconds)
 
@@ -494,6 +547,21 @@ class Generator:
         report_path = out.with_suffix(".report.json")
         report.write(report_path)
         return Result(output_path=out, report_path=report_path, report=report, latents=latents)
+
+    def _encode_image_stage(
+        self, request: GenerationRequest, report: RunReport, plan: Plan, baseline: int
+    ) -> list[ConditioningItem]:
+        """The encode_image stage of ``generate``, measured: encoder loaded, images encoded, encoder released."""
+        stage = plan.stage("encode_image")
+        size = f"{request.width}x{request.height}"
+        self.progress.stage("encode_image", f"video VAE encoder over {len(request.images)} image(s) at {size}")
+        technique = f"staged: video VAE encoder for this stage only, freed after; {stage.technique}"
+        with report.measure("encode_image", technique, self.device) as rec:
+            items = self.encode_images(request, rec.details)
+            rec.details.update(images=[spec.describe() for spec in request.images], size=size)
+        self._stage_memory(rec, stage.predicted_peak_bytes, baseline)
+        self.progress.done("encode_image", rec.seconds)
+        return items
 
     def close(self) -> None:
         """Release everything kept resident."""

@@ -42,10 +42,12 @@ def format_plan(plan: Plan) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in rows]
     r = plan.request
     host = "" if plan.budget.unified else f"; host peak {_gib(plan.host_peak_bytes)}"
+    images = f", {r.images} image(s) (+{r.conditioning_tokens} keyframe tokens)" if r.images else ""
     lines += [
         "",
         f"request: {r.width}x{r.height}, {r.num_frames} frames at {r.frame_rate:g} fps, {r.num_inference_steps} steps,"
-        f" {r.guidance_batch} guidance pass(es) per forward, {r.precision} weights, prefetch depth {r.prefetch_depth}",
+        f" {r.guidance_batch} guidance pass(es) per forward{images}, {r.precision} weights, prefetch depth"
+        f" {r.prefetch_depth}",
         f"budget: {plan.budget.describe()}",
         f"total: peak {_gib(plan.peak_bytes)}{host}; predicted {plan.total_seconds:.2f} s warm"
         f" (+ {plan.cold_load_seconds:.1f} s to read the weights from a cold disk)",

@@ -15,7 +15,8 @@ from ltx2_edge.memory.profiles import DeviceProfile
 from ltx2_edge.memory.tile_plan import VideoTiling
 
 PRECISIONS: tuple[str, ...] = ("bf16", "fp8", "int8")
-STAGES: tuple[str, ...] = ("text_encode", "embeddings", "denoise", "decode_video", "decode_audio")
+# In run order; encode_image only when the request conditions on images.
+STAGES: tuple[str, ...] = ("text_encode", "embeddings", "encode_image", "denoise", "decode")
 SourceTier = Literal["resident", "pinned", "file"]
 Bottleneck = Literal["compute", "copy", "disk"]
 
@@ -28,6 +29,10 @@ class PlanRequest:
     modality isolation); more than one pass also means a negative prompt to encode. ``precision``: the
     transformer's and Gemma's Linear weights (bf16, or 1 byte per weight in fp8/int8). ``prefetch_depth``:
     blocks copied ahead of the one computing when blocks stream (>= 2), so P + 1 slots.
+    ``images``: conditioning images the video VAE encoder encodes (0: no encode_image stage);
+    ``image_float_pixels``: the most float32 RGB pixels one image holds on the device while it is fitted (its
+    source plus its scaled copy, ``stages.conditioning.image_device_pixels``); ``conditioning_tokens``: video
+    tokens the keyframes add to every transformer forward (``stages.conditioning.conditioning_token_count``).
     """
 
     width: int
@@ -38,6 +43,9 @@ class PlanRequest:
     guidance_batch: int = 2
     precision: str = "bf16"
     prefetch_depth: int = 2
+    images: int = 0
+    image_float_pixels: int = 0
+    conditioning_tokens: int = 0
 
     def __post_init__(self) -> None:
         for name, value in (("width", self.width), ("height", self.height)):
@@ -55,6 +63,12 @@ class PlanRequest:
             raise RequestError("quantization", self.precision, "one of " + ", ".join(PRECISIONS))
         if not isinstance(self.prefetch_depth, int) or self.prefetch_depth < 2:
             raise RequestError("prefetch-depth", self.prefetch_depth, "an integer >= 2")
+        for name in ("images", "image_float_pixels", "conditioning_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise RequestError(name.replace("_", "-"), value, "an integer >= 0")
+        if (self.image_float_pixels or self.conditioning_tokens) and not self.images:
+            raise RequestError("images", self.images, "at least 1 when image pixels or conditioning tokens are given")
 
     @property
     def prompts(self) -> int:

@@ -8,6 +8,8 @@ stage it predicts the peak, and picks:
 * where streamed blocks wait: pinned host when a discrete GPU's host budget holds them, else the
   checkpoint file (mmap/pread); with one memory pool always the file, since pinned host would count
   against the same pool while the page cache does not;
+* with conditioning images, an encode_image stage (the video VAE encoder alone, freed before the denoise) and
+  the keyframes' extra tokens in every denoising forward;
 * the decode stage's video tiling: untiled when it fits, else the fewest tiles that fit (ltx_core units),
   with the audio decoder + vocoder and their working set counted beside it, since both run at once.
 An impossible budget raises ``BudgetError`` naming the stage, what it needs and the smallest budget that
@@ -32,6 +34,7 @@ from ltx2_edge.memory.flops import (
     linear_flops,
     transformer_attention_flops,
     transformer_rows,
+    video_decode_flops,
     vocoder_flops,
 )
 from ltx2_edge.memory.plan_types import Plan, PlanRequest, StagePlan
@@ -46,7 +49,11 @@ EMBEDDINGS = ("text_embedding_projection.", *CONNECTORS)
 GEMMA = "language_model.model."
 GEMMA_LAYERS = GEMMA + "layers."
 VIDEO_DECODER = ("vae.decoder.", "vae.per_channel_statistics.")
+VIDEO_ENCODER = ("vae.encoder.", "vae.per_channel_statistics.")  # = models.loaders.VIDEO_ENCODER_PREFIXES (tested)
 AUDIO_DECODER = ("audio_vae.decoder.", "audio_vae.per_channel_statistics.", "vocoder.")
+# Video VAE encoder working set per output pixel of one image, bf16: the figure in issue 8's wiring notes for
+# the full-size encoder (its largest level tensors and conv workspaces); not re-measured on a GPU here.
+ENCODE_IMAGE_BYTES_PER_PIXEL = 235
 KEEP_BF16 = ("audio_to_video_attn", "video_to_audio_attn", "scale_shift_table", "norm", "adaln", "av_ca_")
 
 
@@ -135,18 +142,36 @@ def _embeddings(ctx: _Context) -> StagePlan | Shortfall:
     return _with_note(plan, "; one prompt at a time")
 
 
+def _encode_image(ctx: _Context) -> StagePlan | Shortfall:
+    """The video VAE encoder over each conditioning image at the output size, one image at a time.
+
+    Working set per image: ``ENCODE_IMAGE_BYTES_PER_PIXEL`` per output pixel (doubled in float32, the CPU's
+    dtype) plus the image's float32 source and scaled copy (12 B a pixel). FLOPs: the encoder mirrors the
+    decoder, so one image costs about the decoder's convolutions on one latent frame (an estimate).
+    """
+    r, t = ctx.request, ctx.tokens
+    weights = ctx.weights(_require(ctx.header.tensors, VIDEO_ENCODER, "checkpoint"), None)
+    per_pixel = ENCODE_IMAGE_BYTES_PER_PIXEL * (2 if ctx.profile.name == "cpu" else 1)
+    activations = per_pixel * r.width * r.height + 12 * r.image_float_pixels
+    flops = FlopCount(conv=r.images * video_decode_flops(ctx.config["vae"], 1, t.latent_height, t.latent_width))
+    plan = fit_stage(ctx, "encode_image", weights, activations, flops, 1, "block")
+    return _with_note(plan, f"; {r.images} image(s), one at a time, at {r.width}x{r.height}")
+
+
 def _denoise(ctx: _Context) -> StagePlan | Shortfall:
     r = ctx.request
     tensors = {n: t for n, t in _require(ctx.header.tensors, DIT, "checkpoint").items() if not n.startswith(CONNECTORS)}
-    rows = transformer_rows(ctx.tokens)
+    # Keyframe images add their tokens to every forward (they are cleared before decoding, so only here).
+    tokens = replace(ctx.tokens, video=ctx.tokens.video + r.conditioning_tokens)
+    rows = transformer_rows(tokens)
     flops = linear_flops(tensors.values(), lambda n: rows(n[len(DIT) :]), ctx.quantized)
-    flops = (flops + FlopCount(attention=transformer_attention_flops(ctx.config, ctx.tokens))).scaled(r.guidance_batch)
-    activations = act.transformer_activation_bytes(
-        ctx.config, ctx.tokens, r.guidance_batch, ctx.profile.sdpa_materializes_scores
-    )
+    flops = (flops + FlopCount(attention=transformer_attention_flops(ctx.config, tokens))).scaled(r.guidance_batch)
+    activations = act.transformer_activation_bytes(ctx.config, tokens, r.guidance_batch,
+                                                   ctx.profile.sdpa_materializes_scores)  # fmt: skip
     w = ctx.weights(tensors, BLOCKS)
     plan = fit_stage(ctx, "denoise", w, activations, flops, r.num_inference_steps, "block")
-    return _with_note(plan, f"; {r.guidance_batch} guidance pass(es) in one batched forward per step")
+    keyframes = f"; +{r.conditioning_tokens} keyframe tokens" if r.conditioning_tokens else ""
+    return _with_note(plan, f"; {r.guidance_batch} guidance pass(es) in one batched forward per step{keyframes}")
 
 
 def _decode(ctx: _Context) -> StagePlan | Shortfall:
@@ -186,7 +211,8 @@ def _with_note(plan: StagePlan | Shortfall, note: str) -> StagePlan | Shortfall:
 
 
 def _evaluate(ctx: _Context) -> list[StagePlan | Shortfall]:
-    return [_text_encode(ctx), _embeddings(ctx), _denoise(ctx), _decode(ctx)]
+    images = [_encode_image(ctx)] if ctx.request.images else []
+    return [_text_encode(ctx), _embeddings(ctx), *images, _denoise(ctx), _decode(ctx)]
 
 
 def _fits(ctx: _Context) -> bool:

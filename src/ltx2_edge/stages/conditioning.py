@@ -145,6 +145,14 @@ def conditioning_token_count(specs: Sequence[ImageSpec], width: int, height: int
     return keyframes * (height // LATENT_PIXELS) * (width // LATENT_PIXELS)
 
 
+def image_device_pixels(size: tuple[int, int], width: int, height: int) -> int:
+    """RGB pixels an image of ``size`` (width, height) holds on the device at once while ``load_image`` fits it:
+    the source and its scaled-to-cover copy (``fit_to_frame``), both float32. What the planner counts at 12 B."""
+    src_w, src_h = size
+    scale = max(height / src_h, width / src_w)
+    return src_w * src_h + math.ceil(src_h * scale) * math.ceil(src_w * scale)
+
+
 def read_rgb(path: Path) -> np.ndarray:
     """The image's pixels as uint8 [H, W, 3]: alpha dropped (as the official ``[..., :3]``), other modes to RGB."""
     with Image.open(path) as img:
