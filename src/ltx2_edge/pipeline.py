@@ -13,24 +13,21 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from collections.abc import Generator as Gen
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from ltx_core.conditioning import ConditioningItem
 from ltx_core.model.video_vae import TilingConfig
 
-from ltx2_edge.accel import attention
-from ltx2_edge.accel.compile import COMPILE_MODES, cache_dir, compile_economics, compile_support, note_compiled
+from ltx2_edge.accel import for_run
+from ltx2_edge.accel.compile import COMPILE_MODES, note_compiled
 from ltx2_edge.accel.engine import AccelSettings
-from ltx2_edge.accel.settings import CUDA_GRAPH_MODES, AccelChoice, AccelInputs, choose_accel
-from ltx2_edge.accel.step_invariants import text_kv_bytes
+from ltx2_edge.accel.settings import CUDA_GRAPH_MODES, AccelChoice
 from ltx2_edge.atomic import check_output_path
-from ltx2_edge.checkpoint.configs import TEXT_CONTEXT_TOKENS
 from ltx2_edge.checkpoint.validate import check_text_encoder_fits, inspect_checkpoint, inspect_gemma_folder
 from ltx2_edge.errors import RequestError
 from ltx2_edge.guidance import UNGUIDED_PRESET, Guidance
@@ -53,27 +50,6 @@ from ltx2_edge.stages.latents import LatentSetup, final_latents, noised_latents,
 from ltx2_edge.stages.mux import LateAudio, MuxStats, mp4_metadata, write_mp4
 from ltx2_edge.stages.schedules import schedule_sigmas
 from ltx2_edge.stages.text_encode import TextEncoder
-
-
-def _perturbs_single_blocks(guidance: Guidance) -> bool:
-    """True when a pass perturbs chosen blocks only (STG): their branches then depend on the block index."""
-    return any(
-        pert.blocks is not None for p in guidance.passes() for pert in (guidance.perturbation(p).perturbations or ())
-    )
-
-
-def _compile_row(details: dict, stats: dict, step_seconds: list[float]) -> None:
-    """Compilation and graph capture happen inside the denoise stage's first accelerated step: give them a line."""
-    first = stats.get("capture_seconds") or stats.get("compile_step_seconds")
-    steady = step_seconds[2:]
-    if first is None or not steady:
-        return
-    overhead = max(0.0, first - statistics.median(steady))
-    captured, compiled = stats.get("capture_seconds") is not None, bool(details.get("accel_compiled"))
-    what = " + ".join(w for w, on in (("compile", compiled), ("graph capture", captured)) if on)
-    details["seconds_per_step_steady"] = round(statistics.median(steady), 4)
-    where = f"; Inductor cache {cache_dir()}" if compiled else ""
-    details.setdefault("sub_rows", []).append((what, round(overhead, 3), f"inside denoise, once per run{where}"))
 
 
 def default_device() -> torch.device:
@@ -186,21 +162,11 @@ class Generator:
     def accel(self, request: GenerationRequest, plan: Plan) -> AccelChoice:
         """How the denoising forwards run (compiled, graphed, text K/V kept); ``RequestError`` for ``--compile on``
         where it cannot run. The SDPA backend is measured later, on the device, when the stage starts."""
-        guidance = self.guidance(request)
-        den = plan.stage("denoise")
-        config = self.checkpoint.config
-        economics = compile_economics(self._shape_key(request), den.predicted_seconds, den.bottleneck != "compute")
-        inputs = AccelInputs(
-            compile_mode=self.compile_mode, compile_support=compile_support(self.device), compile_economics=economics,
-            cuda_graph_mode=self.cuda_graph_mode, device_type=self.device.type, batched=guidance.mode == "batched",
-            block_perturbations=_perturbs_single_blocks(guidance), streamed_blocks=den.streamed_units,
-            budget_bytes=self.budget.device_bytes, predicted_peak_bytes=den.predicted_peak_bytes,
-            text_kv_bytes=text_kv_bytes(config, guidance.batch, TEXT_CONTEXT_TOKENS, self.dtype.itemsize),
+        return for_run.choose_for_run(
+            compile_mode=self.compile_mode, cuda_graph_mode=self.cuda_graph_mode, device=self.device, dtype=self.dtype,
+            guidance=self.guidance(request), denoise=plan.stage("denoise"), budget_bytes=self.budget.device_bytes,
+            config=self.checkpoint.config, shape_key=self._shape_key(request),
         )  # fmt: skip
-        try:
-            return choose_accel(inputs)
-        except ValueError as exc:
-            raise RequestError("compile", self.compile_mode, str(exc).split(": ", 1)[-1]) from None
 
     def _shape_key(self, request: GenerationRequest) -> tuple:
         """What the compiled block is specialised on: same key, same compiled code."""
@@ -331,7 +297,7 @@ class Generator:
                                    accel_stats=accel_stats)  # fmt: skip
             if accel_stats:
                 details["accel_stats"] = accel_stats
-                _compile_row(details, accel_stats, step_seconds)
+                for_run.compile_row(details, accel_stats, step_seconds)
                 if settings is not None and settings.compile:
                     note_compiled(self._shape_key(request))
         finally:
@@ -355,16 +321,9 @@ class Generator:
         if plan is None or self.guidance(request).mode != "batched":
             return None
         choice = self.accel(request, plan)
-        shapes = attention.step_shapes(self.checkpoint.config, self.guidance(request).batch,
-                                       setup.video_state.latent.shape[1], setup.audio_state.latent.shape[1],
-                                       TEXT_CONTEXT_TOKENS)  # fmt: skip
-        backend, timings = attention.choose_backend(shapes, self.device, self.dtype)
-        details.update(accel=list(choice.settings.reasons), accel_compiled=choice.settings.compile,
-                       attention_backend=backend or "default dispatch",
-                       attention_timings=timings, accel_extra_peak_bytes=choice.extra_peak_bytes)  # fmt: skip
-        settings = replace(choice.settings, attention=backend)
-        details["accel_summary"] = settings.describe()
-        return settings
+        return for_run.measured_settings(choice, self.checkpoint.config, self.guidance(request).batch,
+                                         setup.video_state.latent.shape[1], setup.audio_state.latent.shape[1],
+                                         self.device, self.dtype, details)  # fmt: skip
 
     def _tiling(self, plan: Plan | None) -> TilingConfig | None:
         return runtime.tiling_config(plan.stage("decode").tiles) if plan is not None else None

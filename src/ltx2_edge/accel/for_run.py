@@ -1,0 +1,79 @@
+"""The accelerations of one run, from its request, plan and device: the glue between ``Generator`` and ``accel``.
+
+``choose_for_run`` turns the user's flags, the plan's denoise stage and the guidance into ``AccelChoice`` (pure
+apart from asking the machine whether it can compile); ``measured_settings`` adds the SDPA backend timed on the
+device at the run's shapes and records every choice with its reason in the stage's report details;
+``compile_row`` gives compilation and graph capture their own line in the report table. Nothing here runs the
+model.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import replace
+
+import torch
+
+from ltx2_edge.accel import attention
+from ltx2_edge.accel.compile import cache_dir, compile_economics, compile_support
+from ltx2_edge.accel.engine import AccelSettings
+from ltx2_edge.accel.settings import AccelChoice, AccelInputs, choose_accel
+from ltx2_edge.accel.step_invariants import text_kv_bytes
+from ltx2_edge.checkpoint.configs import TEXT_CONTEXT_TOKENS
+from ltx2_edge.errors import RequestError
+from ltx2_edge.guidance import Guidance
+from ltx2_edge.memory.plan_types import StagePlan
+
+
+def perturbs_single_blocks(guidance: Guidance) -> bool:
+    """True when a pass perturbs chosen blocks only (STG): their branches then depend on the block index."""
+    return any(
+        pert.blocks is not None for p in guidance.passes() for pert in (guidance.perturbation(p).perturbations or ())
+    )
+
+
+def choose_for_run(
+    *, compile_mode: str, cuda_graph_mode: str, device: torch.device, dtype: torch.dtype, guidance: Guidance,
+    denoise: StagePlan, budget_bytes: int | None, config: dict, shape_key: tuple,
+) -> AccelChoice:  # fmt: skip
+    """The run's accelerations; ``RequestError`` for a ``--compile on`` that cannot run."""
+    economics = compile_economics(shape_key, denoise.predicted_seconds, denoise.bottleneck != "compute")
+    inputs = AccelInputs(
+        compile_mode=compile_mode, compile_support=compile_support(device), compile_economics=economics,
+        cuda_graph_mode=cuda_graph_mode, device_type=device.type, batched=guidance.mode == "batched",
+        block_perturbations=perturbs_single_blocks(guidance), streamed_blocks=denoise.streamed_units,
+        budget_bytes=budget_bytes, predicted_peak_bytes=denoise.predicted_peak_bytes,
+        text_kv_bytes=text_kv_bytes(config, guidance.batch, TEXT_CONTEXT_TOKENS, dtype.itemsize),
+    )  # fmt: skip
+    try:
+        return choose_accel(inputs)
+    except ValueError as exc:
+        raise RequestError("compile", compile_mode, str(exc).split(": ", 1)[-1]) from None
+
+
+def measured_settings(
+    choice: AccelChoice, config: dict, batch: int, video_tokens: int, audio_tokens: int, device: torch.device,
+    dtype: torch.dtype, details: dict,
+) -> AccelSettings:  # fmt: skip
+    """``choice`` plus the SDPA backend timed now at the run's shapes; the choices and reasons go to ``details``."""
+    shapes = attention.step_shapes(config, batch, video_tokens, audio_tokens, TEXT_CONTEXT_TOKENS)
+    backend, timings = attention.choose_backend(shapes, device, dtype)
+    settings = replace(choice.settings, attention=backend)
+    details.update(accel=list(choice.settings.reasons), accel_compiled=choice.settings.compile,
+                   attention_backend=backend or "default dispatch", attention_timings=timings,
+                   accel_extra_peak_bytes=choice.extra_peak_bytes, accel_summary=settings.describe())  # fmt: skip
+    return settings
+
+
+def compile_row(details: dict, stats: dict, step_seconds: list[float]) -> None:
+    """Compilation and graph capture happen inside the denoise stage's first accelerated step: give them a line."""
+    first = stats.get("capture_seconds") or stats.get("compile_step_seconds")
+    steady = step_seconds[2:]
+    if first is None or not steady:
+        return
+    overhead = max(0.0, first - statistics.median(steady))
+    captured, compiled = stats.get("capture_seconds") is not None, bool(details.get("accel_compiled"))
+    what = " + ".join(w for w, on in (("compile", compiled), ("graph capture", captured)) if on)
+    details["seconds_per_step_steady"] = round(statistics.median(steady), 4)
+    where = f"; Inductor cache {cache_dir()}" if compiled else ""
+    details.setdefault("sub_rows", []).append((what, round(overhead, 3), f"inside denoise, once per run{where}"))
