@@ -35,3 +35,27 @@ def tiny_transformer_fp32(tiny_dir: Path):
     from ltx2_edge.models.loaders import load_transformer
 
     return load_transformer(tiny_dir / "ltx2.safetensors", device=torch.device("cpu"), dtype=torch.float32)
+
+
+@pytest.fixture(scope="session")
+def full_headers():
+    """Full-size headers (no weights) from the checkpoint layout, all BF16: ``(ltx Header, Gemma TensorInfos)``."""
+    import json
+    import math
+
+    from ltx2_edge.checkpoint.configs import gemma_config
+    from ltx2_edge.checkpoint.header import DTYPE_BYTES, Header, TensorInfo
+    from ltx2_edge.checkpoint.layout import expected_tensors, gemma_expected_tensors
+
+    def infos(named) -> dict:
+        out, offset = {}, 0
+        for name, shape in named:
+            end = offset + math.prod(shape) * DTYPE_BYTES["BF16"]
+            out[name] = TensorInfo(name, "BF16", shape, offset, end)
+            offset = end
+        return out
+
+    cfg = ltx2_config("full")
+    ltx = infos([(name, shape) for name, (shape, _) in expected_tensors(cfg).items()])
+    gemma = infos(list(gemma_expected_tensors(gemma_config("full")).items()))
+    return Header(Path("ltx-2-19b.safetensors"), {"config": json.dumps(cfg)}, ltx), gemma

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import json
-import math
 import weakref
 from dataclasses import replace
 from pathlib import Path
@@ -21,9 +20,7 @@ import torch
 from PIL import Image
 
 from ltx2_edge import cli
-from ltx2_edge.checkpoint.configs import gemma_config, ltx2_config
-from ltx2_edge.checkpoint.header import DTYPE_BYTES, Header, TensorInfo
-from ltx2_edge.checkpoint.layout import expected_tensors, gemma_expected_tensors
+from ltx2_edge.checkpoint.configs import ltx2_config
 from ltx2_edge.errors import RequestError
 from ltx2_edge.memory import activations as act
 from ltx2_edge.memory.budget import Budget, GiB
@@ -255,22 +252,10 @@ def test_request_refuses_what_a_pipeline_cannot_honour(kwargs, field, allowed):
 W1 = dict(width=512, height=288, num_frames=97, frame_rate=24.0, num_inference_steps=20)
 
 
-def _infos(named) -> dict[str, TensorInfo]:
-    out, offset = {}, 0
-    for name, shape in named:
-        end = offset + math.prod(shape) * DTYPE_BYTES["BF16"]
-        out[name] = TensorInfo(name, "BF16", shape, offset, end)
-        offset = end
-    return out
-
-
 @pytest.fixture(scope="module")
-def headers() -> tuple[Header, dict[str, TensorInfo]]:
-    """Full-size headers from the checkpoint layout, all BF16 (as tests/test_planner.py builds them)."""
-    cfg = ltx2_config("full")
-    ltx = _infos([(name, shape) for name, (shape, _) in expected_tensors(cfg).items()])
-    gemma = _infos(list(gemma_expected_tensors(gemma_config("full")).items()))
-    return Header(Path("ltx-2-19b.safetensors"), {"config": json.dumps(cfg)}, ltx), gemma
+def headers(full_headers):
+    """Full-size headers from the checkpoint layout (conftest's ``full_headers``), all BF16."""
+    return full_headers
 
 
 def _stages(headers, profile=H100, **kw) -> dict:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-from ltx2_edge.checkpoint.configs import gemma_config, ltx2_config
-from ltx2_edge.checkpoint.header import DTYPE_BYTES, Header, TensorInfo
-from ltx2_edge.checkpoint.layout import expected_tensors, gemma_expected_tensors
+from ltx2_edge.checkpoint.configs import ltx2_config
+from ltx2_edge.checkpoint.header import Header
 from ltx2_edge.errors import BudgetError, CheckpointError, RequestError
 from ltx2_edge.memory import activations as act
 from ltx2_edge.memory.budget import Budget, GiB
@@ -25,22 +23,10 @@ W1 = dict(width=512, height=288, num_frames=97, frame_rate=24.0, num_inference_s
 DISCRETE = 100 * GiB  # host budget for the discrete cases
 
 
-def _infos(named: list[tuple[str, tuple[int, ...]]]) -> dict[str, TensorInfo]:
-    out, offset = {}, 0
-    for name, shape in named:
-        end = offset + math.prod(shape) * DTYPE_BYTES["BF16"]
-        out[name] = TensorInfo(name, "BF16", shape, offset, end)
-        offset = end
-    return out
-
-
 @pytest.fixture(scope="module")
-def headers() -> tuple[Header, dict[str, TensorInfo]]:
-    """Full-size headers from the checkpoint layout (ltx-core's and transformers' modules on meta), all BF16."""
-    cfg = ltx2_config("full")
-    ltx_named = [(name, shape) for name, (shape, _) in expected_tensors(cfg).items()]
-    ltx = Header(Path("ltx-2-19b.safetensors"), {"config": json.dumps(cfg)}, _infos(ltx_named))
-    return ltx, _infos(list(gemma_expected_tensors(gemma_config("full")).items()))
+def headers(full_headers):
+    """Full-size headers from the checkpoint layout (conftest's ``full_headers``), all BF16."""
+    return full_headers
 
 
 def _plan(headers, budget_gib, precision="bf16", unified=False, host=DISCRETE, profile=H100, **kw):
