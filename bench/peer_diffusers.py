@@ -34,6 +34,7 @@ from ltx2_edge.checkpoint.configs import gemma_config, ltx2_config
 from ltx2_edge.checkpoint.header import read_header
 
 GiB = 1024**3
+GROUP_RESIDENT = ("vae", "audio_vae", "vocoder")  # not group-offloaded (see run())
 PROMPT = "A red kite dances over a windy beach at sunset while waves crash and gulls call."
 # diffusers LTX2VideoTransformer3DModel argument <- our transformer config key (same name where not listed).
 TRANSFORMER_SAME = ("in_channels", "out_channels", "num_attention_heads", "attention_head_dim", "cross_attention_dim",
@@ -251,8 +252,13 @@ def run(args: argparse.Namespace, record: dict[str, Any], clock: StageClock) -> 
         if args.offload == "model":
             pipe.enable_model_cpu_offload(device=device)
         elif args.offload == "group":
+            # The decoders stay on the device (~1.5 GB together): block-level hooks onload a model's top-level
+            # layers from its forward(), but the pipeline calls vae.decode(), so group-offloaded decoders failed
+            # with "Input type (CUDABFloat16Type) and weight type (CPUBFloat16Type)" (H100, 2026-11-23 call 4).
+            # Keeping them resident is what diffusers' exclude_modules is for, and what a user would do.
             pipe.enable_group_offload(onload_device=device, offload_type="block_level", num_blocks_per_group=1,
-                                      use_stream=args.use_stream)  # fmt: skip
+                                      use_stream=args.use_stream, exclude_modules=list(GROUP_RESIDENT))  # fmt: skip
+            record["resident_during_group_offload"] = list(GROUP_RESIDENT)
     for obj, attr, stage in ((pipe, "encode_prompt", "text_encode"), (pipe.connectors, "forward", "text_encode"),
                              (pipe.vae, "decode", "decode_video"), (pipe.audio_vae, "decode", "decode_audio"),
                              (pipe.vocoder, "forward", "decode_audio")):  # fmt: skip

@@ -108,7 +108,8 @@ def peer_runs(a: argparse.Namespace) -> list[Run]:
     runs = [
         official("official-bf16-cfg", "bf16, CFG only", [], 65, baseline=True),
         official("official-bf16-cfg-32g", "bf16, CFG only, 32 GiB cap", cap, 50),
-        diffusers("diffusers-group-32g", "bf16, group offloading (block_level, use_stream), 32 GiB cap",
+        diffusers("diffusers-group-32g",
+                  "bf16, group offloading (block_level, use_stream; decoders resident), 32 GiB cap",
                   ["--offload", "group", *cap], 130),
         diffusers("diffusers-model-32g", "bf16, enable_model_cpu_offload(), 32 GiB cap",
                   ["--offload", "model", *cap], 90),
