@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from ltx2_edge import __version__
 from ltx2_edge.errors import Ltx2EdgeError, RequestError
 from ltx2_edge.guidance import GUIDANCE_PRESETS
+from ltx2_edge.models.lora import LORA_HELP, parse_lora_arg
 from ltx2_edge.request import DEFAULT_SEED, DEFAULT_STEPS, PIPELINES
 from ltx2_edge.stages.conditioning import IMAGE_HELP, parse_image_arg
 
@@ -53,6 +54,7 @@ def _add_clip_args(p: argparse.ArgumentParser) -> None:
         metavar="ARG",  # as ltx-pipelines: "--image ARG [ARG ...]"; the help names the 3 or 4 values
         help=IMAGE_HELP,
     )
+    _add_lora_arg(p)
     p.add_argument("--width", type=int, default=512, help="multiple of 32 (default 512)")
     p.add_argument("--height", type=int, default=288, help="multiple of 32 (default 288)")
     p.add_argument("--num-frames", type=int, default=97, help="8k+1 frames (default 97 = 4 s at 24 fps)")
@@ -129,6 +131,12 @@ def _add_clip_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_lora_arg(p: argparse.ArgumentParser) -> None:
+    # As ltx-pipelines: 1 or 2 values per use (checked by parse_lora_arg), repeatable.
+    p.add_argument("--lora", dest="loras", nargs="+", action="append", default=[], metavar=("PATH", "STRENGTH"),
+                   help=LORA_HELP)  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole CLI (also used to render --help in the docs)."""
     parser = _Parser(prog="ltx2-edge", description="LTX-2 19B text-to-video+audio inside a memory budget.")
@@ -166,7 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
     qz.add_argument("--keep-bf16", action="append", default=[], metavar="PATTERN", help="extra layers kept in bf16")
     qz.add_argument("--quantize-all", action="store_true", help="quantize the default keep-list too")
     qz.add_argument("--device", default="cpu", help="where to quantize (cuda is faster)")
+    _add_lora_arg(qz)
     qz.add_argument("--overwrite", action="store_true")
+    ml = sub.add_parser("make-lora", help="write a random LoRA in the official format for a generated checkpoint")
+    ml.add_argument("--size", choices=("tiny", "full"), required=True, help="the checkpoint size it adapts")
+    ml.add_argument("--rank", type=int, default=4, help="LoRA rank (default 4)")
+    ml.add_argument("--out", type=Path, required=True, help="the .safetensors file to write")
+    ml.add_argument("--seed", type=int, default=0)
+    ml.add_argument("--overwrite", action="store_true", help="replace a LoRA generated here before")
     return parser
 
 
@@ -177,12 +192,16 @@ def _run_quantize(args: argparse.Namespace) -> int:
     if (args.checkpoint_path is None) == (args.gemma_root is None):
         raise RequestError("checkpoint_path", None, "exactly one of --checkpoint-path or --gemma-root")
     policy = QuantPolicy.from_flags(args.to, tuple(args.keep_bf16), args.quantize_all)
+    loras = tuple(parse_lora_arg(values) for values in args.loras)
+    if loras and args.gemma_root is not None:
+        raise RequestError("lora", str(loras[0].path), "only with --checkpoint-path (LoRAs adapt the transformer)")
     if args.checkpoint_path is not None:
         quantize_checkpoint(args.checkpoint_path, args.out, args.to, policy, device=args.device,
-                            overwrite=args.overwrite)  # fmt: skip
+                            overwrite=args.overwrite, loras=loras)  # fmt: skip
     else:
         quantize_gemma_folder(args.gemma_root, args.out, args.to, policy, device=args.device)
-    print(f"wrote {args.out} ({args.to}; policy: {policy.summary()})")
+    fused = "; LoRAs fused first: " + ", ".join(f"{s.path} x{s.strength:g}" for s in loras) if loras else ""
+    print(f"wrote {args.out} ({args.to}; policy: {policy.summary()}{fused})")
     return 0
 
 
@@ -244,6 +263,7 @@ def _request(args: argparse.Namespace) -> GenerationRequest:
         audio_channels=args.audio_channels,
         images=tuple(parse_image_arg(values, i) for i, values in enumerate(args.images)),
         pipeline=args.pipeline,
+        loras=tuple(parse_lora_arg(values) for values in args.loras),
     )
 
 
@@ -290,6 +310,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_plan(args)
         if args.command == "quantize":
             return _run_quantize(args)
+        if args.command == "make-lora":
+            from ltx2_edge.checkpoint.lora_writer import make_lora
+
+            print(make_lora(args.size, args.out, args.rank, seed=args.seed, overwrite=args.overwrite))
+            return 0
         if args.command == "make-checkpoint":
             from ltx2_edge.checkpoint.generator import make_checkpoint
 

@@ -36,6 +36,8 @@ from ltx2_edge.memory.budget import DEFAULT_BUDGET_BYTES
 from ltx2_edge.memory.plan_text import plan_to_json
 from ltx2_edge.memory.plan_types import Plan, PlanRequest, StagePlan
 from ltx2_edge.models import loaders
+from ltx2_edge.models.lora import CHECKPOINT_PREFIX, LoraFile, LoraFuser, baked_loras, check_fusable
+from ltx2_edge.models.lora import inspect_transformer_loras as inspect_loras
 from ltx2_edge.models.streamed_transformer import load_streamed_transformer
 from ltx2_edge.progress import Progress
 from ltx2_edge.quant.policy import QuantPolicy, resolve_precision
@@ -134,6 +136,7 @@ class Generator:
         self._text = TextEncoder(self.gemma.root, self.checkpoint.path, device=self.device, dtype=self.dtype,
                                  keep_resident=keep_resident, policy=self.policy)  # fmt: skip
         self._resident: dict[str, torch.nn.Module] = {}
+        self._resident_loras: tuple = ()  # the LoRAs fused into a kept-resident transformer
 
     # ---- before anything loads ----
     def guidance(self, request: GenerationRequest) -> Guidance:
@@ -185,7 +188,25 @@ class Generator:
             check_output_path(output_path, overwrite)
         plan = self.plan(request)
         self.accel(request, plan)
+        self.loras(request, plan)
         return plan
+
+    def loras(self, request: GenerationRequest, plan: Plan | None) -> tuple[LoraFile, ...]:
+        """``request.loras`` checked against the transformer (headers only) and against where its weights come
+        from: blocks streaming from the file, or 8-bit weights in a pre-quantized checkpoint, cannot take a LoRA
+        at load (``RequestError`` naming ``ltx2-edge quantize --lora``, which bakes them in)."""
+        files = inspect_loras(request.loras, self.checkpoint.config)
+        active = [f for f in files if f.spec.strength != 0.0]  # strength 0 changes no weight: nothing to fuse
+        den = plan.stage("denoise") if plan is not None else None
+        if active and den is not None and den.streamed_units and den.source_tier == "file":
+            raise RequestError("lora", str(active[0].spec.path),
+                               "a run whose blocks do not stream from the file (this plan streams them from the file: "
+                               "unified memory or a small --host-budget); bake LoRAs in with `ltx2-edge quantize "
+                               "--checkpoint-path BF16_FILE --to fp8|int8 --lora PATH STRENGTH ...` and run its output "
+                               "without --lora")  # fmt: skip
+        with LoraFuser(active) as fuser:
+            check_fusable(self.checkpoint.header, fuser, CHECKPOINT_PREFIX)
+        return files
 
     # ---- stages ----
     def _module(self, name: str, load: Callable[[], torch.nn.Module]) -> torch.nn.Module:
@@ -244,15 +265,28 @@ class Generator:
         self._release()
         return items
 
-    def _transformer(self, stage: StagePlan | None, details: dict) -> tuple[torch.nn.Module, object | None]:
-        if stage is None or not stage.streamed_units:
-            details["residency"] = "all 48 blocks resident" if stage is not None else "resident (no plan)"
-            load = lambda: loaders.load_transformer(self.checkpoint.path, self.device, self.dtype, self.policy)  # noqa: E731
-            return self._module("transformer", load), None
-        details["residency"] = (f"{stage.resident_units} blocks resident, {stage.streamed_units} streamed from "
-                                f"{stage.source_tier} through {stage.n_slots} slots")  # fmt: skip
-        return load_streamed_transformer(self.checkpoint.path, self.device, self.dtype, self.policy,
-                                         stage.resident_units, stage.source_tier, stage.n_slots - 1)  # fmt: skip
+    def _transformer(
+        self, stage: StagePlan | None, details: dict, loras: Sequence[LoraFile] = ()
+    ) -> tuple[torch.nn.Module, object | None]:
+        # The fuser reads each affected layer's A/B as the layer loads (no LoRA state outlives the load).
+        with LoraFuser([f for f in loras if f.spec.strength != 0.0]) as fuser:
+            fuse = fuser if fuser.targets else None
+            if fuse is not None:
+                details["loras"] = [f.describe() for f in fuser.files]
+            if stage is None or not stage.streamed_units:
+                details["residency"] = "all 48 blocks resident" if stage is not None else "resident (no plan)"
+                key = tuple((str(f.spec.path), f.spec.strength) for f in fuser.files)
+                if key != self._resident_loras:  # a kept transformer holds other LoRAs' weights: load afresh
+                    self._resident.pop("transformer", None)
+                    self._resident_loras = key
+                load = lambda: loaders.load_transformer(self.checkpoint.path, self.device, self.dtype, self.policy,  # noqa: E731
+                                                        fuse)  # fmt: skip
+                return self._module("transformer", load), None
+            details["residency"] = (f"{stage.resident_units} blocks resident, {stage.streamed_units} streamed from "
+                                    f"{stage.source_tier} through {stage.n_slots} slots")  # fmt: skip
+            return load_streamed_transformer(self.checkpoint.path, self.device, self.dtype, self.policy,
+                                             stage.resident_units, stage.source_tier, stage.n_slots - 1,
+                                             fuse)  # fmt: skip
 
     def denoise(
         self,
@@ -273,7 +307,8 @@ class Generator:
         shape = pixel_shape(request.width, request.height, request.num_frames, request.frame_rate)
         setup = noised_latents(shape, generator, self.device, self.dtype, conditionings=conditionings)
         started = time.perf_counter()
-        transformer, streamer = self._transformer(plan.stage("denoise") if plan is not None else None, details)
+        transformer, streamer = self._transformer(plan.stage("denoise") if plan is not None else None, details,
+                                                  self.loras(request, plan))  # fmt: skip
         self._sync()
         details["load_seconds"] = round(time.perf_counter() - started, 4)
         quant_report = getattr(transformer, "quant_report", None)
@@ -444,6 +479,8 @@ class Generator:
                     "host_bytes": self.budget.host_bytes, "unified": self.budget.unified,
                     "enforcement": self.enforcement},
             plan=plan_to_json(plan),
+            loras={"fused_at_load": [f.describe() for f in self.loras(request, plan)],
+                   "baked_into_checkpoint": baked_loras(self.checkpoint.header)},
         )  # fmt: skip
         report.notes.extend(self.notes)
         start, dev = time.perf_counter(), self.device
@@ -479,7 +516,8 @@ class Generator:
         residency = den.technique.split(";")[0]
         batching = (f"guidance batched x{guidance.batch} in one forward per step" if guidance.mode == "batched"
                     else "guidance passes run one by one")  # fmt: skip
-        with report.measure("denoise", f"{weights}; {residency}; {batching}", dev) as rec:
+        fused = f"; {len(request.loras)} LoRA(s) fused at load" if request.loras else ""
+        with report.measure("denoise", f"{weights}{fused}; {residency}; {batching}", dev) as rec:
             latents = self.denoise(request, contexts, rec.details, plan, conditionings=items)
             rec.details.update(steps=request.num_inference_steps, schedule=request.schedule, video_tokens=tokens,
                                keyframe_tokens=keyframe_tokens, passes=list(guidance.passes()))  # fmt: skip

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 from ltx2_edge.errors import RequestError
 from ltx2_edge.guidance import GUIDANCE_PRESETS, UNGUIDED_PRESET
+from ltx2_edge.models.lora import LoraSpec
 from ltx2_edge.stages.conditioning import ImageSpec, validate_image_specs
 from ltx2_edge.stages.schedules import schedule_steps
 
@@ -49,7 +50,9 @@ class GenerationRequest:
     (the 8 distilled sigmas at the target resolution, one unguided forward per step, no negative prompt).
     ``negative_prompt``, ``num_inference_steps`` and ``guidance`` left None take the pipeline's values (one-stage:
     the official negative prompt, 20, ``cfg``; distilled-one-stage: none, 8, ``none``). ``images``: image-to-video
-    conditioning (``stages.conditioning.ImageSpec``), frame 0 and/or later keyframes.
+    conditioning (``stages.conditioning.ImageSpec``), frame 0 and/or later keyframes. ``loras``: LoRA files and
+    strengths (``models.lora.LoraSpec``) fused into the transformer's weights at load; their files are checked
+    by ``Generator.check``, before any weight.
     """
 
     prompt: str
@@ -65,6 +68,7 @@ class GenerationRequest:
     images: tuple[ImageSpec, ...] = ()
     pipeline: str = "one-stage"
     extra: dict[str, str] = field(default_factory=dict)
+    loras: tuple[LoraSpec, ...] = ()
 
     def __post_init__(self) -> None:
         _resolve_pipeline_defaults(self)
@@ -84,6 +88,7 @@ class GenerationRequest:
         """JSON-ready form (report, MP4 metadata)."""
         out = asdict(self)
         out["images"] = [spec.describe() for spec in self.images]
+        out["loras"] = [spec.describe() for spec in self.loras]
         return out
 
 
@@ -116,6 +121,7 @@ def _resolve_pipeline_defaults(r: GenerationRequest) -> None:
         "negative_prompt": "" if distilled else (
             r.negative_prompt if r.negative_prompt is not None else DEFAULT_NEGATIVE_PROMPT),
         "images": tuple(r.images) if isinstance(r.images, (list, tuple)) else r.images,
+        "loras": tuple(r.loras) if isinstance(r.loras, (list, tuple)) else r.loras,
     }  # fmt: skip
     for name, value in defaults.items():
         object.__setattr__(r, name, value)  # frozen: resolved once, at construction
@@ -152,3 +158,5 @@ def validate(r: GenerationRequest) -> None:
     if not isinstance(r.images, tuple) or not all(isinstance(spec, ImageSpec) for spec in r.images):
         raise RequestError("images", r.images, "a tuple of stages.conditioning.ImageSpec (--image PATH FRAME_IDX ...)")
     validate_image_specs(r.images, r.width, r.height, r.num_frames)
+    if not isinstance(r.loras, tuple) or not all(isinstance(spec, LoraSpec) for spec in r.loras):
+        raise RequestError("loras", r.loras, "a tuple of models.lora.LoraSpec (--lora PATH [STRENGTH])")

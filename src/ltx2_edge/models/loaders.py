@@ -18,7 +18,7 @@ from ltx_core.model.video_vae import VideoDecoder, VideoDecoderConfigurator, Vid
 
 from ltx2_edge.checkpoint.header import read_config
 from ltx2_edge.models.quantized_loading import load_quantized
-from ltx2_edge.models.weights import load_into, require_materialized
+from ltx2_edge.models.weights import WeightTransform, load_into, require_materialized
 from ltx2_edge.quant.policy import QuantPolicy
 
 TRANSFORMER_PREFIX = "model.diffusion_model."
@@ -47,20 +47,25 @@ def _build(configurator: type, config: dict) -> torch.nn.Module:
 
 
 def load_transformer(
-    checkpoint: Path, device: torch.device, dtype: torch.dtype, policy: QuantPolicy | None = None
+    checkpoint: Path,
+    device: torch.device,
+    dtype: torch.dtype,
+    policy: QuantPolicy | None = None,
+    transform: WeightTransform | None = None,
 ) -> X0Model:
     """The 48-block audio-video transformer wrapped in ltx-core's ``X0Model`` (predicts denoised latents).
 
     With an 8-bit ``policy`` its chosen Linears are built in 8 bits layer by layer (``quantized_loading``);
-    the report of what was quantized is kept on the returned model as ``quant_report``.
+    the report of what was quantized is kept on the returned model as ``quant_report``. ``transform`` sees each
+    weight as read, by ``LTXModel`` name, before any cast or quantization (``models.lora.LoraFuser``).
     """
     model = _build(LTXModelConfigurator, read_config(checkpoint))
     key_map = transformer_key_map()
     report = None
     if policy is None or policy.precision == "bf16":
-        load_into(model, [checkpoint], key_map, device, dtype)
+        load_into(model, [checkpoint], key_map, device, dtype, transform=transform)
     else:
-        report = load_quantized(model, [checkpoint], key_map, torch.device(device), dtype, policy)
+        report = load_quantized(model, [checkpoint], key_map, torch.device(device), dtype, policy, transform=transform)
     require_materialized(model, "transformer")
     wrapped = X0Model(model).eval()
     wrapped.quant_report = report

@@ -18,7 +18,7 @@ from safetensors import safe_open
 
 from ltx2_edge.checkpoint.header import read_header
 from ltx2_edge.errors import CheckpointError
-from ltx2_edge.models.weights import KeyMap, load_into
+from ltx2_edge.models.weights import KeyMap, WeightTransform, load_into
 from ltx2_edge.quant.apply import QuantReport, replace_module, summarize
 from ltx2_edge.quant.convert import check_quantized_file
 from ltx2_edge.quant.kernels import quantize_weight
@@ -45,12 +45,14 @@ def load_quantized(
     policy: QuantPolicy,
     policy_name: Callable[[str], str] = lambda name: name,
     skip: Callable[[str], bool] = lambda name: False,
+    transform: WeightTransform | None = None,
 ) -> QuantReport:
     """Fill the meta-built ``module`` from ``sources``, with the Linears ``policy`` picks in 8 bits.
 
     ``policy_name`` turns a module name into the name the policy's patterns are written for (Gemma's layers
     are matched as ``language_model.model.layers.N...``). ``skip(module_name)`` marks entries this call leaves
-    alone (streamed blocks, filled by the block streamer). Returns what was quantized and what was kept.
+    alone (streamed blocks, filled by the block streamer). ``transform`` (``weights.load_into``'s) sees every
+    weight as read, before it is quantized; 8-bit files refuse it. Returns what was quantized and what was kept.
     """
     linears = [n for n, m in module.named_modules() if isinstance(m, torch.nn.Linear) and not skip(n)]
     chosen = {n for n in linears if policy.precision_for(policy_name(n)) != "bf16"}
@@ -65,6 +67,11 @@ def load_quantized(
                 continue
             where[target] = (path, info.name)
             eight_bit |= info.dtype in _EIGHT_BIT and target.endswith(".weight")
+        if eight_bit and transform is not None:
+            # Fusing into 8-bit weights would requantize them at every load: that belongs in `quantize --lora`.
+            raise CheckpointError(f"{path.name} holds 8-bit weights: a LoRA cannot be fused into them at load; "
+                                  "bake it in with `ltx2-edge quantize --lora PATH STRENGTH` from the BF16 "
+                                  "original")  # fmt: skip
         if eight_bit:
             check_quantized_file(header)  # every scale present, finite and positive before anything is read
     missing = sorted(n for n in chosen if n + ".weight" not in where)
@@ -72,7 +79,8 @@ def load_quantized(
         raise CheckpointError(f"{len(missing)} Linear weights are missing from the checkpoint (first: {missing[0]!r})")
 
     load_into(module, sources, lambda n: None if (t := key_map(n)) is None or skip(t) or _layer_of(t) in chosen else t,
-              device, dtype, filled_elsewhere=lambda n: skip(n) or _layer_of(n) in chosen)  # fmt: skip
+              device, dtype, filled_elsewhere=lambda n: skip(n) or _layer_of(n) in chosen,
+              transform=transform)  # fmt: skip
     cls = QUANT_LINEAR_CLASSES[policy.precision]
     with ExitStack() as files:
         opened: dict[Path, object] = {}
@@ -99,6 +107,8 @@ def load_quantized(
                 scale = read(where[layer + ".weight_scale"]).float()
                 new = QUANT_LINEAR_CLASSES[file_precision].from_quantized(weight, scale, _cast(bias, dtype))
             else:
+                if transform is not None:
+                    weight = transform(layer + ".weight", weight)
                 q, scale = quantize_weight(weight, policy.precision)
                 del weight  # the BF16 copy goes before the next layer is read
                 new = cls(q, scale, _cast(bias, dtype))

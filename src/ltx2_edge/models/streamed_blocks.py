@@ -24,7 +24,7 @@ from ltx2_edge.memory.layout import BlockLayout
 from ltx2_edge.memory.sources import FileSource, PinnedHostSource, WeightSource
 from ltx2_edge.memory.streamer import BlockStreamer
 from ltx2_edge.models.quantized_loading import load_quantized
-from ltx2_edge.models.weights import KeyMap, load_into, meta_tensors
+from ltx2_edge.models.weights import KeyMap, WeightTransform, load_into, meta_tensors
 from ltx2_edge.quant.apply import QuantReport, quantize_model_
 from ltx2_edge.quant.policy import QuantPolicy
 
@@ -89,10 +89,19 @@ def load_streamed(
     resident: int,
     tier: str,
     prefetch: int,
+    transform: WeightTransform | None = None,
 ) -> tuple[QuantReport | None, BlockStreamer]:
-    """Fill the meta-built ``model`` with blocks ``0..resident-1`` resident and the rest streamed from ``tier``."""
+    """Fill the meta-built ``model`` with blocks ``0..resident-1`` resident and the rest streamed from ``tier``.
+
+    ``transform`` (``weights.load_into``'s, by whole-model names) sees every weight as read, the streamed blocks'
+    too before they are packed; the file tier moves stored bytes at every use, so it refuses one.
+    """
     if tier not in ("pinned", "file"):
         raise ValueError(f"tier={tier!r}: pinned or file")
+    if tier == "file" and transform is not None:
+        raise RequestError("lora", "with blocks streaming from the file",
+                           "LoRAs baked into the file: `ltx2-edge quantize --lora PATH STRENGTH ...` once, then run "
+                           "its output without --lora")  # fmt: skip
     if tier == "file":
         _check_file_tier(sources, names, policy, dtype)
     blocks: torch.nn.ModuleList = model.get_submodule(names.module)
@@ -112,9 +121,10 @@ def load_streamed(
     report = None
     if policy.precision == "bf16":
         load_into(model, sources, lambda f: None if (t := key_map(f)) is None or skip(t) else t, device, dtype,
-                  filled_elsewhere=skip)  # fmt: skip
+                  filled_elsewhere=skip, transform=transform)  # fmt: skip
     else:
-        report = load_quantized(model, sources, key_map, device, dtype, policy, lambda n: names.policy + n, skip)
+        report = load_quantized(model, sources, key_map, device, dtype, policy, lambda n: names.policy + n, skip,
+                                transform)  # fmt: skip
     source: WeightSource
     if tier == "pinned":
         source = PinnedHostSource({i: BlockLayout.from_module(blocks[i]) for i in streamed})
@@ -124,11 +134,15 @@ def load_streamed(
             def block_key(name: str, p: str = file_prefix) -> str | None:
                 return name[len(p) :] if name.startswith(p) else None
 
+            # The block loads under its own names; the transform answers to whole-model names.
+            block_transform = None if transform is None else (
+                lambda n, t, p=f"{names.module}.{i}.": transform(p + n, t))  # fmt: skip
             if policy.precision == "bf16":
-                load_into(block, sources, block_key, device, dtype)
+                load_into(block, sources, block_key, device, dtype, transform=block_transform)
             else:
                 load_quantized(block, sources, block_key, device, dtype, policy,
-                               lambda n, i=i: f"{names.policy}{names.module}.{i}.{n}")  # fmt: skip
+                               lambda n, i=i: f"{names.policy}{names.module}.{i}.{n}",
+                               transform=block_transform)  # fmt: skip
             source.pack(i, block)
             del block
         gc.collect()

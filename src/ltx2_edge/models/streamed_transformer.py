@@ -10,6 +10,7 @@ from ltx2_edge.checkpoint.header import read_config
 from ltx2_edge.memory.streamer import BlockStreamer
 from ltx2_edge.models.loaders import TRANSFORMER_PREFIX, build_transformer_meta, transformer_key_map
 from ltx2_edge.models.streamed_blocks import BlockNames, load_streamed, require_loaded_except_streamed
+from ltx2_edge.models.weights import WeightTransform
 from ltx2_edge.quant.policy import QuantPolicy
 
 TRANSFORMER_BLOCKS = BlockNames("transformer_blocks", TRANSFORMER_PREFIX + "transformer_blocks.{i}.")
@@ -23,12 +24,14 @@ def load_streamed_transformer(
     resident_blocks: int,
     tier: str,
     prefetch: int,
+    transform: WeightTransform | None = None,
 ) -> tuple[torch.nn.Module, BlockStreamer]:
-    """``(X0Model, streamer)``: blocks ``0..resident_blocks-1`` resident, the rest streamed from ``tier``."""
+    """``(X0Model, streamer)``: blocks ``0..resident_blocks-1`` resident, the rest streamed from ``tier``;
+    ``transform`` as ``loaders.load_transformer``'s (the file tier refuses it)."""
     x0 = build_transformer_meta(read_config(checkpoint))
     model = x0.velocity_model
     report, streamer = load_streamed(model, TRANSFORMER_BLOCKS, [checkpoint], transformer_key_map(), device, dtype,
-                                     policy, resident_blocks, tier, prefetch)  # fmt: skip
+                                     policy, resident_blocks, tier, prefetch, transform)  # fmt: skip
     require_loaded_except_streamed(model, TRANSFORMER_BLOCKS, streamer)
     x0.quant_report = report
     return x0.eval(), streamer

@@ -24,6 +24,8 @@ from ltx2_edge.errors import CheckpointError
 
 KeyMap = Callable[[str], str | None]
 """File tensor name -> module state-dict name, or None to leave the tensor unread."""
+WeightTransform = Callable[[str, torch.Tensor], torch.Tensor]
+"""(module state-dict name, tensor as read in the file's dtype) -> the tensor to use instead (a LoRA fused in)."""
 
 
 def load_into(
@@ -34,11 +36,13 @@ def load_into(
     dtype: torch.dtype,
     keep_dtype: Callable[[str], bool] | None = None,
     filled_elsewhere: Callable[[str], bool] | None = None,
+    transform: WeightTransform | None = None,
 ) -> torch.nn.Module:
     """Assign ``module``'s parameters and persistent buffers from the safetensors files ``sources``.
 
     ``filled_elsewhere(module_name)`` marks entries another loader fills (8-bit layers built from their own
-    tensors): they are neither required nor accepted here.
+    tensors): they are neither required nor accepted here. ``transform(module_name, tensor)``, when given, sees
+    each tensor as read, in the file's dtype and before the cast (``models.lora.LoraFuser`` fuses LoRAs there).
 
     ``key_map`` names, for each tensor in the files, the module entry it fills (None: not this module's, never
     read). Floating-point tensors are cast to ``dtype`` unless ``keep_dtype(module_name)`` says to keep the
@@ -59,6 +63,8 @@ def load_into(
         with safe_open(str(path), framework="pt", device=str(dev)) as f:
             for file_name, name in pairs:
                 tensor = f.get_tensor(file_name)
+                if transform is not None:
+                    tensor = transform(name, tensor)
                 if tensor.is_floating_point() and not (keep_dtype is not None and keep_dtype(name)):
                     tensor = tensor.to(dtype=dtype)
                 _assign(module, name, tensor)

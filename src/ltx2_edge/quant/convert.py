@@ -3,9 +3,11 @@
 File format (a plain safetensors file, same tensor names as the original): each quantized Linear's
 ``<name>.weight`` is F8_E4M3 or I8 [out, in], followed by ``<name>.weight_scale`` F32 [out] (per output
 channel, ``W ~ weight * scale``); every other tensor is byte-for-byte the original. Metadata is the original's
-plus ``ltx2_edge_quantization`` (``QuantPolicy.to_json``). Lightricks' own FP8 files (F8_E4M3 weights with a
-per-tensor ``weight_scale`` and an ``input_scale``) are read too: the scalar is broadcast per channel and
-``input_scale`` is not used, since activations are scaled per token at run time.
+plus ``ltx2_edge_quantization`` (``QuantPolicy.to_json``) and, when LoRAs were fused in first (``--lora``; the
+weights they touch are then the fused ones, quantized or kept), ``ltx2_edge_loras`` (``models.lora``).
+Lightricks' own FP8 files (F8_E4M3 weights with a per-tensor ``weight_scale`` and an ``input_scale``) are read
+too: the scalar is broadcast per channel and ``input_scale`` is not used, since activations are scaled per
+token at run time.
 
 Conversion streams: tensors are read one at a time by header offsets, quantized, and appended, with the
 header written first (sizes are known from the source header), so a 38 GB file converts in a few hundred MB
@@ -20,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -28,8 +30,16 @@ from typing import BinaryIO
 import torch
 from torch import nn
 
-from ltx2_edge.checkpoint.header import TORCH_DTYPES, Header, TensorInfo, read_header
+from ltx2_edge.checkpoint.header import TORCH_DTYPES, Header, TensorInfo, read_config, read_header
 from ltx2_edge.errors import CheckpointError, RequestError
+from ltx2_edge.models.lora import (
+    BAKED_METADATA_KEY,
+    CHECKPOINT_PREFIX,
+    LoraFuser,
+    LoraSpec,
+    check_fusable,
+    inspect_transformer_loras,
+)
 from ltx2_edge.quant import kernels
 from ltx2_edge.quant.apply import QuantReport, replace_module, summarize
 from ltx2_edge.quant.linear import QUANT_LINEAR_CLASSES
@@ -105,8 +115,18 @@ def _source(src: Path, pol: QuantPolicy) -> tuple[Header, list[tuple[TensorInfo,
     return header, _plan(header, pol)
 
 
-def _write(header: Header, plan: list, dst: Path, pol: QuantPolicy, progress: Progress | None, device: str) -> int:
-    """Stream ``plan`` into ``dst`` (header first, then tensor after tensor); returns the weights quantized."""
+def _write(
+    header: Header,
+    plan: list,
+    dst: Path,
+    pol: QuantPolicy,
+    progress: Progress | None,
+    device: str,
+    fuser: LoraFuser | None = None,
+) -> int:
+    """Stream ``plan`` into ``dst`` (header first, then tensor after tensor); returns the weights quantized.
+    ``fuser``'s LoRAs are fused into the weights it names (checkpoint names) before they are quantized or copied."""
+    fused = fuser.targets if fuser is not None else frozenset()
     entries: dict[str, dict] = {}
     offset = 0
     for info, target in plan:
@@ -117,6 +137,8 @@ def _write(header: Header, plan: list, dst: Path, pol: QuantPolicy, progress: Pr
             entries[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + nbytes]}
             offset += nbytes
     entries["__metadata__"] = {**header.metadata, METADATA_KEY: pol.to_json()}
+    if fuser is not None:
+        entries["__metadata__"][BAKED_METADATA_KEY] = json.dumps([lora.describe() for lora in fuser.files])
     raw = json.dumps(entries, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # safetensors pads the header to 8 bytes so the data starts aligned
     tmp = dst.with_name(f".{dst.name}.partial-{os.getpid()}")
@@ -125,14 +147,19 @@ def _write(header: Header, plan: list, dst: Path, pol: QuantPolicy, progress: Pr
         with header.path.open("rb") as f, tmp.open("wb") as out:
             out.write(len(raw).to_bytes(8, "little") + raw)
             for info, target in plan:
-                if target is None:  # raw bytes in chunks: a 2 GB embedding table never sits in memory
+                if target is None and info.name in fused:  # a kept-BF16 Linear a LoRA changes: fused, same dtype
+                    done += _write_tensor(out, fuser(info.name, read_tensor(f, info).to(device)))  # type: ignore[misc]
+                elif target is None:  # raw bytes in chunks: a 2 GB embedding table never sits in memory
                     f.seek(info.begin)
                     for start in range(0, info.nbytes, _COPY_CHUNK):
                         out.write(f.read(min(_COPY_CHUNK, info.nbytes - start)))
                     done += info.nbytes
                 else:
                     try:
-                        q, scale = kernels.quantize_weight(read_tensor(f, info).to(device), pol.precision)
+                        weight = read_tensor(f, info).to(device)
+                        if info.name in fused:
+                            weight = fuser(info.name, weight)  # type: ignore[misc]
+                        q, scale = kernels.quantize_weight(weight, pol.precision)
                     except ValueError as exc:
                         raise CheckpointError(f"{header.path}: {info.name}: {exc}") from exc
                     done += _write_tensor(out, q) + _write_tensor(out, scale)
@@ -161,8 +188,13 @@ def quantize_checkpoint(
     progress: Progress | None = None,
     device: torch.device | str = "cpu",
     overwrite: bool = False,
+    loras: Sequence[LoraSpec] = (),
 ) -> int:
     """Write ``dst``: ``src`` with the Linear weights ``policy`` picks in ``precision`` ("fp8"/"int8").
+
+    ``loras`` are fused into the transformer's weights first (``models.lora``, checked from headers before
+    anything is written) and recorded in the metadata: runs of ``dst`` then need no ``--lora``, and can stream
+    blocks from the file.
 
     ``policy`` gives the patterns (default: ``QuantPolicy``'s defaults); its precision is replaced by
     ``precision``. ``device`` does the arithmetic (a GPU is faster; results are identical). Streams tensor by
@@ -179,7 +211,11 @@ def quantize_checkpoint(
         raise CheckpointError(
             f"no weight in {src} matches the 8-bit candidates ({', '.join(pol.quantize)}): is it an LTX-2 checkpoint?"
         )
-    return _write(header, plan, dst, pol, progress, str(device))
+    if not loras:
+        return _write(header, plan, dst, pol, progress, str(device))
+    with LoraFuser(inspect_transformer_loras(loras, read_config(src)), CHECKPOINT_PREFIX) as fuser:
+        check_fusable(header, fuser, CHECKPOINT_PREFIX)
+        return _write(header, plan, dst, pol, progress, str(device), fuser)
 
 
 def quantize_gemma_folder(
