@@ -18,13 +18,12 @@ import numpy as np
 import pytest
 import torch
 
-from ltx2_edge import pipeline
 from ltx2_edge.memory.tile_plan import plan_tiling
 from ltx2_edge.pipeline import Generator
 from ltx2_edge.progress import Progress
 from ltx2_edge.request import GenerationRequest
 from ltx2_edge.stages import decode as decode_module
-from ltx2_edge.stages import mp4_encoder
+from ltx2_edge.stages import decode_stage, mp4_encoder
 from ltx2_edge.stages.mux import probe_mp4, write_mp4
 
 # 128 x 64 px, 33 frames: latent 5 x 2 x 4, so 64 px / 16-frame tiles cut it in space and time (3 chunks).
@@ -65,7 +64,7 @@ def test_stage_output_equals_the_serial_path(run, tmp_path, monkeypatch, tiled, 
     plan = tiled_plan if tiled else plan
     _deterministic_x264(monkeypatch)
     fed: dict[str, object] = {}
-    real_write = pipeline.write_mp4
+    real_write = decode_stage.write_mp4
 
     def recording(path, frames, waveform, *args, **kwargs):
         chunks = []
@@ -80,7 +79,7 @@ def test_stage_output_equals_the_serial_path(run, tmp_path, monkeypatch, tiled, 
         waveform = replace(waveform, get=lambda: fed.setdefault("waveform", real_get()))
         return real_write(path, tee(), waveform, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "write_mp4", recording)
+    monkeypatch.setattr(decode_stage, "write_mp4", recording)
     request = replace(REQUEST, audio_channels=channels)
     state = latents.generator.get_state()
     details: dict = {}

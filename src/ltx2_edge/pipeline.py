@@ -11,12 +11,11 @@ or an installation making many clips does not reload tens of GB per clip. What t
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from collections.abc import Generator as Gen
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -44,12 +43,13 @@ from ltx2_edge.quant.policy import QuantPolicy, resolve_precision
 from ltx2_edge.report import RunReport, StageRecord, device_info, versions
 from ltx2_edge.request import GenerationRequest
 from ltx2_edge.stages import conditioning
-from ltx2_edge.stages.decode import AudioFuture, ChunkMeter, decode_overlapped
+from ltx2_edge.stages.decode import AudioFuture, decode_overlapped
 from ltx2_edge.stages.decode_audio import decode_audio
-from ltx2_edge.stages.decode_video import decode_video, video_chunk_frames
+from ltx2_edge.stages.decode_stage import decode_to_mp4
+from ltx2_edge.stages.decode_video import decode_video
 from ltx2_edge.stages.denoise import Contexts, denoise
 from ltx2_edge.stages.latents import LatentSetup, final_latents, noised_latents, pixel_shape, video_token_count
-from ltx2_edge.stages.mux import LateAudio, MuxStats, mp4_metadata, write_mp4
+from ltx2_edge.stages.mux import MuxStats, mp4_metadata
 from ltx2_edge.stages.schedules import schedule_sigmas
 from ltx2_edge.stages.text_encode import TextEncoder
 
@@ -426,28 +426,10 @@ class Generator:
         started = time.perf_counter()
         chunks, audio = self.decode(latents, plan)
         details["load_seconds"] = round(time.perf_counter() - started, 4)
-        meter = ChunkMeter(chunks, video_chunk_frames(latents.video, self._tiling(plan)),
-                           lambda line: self.progress.stage("decode", line))  # fmt: skip
-        waveform = LateAudio(get=lambda: audio.result().waveform, ready=audio.done)
-        with contextlib.closing(chunks):
-            stats = write_mp4(output_path, meter, waveform, audio.sample_rate, request.frame_rate,
-                              request.audio_channels, metadata, overwrite)  # fmt: skip
-        ended = time.perf_counter()
-        result = audio.result()
         tiles = plan.stage("decode").tiles if plan is not None else None
-        details.update(
-            video_decode_seconds=round(meter.seconds, 4), audio_decode_seconds=round(result.seconds, 4),
-            audio_hidden_seconds=round(result.hidden_seconds, 4),
-            audio_after_video_seconds=round(result.after_video_seconds, 4),
-            # Encoding not hidden behind the decode: the writer thread finishing the queued frames and the audio.
-            # (finished_at is set: write_mp4 pulls the chunks until they run out.)
-            encode_after_decode_seconds=round(ended - meter.finished_at, 4),  # type: ignore[operator]
-            tiles=tiles.tiles if tiles is not None else 1, tiling=tiles.describe() if tiles is not None else "untiled",
-            video_chunks=meter.chunks, sample_rate=result.sample_rate, channels=request.audio_channels,
-            source_channels=int(result.waveform.shape[0]), source_samples=int(result.waveform.shape[1]),
-            **asdict(stats),
-        )  # fmt: skip
-        return stats
+        return decode_to_mp4(chunks, audio, latents.video, self._tiling(plan), tiles, request.frame_rate,
+                             request.audio_channels, output_path, metadata, overwrite,
+                             lambda line: self.progress.stage("decode", line), details)  # fmt: skip
 
     # ---- the whole run ----
     def _stage_memory(self, rec: StageRecord, predicted: int, baseline: int) -> None:
