@@ -51,6 +51,10 @@ VARIANTS: dict[str, tuple[str, AccelSettings | None]] = {  # name -> (precision,
     "compiled_fp8": ("fp8", AccelSettings(compile=True, freeze_text_kv=True)),
     "compiled_graph_fp8": ("fp8", AccelSettings(compile=True, cuda_graph=True, freeze_text_kv=True)),
     "compiled_graph_bf16": ("bf16", AccelSettings(compile=True, cuda_graph=True, freeze_text_kv=True)),
+    # Issue 4's int8 whole forward (torch._int_mm with fused activation quantization), same levers.
+    "eager_int8": ("int8", None),
+    "graph_int8": ("int8", AccelSettings(cuda_graph=True, freeze_text_kv=True)),
+    "compiled_graph_int8": ("int8", AccelSettings(compile=True, cuda_graph=True, freeze_text_kv=True)),
 }
 
 
