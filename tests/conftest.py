@@ -59,3 +59,23 @@ def full_headers():
     ltx = infos([(name, shape) for name, (shape, _) in expected_tensors(cfg).items()])
     gemma = infos(list(gemma_expected_tensors(gemma_config("full")).items()))
     return Header(Path("ltx-2-19b.safetensors"), {"config": json.dumps(cfg)}, ltx), gemma
+
+
+def track_loaded_modules(monkeypatch: pytest.MonkeyPatch, names: tuple[str, ...]) -> list:
+    """Wrap ``ltx2_edge.models.loaders.<name>`` for each name: every module they return is recorded as a weakref,
+    so a test can check that a stage's weights are really gone after it (staged residency)."""
+    import weakref
+
+    from ltx2_edge.models import loaders
+
+    refs: list[weakref.ref] = []
+    for name in names:
+        real = getattr(loaders, name)
+
+        def tracking(*a, _real=real, **k):
+            module = _real(*a, **k)
+            refs.append(weakref.ref(module))
+            return module
+
+        monkeypatch.setattr(loaders, name, tracking)
+    return refs

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import track_loaded_modules
 from ltx2_edge.memory.tile_plan import plan_tiling
 from ltx2_edge.pipeline import Generator
 from ltx2_edge.progress import Progress
@@ -122,19 +123,7 @@ def _threads() -> set[str]:
 
 
 def _track_decoders(monkeypatch) -> list[weakref.ref]:
-    from ltx2_edge.models import loaders
-
-    refs: list[weakref.ref] = []
-    for name in ("load_video_decoder", "load_audio_decoder", "load_vocoder"):
-        real = getattr(loaders, name)
-
-        def tracking(*a, _real=real, **k):
-            module = _real(*a, **k)
-            refs.append(weakref.ref(module))
-            return module
-
-        monkeypatch.setattr(loaders, name, tracking)
-    return refs
+    return track_loaded_modules(monkeypatch, ("load_video_decoder", "load_audio_decoder", "load_vocoder"))
 
 
 def test_audio_worker_failure_leaves_no_mp4_no_temp_no_thread(run, tmp_path, monkeypatch):

@@ -258,20 +258,11 @@ def test_impossible_budget_is_refused_with_the_smallest_that_works(tiny_dir, tmp
 def test_stage_weights_are_released_between_stages(tiny_dir, tmp_path, monkeypatch):
     """Staged residency: with a budget, nothing holds the transformer or the decoders after their stage."""
     import gc
-    import weakref
 
-    from ltx2_edge.models import loaders
+    from conftest import track_loaded_modules
 
-    refs: list[weakref.ref] = []
-    for name in ("load_transformer", "load_video_decoder", "load_audio_decoder", "load_vocoder"):
-        real = getattr(loaders, name)
-
-        def tracking(*a, _real=real, **k):
-            module = _real(*a, **k)
-            refs.append(weakref.ref(module))
-            return module
-
-        monkeypatch.setattr(loaders, name, tracking)
+    names = ("load_transformer", "load_video_decoder", "load_audio_decoder", "load_vocoder")
+    refs = track_loaded_modules(monkeypatch, names)
     gen = Generator(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma")
     request = GenerationRequest(prompt="rain", width=64, height=64, num_frames=9, num_inference_steps=2)
     gen.generate(request, tmp_path / "r.mp4")
