@@ -17,6 +17,7 @@ CPU self-check on the tiny checkpoint:  ... --device cpu --width 128 --height 64
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import statistics
@@ -26,6 +27,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+import torch._dynamo
+import torch._inductor.config as inductor_config
 
 import ltx2_edge  # noqa: F401  (torchaudio placeholder before ltx_core)
 from ltx2_edge.accel import attention
@@ -55,7 +58,10 @@ VARIANTS: dict[str, tuple[str, AccelSettings | None]] = {  # name -> (precision,
     "eager_int8": ("int8", None),
     "graph_int8": ("int8", AccelSettings(cuda_graph=True, freeze_text_kv=True)),
     "compiled_graph_int8": ("int8", AccelSettings(compile=True, cuda_graph=True, freeze_text_kv=True)),
+    # Inductor's coordinate-descent tuning of its own Triton kernels (the fused elementwise work), same levers.
+    "compiled_graph_fp8_tuned": ("fp8", AccelSettings(compile=True, cuda_graph=True, freeze_text_kv=True)),
 }
+INDUCTOR_OPTIONS: dict[str, dict] = {"compiled_graph_fp8_tuned": {"coordinate_descent_tuning": True}}
 
 
 def kernel_class(name: str) -> str:
@@ -84,10 +90,21 @@ def profile_steps(run_step, device: torch.device, steps: int = 2) -> dict:  # no
     kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA and "Memcpy" not in e.name
                and "Memset" not in e.name]  # fmt: skip
     by_class: dict[str, float] = {}
+    by_name: dict[str, list[float]] = {}
     for e in kernels:
         by_class[kernel_class(e.name)] = by_class.get(kernel_class(e.name), 0.0) + e.device_time / 1e6
+        row = by_name.setdefault(e.name, [0.0, 0.0])
+        row[0] += 1
+        row[1] += e.device_time / 1e6
     busy = sum(by_class.values())
+    # The classes are read from kernel names, and Inductor names a fused kernel after the ops it serves (a RoPE
+    # kernel feeding SDPA is "..._scaled_dot_product_cudnn_attention_..."): the top names show what a class holds.
+    top = sorted(by_name.items(), key=lambda kv: -kv[1][1])[:40]
     return {
+        "top_kernels": [
+            {"name": n[:160], "class": kernel_class(n), "per_step": c / steps, "seconds_per_step": round(t / steps, 6)}
+            for n, (c, t) in top
+        ],  # fmt: skip
         "kernels_per_step": len(kernels) / steps,
         "gpu_busy_fraction": round(busy / wall, 4),
         "kernel_seconds_per_step": {k: round(v / steps, 5) for k, v in by_class.items()},
@@ -156,7 +173,13 @@ def main() -> None:
             settings = AccelSettings(settings.compile, settings.cuda_graph and dev.type == "cuda",
                                      settings.freeze_text_kv, backend)  # fmt: skip
         out: dict = {"precision": precision, "settings": settings.describe() if settings else "ltx-core forward as is"}
+        options = INDUCTOR_OPTIONS.get(name, {})
+        if options:
+            torch._dynamo.reset()  # otherwise the block compiled for an earlier variant is reused as it is
+            out["inductor_options"] = options
+        patch = inductor_config.patch(**options) if options else contextlib.nullcontext()
         try:
+            patch.__enter__()
             step_s: list[float] = []
             stats: dict = {}
             setup = noised_latents(shape, torch.Generator(device=dev).manual_seed(10), dev, dtype)
@@ -186,6 +209,8 @@ def main() -> None:
         except Exception as exc:  # the benchmark records failures and goes on
             out["error"] = f"{type(exc).__name__}: {str(exc)[:400]}"
             out["traceback"] = traceback.format_exc()[-1500:]
+        finally:
+            patch.__exit__(None, None, None)
         rec["variants"][name] = out
         print(name, json.dumps({k: v for k, v in out.items() if k not in ("step_seconds", "traceback")}), flush=True)
         args.out.write_text(json.dumps(rec, indent=1, default=str))
