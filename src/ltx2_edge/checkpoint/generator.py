@@ -1,4 +1,5 @@
-"""Writes random-weight checkpoints in the exact official format: ``ltx2.safetensors`` and a Gemma 3 folder.
+"""Writes random-weight checkpoints in the exact official format: ``ltx2.safetensors``, a Gemma 3 folder and the
+spatial latent upsampler (``upsampler_writer``).
 
 No machine here can download weights, so tests, the demo (``tiny``) and GPU benchmarks (``full``: the real
 LTX-2 19B and Gemma 3 12B shapes) run on files made here; our loaders and ltx-core load them unchanged.
@@ -16,7 +17,7 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +31,9 @@ from ltx2_edge.checkpoint.layout import Shape, expected_tensors
 from ltx2_edge.errors import CheckpointError, RequestError
 
 Progress = Callable[[str, int, int], None]  # (file name, bytes written, bytes in that file)
-PARTS = ("ltx2", "gemma")
+PARTS = ("ltx2", "gemma", "upsampler")
 LTX2_FILE = "ltx2.safetensors"
+UPSAMPLER_FILE = "ltx-2-spatial-upscaler-x2-1.0.safetensors"  # the official file's name, beside LTX2_FILE
 # The official files' dtype, used for every tensor: safetensors name, torch dtype, bytes per value.
 STORAGE_DTYPE, _TORCH_DTYPE, _ITEM_BYTES = "BF16", torch.bfloat16, 2
 _SHARD_NAME = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
@@ -39,11 +41,16 @@ _SHARD_NAME = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
 
 @dataclass(frozen=True)
 class CheckpointPaths:
-    """Where a generated checkpoint lives: the single-file LTX-2 checkpoint and the Gemma folder."""
+    """Where a generated checkpoint lives: the single-file LTX-2 checkpoint, the Gemma folder, the upsampler."""
 
     size: str
     ltx2: Path
     gemma_dir: Path
+
+    @property
+    def upsampler(self) -> Path:
+        """The spatial upsampler x2 file, always beside the LTX-2 checkpoint."""
+        return self.ltx2.with_name(UPSAMPLER_FILE)
 
 
 def generator_tag(seed: int) -> str:
@@ -75,12 +82,18 @@ def write_safetensors(
     device: str | torch.device = "cpu",
     progress: Progress | None = None,
     chunk_elements: int = CHUNK_ELEMENTS,
+    fixed: Mapping[str, torch.Tensor] | None = None,
 ) -> int:
     """Stream every tensor of ``layout`` (random, by ``init_scheme``) into the safetensors file ``path``.
 
-    At most ``chunk_elements`` values exist in memory at once. Writes ``path`` through a temporary sibling
-    and renames it at the end. Returns the file's size in bytes.
+    ``fixed`` names tensors whose values the model itself defines (a filter kernel): they are written as given,
+    cast to the storage dtype, instead of drawn. At most ``chunk_elements`` random values exist in memory at
+    once. Writes ``path`` through a temporary sibling and renames it at the end. Returns the file's size in bytes.
     """
+    fixed = fixed or {}
+    for name, value in fixed.items():
+        if name not in layout or tuple(value.shape) != tuple(layout[name][0]):
+            raise ValueError(f"fixed tensor {name} {list(value.shape)} is not in the layout with that shape")
     header, order = _header_bytes({name: shape for name, (shape, _) in layout.items()}, metadata)
     total = len(header) + sum(math.prod(layout[name][0]) for name in order) * _ITEM_BYTES
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -88,16 +101,18 @@ def write_safetensors(
         with tmp.open("wb") as f:
             f.write(header)
             for name in order:
-                rule = init_rule(name, layout)
-                chunks = tensor_chunks(
-                    name,
-                    layout[name][0],
-                    rule,
-                    seed=seed,
-                    dtype=_TORCH_DTYPE,
-                    device=device,
-                    chunk_elements=chunk_elements,
-                )
+                if name in fixed:
+                    chunks: Iterable[torch.Tensor] = (fixed[name].to(_TORCH_DTYPE).reshape(-1),)
+                else:
+                    chunks = tensor_chunks(
+                        name,
+                        layout[name][0],
+                        init_rule(name, layout),
+                        seed=seed,
+                        dtype=_TORCH_DTYPE,
+                        device=device,
+                        chunk_elements=chunk_elements,
+                    )
                 for chunk in chunks:
                     f.write(chunk.cpu().view(torch.uint8).numpy())
                 if progress is not None:
@@ -124,18 +139,29 @@ def _ltx2_metadata(size: Size, seed: int) -> dict[str, str]:
     return {"config": json.dumps(ltx2_config(size)), "model_version": MODEL_VERSION, "_generator": generator_tag(seed)}
 
 
+def keep_existing(path: Path, metadata: dict[str, str], overwrite: bool) -> bool:
+    """Whether the single file ``path`` already holds what ``metadata`` describes, so writing it can be skipped.
+
+    False when ``path`` does not exist, or holds another generated file and ``overwrite`` is set (it will be
+    replaced). Raises ``CheckpointError`` for a file this generator did not write, or another generated file
+    without ``overwrite``.
+    """
+    if not path.exists():
+        return False
+    tag = _ours(path)
+    if tag is None:
+        raise CheckpointError(f"refusing to replace {path}: it was not written by this generator; move it away")
+    if overwrite:
+        return False
+    if read_header(path).metadata == metadata:
+        return True  # generated here before with the same size and seed: the bytes would be identical
+    raise CheckpointError(f"{path} holds another generated checkpoint ({tag}); pass overwrite=True to replace it")
+
+
 def _write_ltx2(size: Size, path: Path, seed: int, device: str, overwrite: bool, progress: Progress | None) -> None:
     metadata = _ltx2_metadata(size, seed)
-    if path.exists():
-        tag = _ours(path)
-        if tag is None:
-            raise CheckpointError(f"refusing to replace {path}: it was not written by this generator; move it away")
-        if not overwrite:
-            if read_header(path).metadata == metadata:
-                return  # generated here before with the same size and seed: the bytes would be identical
-            raise CheckpointError(
-                f"{path} holds another generated checkpoint ({tag}); pass overwrite=True to replace it"
-            )
+    if keep_existing(path, metadata, overwrite):
+        return
     layout = expected_tensors(ltx2_config(size), gemma_config(size)["text_config"])
     write_safetensors(path, layout, metadata, seed=seed, device=device, progress=progress)
 
@@ -200,14 +226,15 @@ def make_checkpoint(
     parts: tuple[str, ...] = PARTS,
     gemma_dir: Path | None = None,
 ) -> CheckpointPaths:
-    """Generate ``out_dir/ltx2.safetensors`` and the Gemma folder (``out_dir/gemma`` unless ``gemma_dir``).
+    """Generate ``out_dir/ltx2.safetensors``, the Gemma folder (``out_dir/gemma`` unless ``gemma_dir``) and the
+    spatial upsampler ``out_dir/UPSAMPLER_FILE``.
 
-    ``size``: "tiny" (a few MB, seconds on a CPU) or "full" (LTX-2 19B: ~43 GB file; Gemma 3 12B: ~24 GB).
-    ``parts`` picks what to write ("ltx2", "gemma"), so each can go to its own disk. ``device`` is where
-    values are generated ("cuda" is much faster for "full"; the bytes are the same). A part that already
-    exists with the same size and seed is kept as is; one generated otherwise is replaced only with
-    ``overwrite=True``; anything not written by this generator is never replaced. ``progress(file, done,
-    total)`` is called after each tensor.
+    ``size``: "tiny" (a few MB, seconds on a CPU) or "full" (LTX-2 19B: ~43 GB file; Gemma 3 12B: ~24 GB;
+    upsampler ~1 GB). ``parts`` picks what to write ("ltx2", "gemma", "upsampler"), so each can go to its own
+    disk. ``device`` is where values are generated ("cuda" is much faster for "full"; the bytes are the same).
+    A part that already exists with the same size and seed is kept as is; one generated otherwise is replaced
+    only with ``overwrite=True``; anything not written by this generator is never replaced.
+    ``progress(file, done, total)`` is called after each tensor.
     """
     if size not in SIZES:
         raise RequestError("size", size, f"one of {', '.join(SIZES)}")
@@ -221,4 +248,10 @@ def make_checkpoint(
         _write_ltx2(size, paths.ltx2, seed, device, overwrite, progress)
     if "gemma" in parts:
         _write_gemma(size, paths.gemma_dir, seed, device, overwrite, progress)
+    if "upsampler" in parts:
+        # Imported here: upsampler_writer builds on this module's writer (an import cycle at module level).
+        from ltx2_edge.checkpoint.upsampler_writer import write_spatial_upsampler
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_spatial_upsampler(size, paths.upsampler, seed, device=device, overwrite=overwrite, progress=progress)
     return paths

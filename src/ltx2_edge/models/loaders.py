@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from ltx_core.model.audio_vae import AudioDecoder, AudioDecoderConfigurator, Vocoder, VocoderConfigurator
 from ltx_core.model.transformer import LTXModelConfigurator, X0Model
+from ltx_core.model.upsampler import LatentUpsampler, LatentUpsamplerConfigurator
 from ltx_core.model.video_vae import VideoDecoder, VideoDecoderConfigurator, VideoEncoder, VideoEncoderConfigurator
 
 from ltx2_edge.checkpoint.header import read_config
@@ -118,4 +119,14 @@ def load_vocoder(checkpoint: Path, device: torch.device, dtype: torch.dtype) -> 
     model = _build(VocoderConfigurator, read_config(checkpoint))
     load_into(model, [checkpoint], _prefix_map(("vocoder.", "")), device, dtype)
     require_materialized(model, "vocoder")
+    return model.eval()
+
+
+def load_spatial_upsampler(path: Path, device: torch.device, dtype: torch.dtype) -> LatentUpsampler:
+    """The latent upsampler from its own file (``ltx-2-spatial-upscaler-x2-1.0.safetensors``): tensors under the
+    module's own names, config in the file's metadata, as ltx-pipelines' ``ModelLedger.spatial_upsampler`` reads
+    it. Check the file first with ``checkpoint.upsampler_file.inspect_upsampler``."""
+    model = _build(LatentUpsamplerConfigurator, read_config(path))
+    load_into(model, [path], _prefix_map(("", "")), device, dtype)
+    require_materialized(model, "spatial upsampler")
     return model.eval()
