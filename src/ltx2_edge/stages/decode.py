@@ -1,13 +1,15 @@
 """Decode both modalities at once: audio decoder + vocoder run while the video VAE decodes, chunk by chunk.
 
-``decode_overlapped`` starts the audio decode and returns at once with a lazy iterator of video chunks and an
-``AudioFuture``. On CUDA the audio kernels are queued first, from the caller's thread, on their own
-``torch.cuda.Stream``, and run on the GPU beside the video decoder's; on CPU a worker thread (one
-``ThreadPoolExecutor`` worker) runs the audio while the caller decodes video.
+``decode_overlapped`` returns at once with a lazy iterator of video chunks and an ``AudioFuture``. On CUDA the
+audio kernels are queued from the caller's thread on their own ``torch.cuda.Stream`` right after the first video
+chunk's kernels (so the CPU time of launching them falls where the caller would otherwise wait for that chunk),
+and run on the GPU beside the video decoder's; on CPU a worker thread (one ``ThreadPoolExecutor`` worker) starts
+the audio at once and runs it while the caller decodes video.
 ``ChunkMeter`` times the video chunks as a consumer (the MP4 writer) pulls them and reports progress.
 
 Synchronisation rules (CUDA):
-- latent ready -> audio: the audio stream waits on the caller's stream before any audio kernel is queued.
+- latent ready -> audio: an event recorded on the caller's stream when ``decode_overlapped`` is called; the audio
+  stream waits on it (not on the caller's stream at launch time, which by then holds the video's kernels).
 - audio done -> waveform use: an event is recorded after the vocoder; the host copy waits on it.
 - memory: the audio latent is marked as used by the audio stream (``record_stream``), so freeing it on the
   caller's side cannot hand its block to the video decoder while the vocoder still reads it.
@@ -94,28 +96,47 @@ class _Timeline:
 
 
 class _LaunchedAudio:
-    """The audio decode's kernels already queued on their own CUDA stream; the host copy waits for them.
+    """The audio decode's kernels, queued on their own CUDA stream at ``launch()``; the host copy waits for them.
 
     Shaped like the ``Future`` a worker thread returns (``done``, ``result``, ``exception``) so ``AudioFuture``
-    treats both alike.
+    treats both alike. ``result()`` launches first if nothing has (a caller that wants the audio before any video).
     """
 
-    def __init__(self, on_device: torch.Tensor, sample_rate: int, stream: torch.cuda.Stream, timeline: _Timeline):
-        self._on_device, self._sample_rate, self._stream, self._timeline = on_device, sample_rate, stream, timeline
+    def __init__(
+        self, latent: torch.Tensor, decoder: AudioDecoder, vocoder: Vocoder, ready: torch.cuda.Event,
+        stream: torch.cuda.Stream, timeline: _Timeline,
+    ) -> None:  # fmt: skip
+        self._inputs: tuple | None = (latent, decoder, vocoder)
+        self._ready, self._stream, self._timeline = ready, stream, timeline
+        self._on_device: torch.Tensor | None = None
+        self._sample_rate = 0
+
+    def launch(self) -> None:
+        """Queue the audio decode on its stream (once); returns as soon as the kernels are queued."""
+        if self._inputs is None:
+            return
+        latent, decoder, vocoder = self._inputs
+        self._inputs = None
+        self._stream.wait_event(self._ready)
+        with torch.cuda.stream(self._stream):
+            start = self._timeline.clock.mark(self._stream)
+            self._on_device, self._sample_rate = decode_audio_on_device(latent, decoder, vocoder)
+            self._timeline.audio = (start, self._timeline.clock.mark(self._stream))
 
     def done(self) -> bool:
-        return bool(self._timeline.audio[1].query())  # type: ignore[index, union-attr]
+        return self._timeline.audio is not None and bool(self._timeline.audio[1].query())  # type: ignore[union-attr]
 
     def exception(self) -> BaseException | None:
-        return None  # a launch error raised in decode_overlapped, before any video work
+        return None  # a launch error is raised by launch(), in the caller's thread
 
     def result(self) -> tuple[torch.Tensor, int, float]:
+        self.launch()
         start, end = self._timeline.audio  # type: ignore[misc]
         # Without the wait the copy could read the waveform before the vocoder's last kernel wrote it. The copy
         # runs on the audio stream, where the waveform was made, so it needs no record_stream.
         end.synchronize()  # type: ignore[attr-defined]
         with torch.cuda.stream(self._stream):
-            waveform = self._on_device.cpu()
+            waveform = self._on_device.cpu()  # type: ignore[union-attr]
         return waveform, self._sample_rate, self._timeline.clock.between(start, end)
 
 
@@ -143,6 +164,10 @@ class AudioFuture:
             self._shutdown()
         hidden, after = round(self._timeline.hidden(), 6), round(self._timeline.after_video(), 6)
         return AudioResult(waveform, sample_rate, seconds, hidden, after)
+
+    def _launch(self) -> None:
+        if isinstance(self._future, _LaunchedAudio):
+            self._future.launch()
 
     def _shutdown(self) -> None:
         if self._executor is not None:
@@ -190,21 +215,19 @@ def decode_overlapped(
     if device.type == "cuda":
         caller = torch.cuda.current_stream(device)
         stream = torch.cuda.Stream(device)
-        # The denoiser wrote the latent (and the loader the weights) on the caller's stream: without this
-        # wait the audio kernels could read them before those writes land.
-        stream.wait_stream(caller)
+        # The denoiser wrote the latent (and the loader the weights) on the caller's stream: the audio stream
+        # waits for this point, and only this point, so it never waits behind the video decoder's kernels.
+        ready = torch.cuda.Event()
+        ready.record(caller)
         # The latent was allocated on the caller's stream: without this, freeing it there while the vocoder
         # still reads it would let the allocator give its block to the video decoder (silent corruption).
         audio_latent.record_stream(stream)
         timeline.video_stream = caller
-        # On CUDA the overlap comes from the streams, not from a thread: the audio kernels are queued here, before
-        # the video's, and run beside them. A worker thread launching them instead (measured on the H100 for W1)
-        # fought the video's launches for the GIL and stretched a 0.014 s audio decode to 0.39 s.
-        with torch.cuda.stream(stream):
-            start = timeline.clock.mark(stream)
-            on_device, sample_rate = decode_audio_on_device(audio_latent, audio_decoder, vocoder)
-            timeline.audio = (start, timeline.clock.mark(stream))
-        launched = _LaunchedAudio(on_device, sample_rate, stream, timeline)
+        # On CUDA the overlap comes from the streams, not from a thread: a worker thread launching the audio
+        # (measured on the H100 for W1) fought the video's launches for the GIL and stretched a 0.014 s audio
+        # decode to 0.39 s. Queued before the video instead, the audio's ~0.015 s of launches delayed the video's
+        # start by as much (W1: 1.15x the video alone); queued after the first chunk's kernels, they overlap it.
+        launched = _LaunchedAudio(audio_latent, audio_decoder, vocoder, ready, stream, timeline)
         audio = AudioFuture(launched, None, timeline, int(vocoder.output_sampling_rate))
         return _video_chunks(video_latent, video_decoder, generator, tiling, audio, timeline), audio
     executor = ThreadPoolExecutor(1, thread_name_prefix="ltx2-edge-audio-decode")
@@ -226,10 +249,12 @@ def _video_chunks(
     try:
         timeline.video_start = timeline.clock.mark(timeline.video_stream)
         for chunk in decode_video(latent, decoder, generator, tiling):
+            audio._launch()  # after the first chunk's kernels are queued, before waiting for them (CUDA)
             # A failed audio decode makes the clip useless: stop decoding video at the next chunk.
             audio._raise_if_failed()
             yield chunk.cpu()
         timeline.video_end = timeline.clock.mark(timeline.video_stream)
+        audio._launch()  # a video with no chunk at all
     finally:
         # Also on close() or on the decoder's exception: no worker thread outlives the iterator. At the end this
         # waits for the audio, so its exception (raised just below) reaches the caller no later than the video.
