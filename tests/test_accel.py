@@ -235,7 +235,7 @@ def test_generator_refuses_compile_on_before_loading(tiny_dir: Path):
         gen.check(GenerationRequest(prompt="a kite"), None, overwrite=False)
     auto = Generator(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma", device="cpu", budget=None)
     request = GenerationRequest(prompt="a kite")
-    reasons = auto.accel(request, auto.plan(request)).settings.reasons
+    reasons = auto.accel(auto.passes(request)[0], auto.plan(request)).settings.reasons
     assert reasons[0].startswith("eager: compiling pays off on CUDA devices only")
     with pytest.raises(RequestError, match="compile='maybe'"):
         Generator(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma", device="cpu", compile="maybe")

@@ -145,13 +145,13 @@ def test_file_tier_refuses_lora(loras, tiny_dir, tiny_config):
     gen = Generator(_ckpt(tiny_dir), tiny_dir / "gemma", device="cpu")
     request = GenerationRequest(prompt="a kite", loras=loras, **SMALL)
     plan = gen.plan(request)
-    assert len(gen.loras(request, plan)) == 2  # resident: accepted
+    assert len(gen.loras(gen.passes(request)[0], plan)) == 2  # resident: accepted
     on_file = replace(plan, stages=tuple(replace(s, streamed_units=1, resident_units=1, source_tier="file")
                                          if s.name == "denoise" else s for s in plan.stages))  # fmt: skip
     with pytest.raises(RequestError, match="ltx2-edge quantize --checkpoint-path BF16_FILE"):
-        gen.loras(request, on_file)
+        gen.loras(gen.passes(request)[0], on_file)
     off = replace(request, loras=tuple(replace(s, strength=0.0) for s in loras))
-    assert len(gen.loras(off, on_file)) == 2  # strength 0 fuses nothing, so the file tier is fine
+    assert len(gen.loras(gen.passes(off)[0], on_file)) == 2  # strength 0 fuses nothing, so the file tier is fine
 
 
 def test_quantize_with_lora_bakes_it_in(loras, tiny_dir, tiny_config, tmp_path, capsys):
@@ -172,7 +172,8 @@ def test_quantize_with_lora_bakes_it_in(loras, tiny_dir, tiny_config, tmp_path, 
     # The baked file cannot take another LoRA at load (its weights are 8-bit): refused before any weight.
     gen = Generator(out, tiny_dir / "gemma", device="cpu", quantization="int8")
     with pytest.raises(RequestError, match="quantize"):
-        gen.loras(GenerationRequest(prompt="a kite", loras=loras[:1], **SMALL), None)
+        request = GenerationRequest(prompt="a kite", loras=loras[:1], **SMALL)
+        gen.loras(gen.passes(request)[0], None)
 
 
 def test_generate_with_lora_makes_mp4_with_sound_and_moves_the_latents(loras, tiny_dir, tmp_path):
@@ -188,7 +189,7 @@ def test_generate_with_lora_makes_mp4_with_sound_and_moves_the_latents(loras, ti
         a, b = getattr(with_lora.latents, name), getattr(base.latents, name)
         assert (a - b).abs().max() > 1e-3, name  # the LoRA changes the result
     report = json.loads(with_lora.report_path.read_text())
-    assert [x["strength"] for x in report["loras"]["fused_at_load"]] == [0.8, 0.5]
+    assert [x["strength"] for x in report["loras"]["fused_at_load"]["denoise"]] == [0.8, 0.5]
     assert report["request"]["loras"][1] == {"path": str(loras[1].path), "strength": 0.5}
     assert "2 LoRA(s) fused at load" in report["stages"][1]["technique"]
 

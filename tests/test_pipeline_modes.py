@@ -28,6 +28,7 @@ from ltx2_edge.memory.plan_types import PlanRequest
 from ltx2_edge.memory.planner import ENCODE_IMAGE_BYTES_PER_PIXEL, VIDEO_ENCODER, plan
 from ltx2_edge.memory.profiles import CPU, H100
 from ltx2_edge.models import loaders, weights
+from ltx2_edge.models.lora import LoraSpec
 from ltx2_edge.pipeline import Generator
 from ltx2_edge.request import DEFAULT_NEGATIVE_PROMPT, GenerationRequest
 from ltx2_edge.stages import text_encode
@@ -182,7 +183,15 @@ def _leftovers(folder: Path) -> list[str]:
         ),
         ("guidance distilled", ["--pipeline", "distilled-one-stage", "--guidance", "cfg"], "leave --guidance unset"),
         ("negative distilled", ["--pipeline", "distilled-one-stage", "--negative-prompt", "ugly"], "negative_prompt="),
-        ("two-stage", ["--pipeline", "two-stage"], "invalid choice: 'two-stage'"),
+        ("two-stage at 96 wide", ["--pipeline", "two-stage"], "width=96"),
+        (
+            "two-stage without its LoRA",
+            ["--pipeline", "two-stage", "--width", "128", "--height", "128"],
+            "--distilled-lora",
+        ),
+        ("distilled LoRA on one-stage", ["--distilled-lora", "{img}"], "distilled_lora="),
+        ("distilled checkpoint on one-stage", ["--distilled-checkpoint-path", "{img}"], "distilled-checkpoint-path="),
+        ("unknown pipeline", ["--pipeline", "three-stage"], "invalid choice: 'three-stage'"),
     ],
 )
 def test_bad_inputs_are_refused_in_one_line_before_weights(case, extra, needle, tiny_dir, tmp_path, capsys,
@@ -233,7 +242,16 @@ def test_request_resolves_each_pipelines_defaults():
 @pytest.mark.parametrize(
     ("kwargs", "field", "allowed"),
     [
-        ({"pipeline": "two-stage"}, "pipeline", "one-stage or distilled-one-stage"),
+        ({"pipeline": "three-stage"}, "pipeline", "one-stage or two-stage or distilled or distilled-one-stage"),
+        ({"pipeline": "two-stage"}, "height", "a multiple of 64, at least 128"),
+        ({"pipeline": "distilled", "width": 96, "height": 256}, "width", "a multiple of 64"),
+        ({"pipeline": "two-stage", "height": 256}, "distilled_lora", "--distilled-lora PATH"),
+        (
+            {"pipeline": "distilled", "height": 256, "distilled_lora": LoraSpec(Path("d.safetensors"))},
+            "distilled_lora",
+            "only --pipeline two-stage",
+        ),
+        ({"pipeline": "distilled", "height": 256, "guidance": "cfg"}, "guidance", "none for distilled"),
         ({"pipeline": "distilled-one-stage", "num_inference_steps": 20}, "num_inference_steps", "8 (the distilled"),
         ({"pipeline": "distilled-one-stage", "guidance": "full"}, "guidance", "none for distilled-one-stage"),
         ({"guidance": "none"}, "guidance", "cfg or full"),

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ltx2_edge import __version__
+from ltx2_edge.checkpoint.generator import PARTS, UPSAMPLER_FILE
 from ltx2_edge.errors import Ltx2EdgeError, RequestError
 from ltx2_edge.guidance import GUIDANCE_PRESETS
 from ltx2_edge.models.lora import LORA_HELP, parse_lora_arg
@@ -37,8 +38,26 @@ def _add_clip_args(p: argparse.ArgumentParser) -> None:
         "--pipeline",
         choices=PIPELINES,
         default="one-stage",
-        help="one-stage: guided, --num-inference-steps LTX2Scheduler steps (default); distilled-one-stage: the "
-        "distilled model's 8 fixed sigmas at the target size, one unguided forward per step, no negative prompt",
+        help="one-stage: guided, --num-inference-steps LTX2Scheduler steps (default); two-stage: one-stage at half "
+        "the size, the latent upsampler x2 (--spatial-upsampler-path), then 3 distilled sigmas at full size with "
+        "--distilled-lora fused; distilled: the distilled model's 8 sigmas at half the size, the upsampler, 3 "
+        "sigmas at full size (--distilled-checkpoint-path); distilled-one-stage: the 8 sigmas at the target size, "
+        "no upsampler. Unguided (one forward per step, no negative prompt): distilled pipelines and every stage 2. "
+        "two-stage and distilled need width and height in multiples of 64",
+    )
+    p.add_argument(
+        "--spatial-upsampler-path",
+        type=Path,
+        default=None,
+        help="the latent upsampler x2 (ltx-2-spatial-upscaler-x2-1.0.safetensors) for two-stage and distilled",
+    )
+    p.add_argument(
+        "--distilled-lora",
+        nargs="+",
+        default=None,
+        metavar=("PATH", "STRENGTH"),
+        help="two-stage only: the distilled LoRA fused into stage 2's weights (ltx-2-19b-distilled-lora-384"
+        ".safetensors), strength default 1.0",
     )
     p.add_argument(
         "--negative-prompt",
@@ -137,6 +156,31 @@ def _add_lora_arg(p: argparse.ArgumentParser) -> None:
                    help=LORA_HELP)  # fmt: skip
 
 
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint-path", type=Path, help="official LTX-2 19B .safetensors file")
+    p.add_argument("--distilled-checkpoint-path", type=Path,
+                   help="the distilled LTX-2 19B .safetensors, for --pipeline distilled or distilled-one-stage "
+                   "(instead of --checkpoint-path)")  # fmt: skip
+    p.add_argument("--gemma-root", type=Path, required=True, help="Gemma 3 folder (tokenizer + model*.safetensors)")
+
+
+def _checkpoint(args: argparse.Namespace) -> Path:
+    """The transformer file: --checkpoint-path, or --distilled-checkpoint-path for the distilled pipelines."""
+    distilled = args.pipeline in ("distilled", "distilled-one-stage")
+    given = args.distilled_checkpoint_path
+    if given is not None and not distilled:
+        raise RequestError("distilled-checkpoint-path", str(given), f"unset for --pipeline {args.pipeline} (only the "
+                           "distilled pipelines take it); give the model with --checkpoint-path")  # fmt: skip
+    if given is not None and args.checkpoint_path is not None and args.checkpoint_path != given:
+        raise RequestError("checkpoint-path", str(args.checkpoint_path), "unset when --distilled-checkpoint-path "
+                           "names the model (one transformer file per run)")  # fmt: skip
+    path = given if given is not None else args.checkpoint_path
+    if path is None:
+        which = "--distilled-checkpoint-path (or --checkpoint-path)" if distilled else "--checkpoint-path"
+        raise RequestError("checkpoint-path", None, f"the LTX-2 19B .safetensors file: {which}")
+    return path
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole CLI (also used to render --help in the docs)."""
     parser = _Parser(prog="ltx2-edge", description="LTX-2 19B text-to-video+audio inside a memory budget.")
@@ -144,8 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     gen = sub.add_parser("generate", help="prompt -> MP4 with synchronized sound")
-    gen.add_argument("--checkpoint-path", type=Path, required=True, help="official LTX-2 19B .safetensors file")
-    gen.add_argument("--gemma-root", type=Path, required=True, help="Gemma 3 folder (tokenizer + model*.safetensors)")
+    _add_model_args(gen)
     _add_clip_args(gen)
 
     demo = sub.add_parser("demo", help="make the tiny random-weight model once, then generate a clip from it")
@@ -153,8 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(prompt=DEMO_PROMPT, output_path=Path("ltx2-edge-demo.mp4"))
 
     pl = sub.add_parser("plan", help="print the memory plan of a generate command without loading any weight")
-    pl.add_argument("--checkpoint-path", type=Path, required=True, help="official LTX-2 19B .safetensors file")
-    pl.add_argument("--gemma-root", type=Path, required=True, help="Gemma 3 folder (tokenizer + model*.safetensors)")
+    _add_model_args(pl)
     _add_clip_args(pl)
     pl.set_defaults(prompt="(plan only)")
 
@@ -164,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     mk.add_argument("--seed", type=int, default=0)
     mk.add_argument("--device", default="cpu", help="where to generate the random tensors (cuda is faster)")
     mk.add_argument("--gemma-dir", type=Path, default=None, help="write the Gemma folder here instead of OUT/gemma")
-    mk.add_argument("--parts", default="ltx2,gemma", help="comma list of ltx2, gemma (default both)")
+    mk.add_argument("--parts", default=",".join(PARTS), help=f"comma list of {', '.join(PARTS)} (default all)")
     mk.add_argument("--overwrite", action="store_true")
     qz = sub.add_parser("quantize", help="write 8-bit weights + scales once (the policy goes into the metadata)")
     qz.add_argument("--checkpoint-path", type=Path, help="official LTX-2 .safetensors to convert")
@@ -215,7 +257,8 @@ def _ensure_demo_model(quiet: bool) -> Path:
     from ltx2_edge.checkpoint.generator import make_checkpoint
 
     root = demo_cache_dir()
-    if not (root / "ltx2.safetensors").is_file() or not (root / "gemma" / "config.json").is_file():
+    files = (root / "ltx2.safetensors", root / "gemma" / "config.json", root / UPSAMPLER_FILE)
+    if not all(f.is_file() for f in files):
         if not quiet:
             print(f"[demo] making the tiny random-weight model in {root} (once)", file=sys.stderr)
         root.mkdir(parents=True, exist_ok=True)
@@ -244,6 +287,7 @@ def _generator(args: argparse.Namespace, checkpoint: Path, gemma_root: Path) -> 
         compile=args.compile,
         cuda_graph=args.cuda_graph,
         progress=Progress(quiet=args.quiet),
+        spatial_upsampler_path=args.spatial_upsampler_path,
     )
 
 
@@ -264,19 +308,22 @@ def _request(args: argparse.Namespace) -> GenerationRequest:
         images=tuple(parse_image_arg(values, i) for i, values in enumerate(args.images)),
         pipeline=args.pipeline,
         loras=tuple(parse_lora_arg(values) for values in args.loras),
+        distilled_lora=parse_lora_arg(args.distilled_lora, "distilled-lora") if args.distilled_lora else None,
     )
 
 
 def _run_plan(args: argparse.Namespace) -> int:
     from ltx2_edge.memory.plan_text import format_plan
 
-    generator = _generator(args, args.checkpoint_path, args.gemma_root)
     request = _request(args)
+    generator = _generator(args, _checkpoint(args), args.gemma_root)
     plan = generator.check(request, None, overwrite=False)  # the plan, after the same checks as generate
     print(format_plan(plan))
-    choice = generator.accel(request, plan)
-    extra = f" (+{choice.extra_peak_bytes / 2**30:.2f} GiB on the denoise peak)" if choice.extra_peak_bytes else ""
-    print("denoise forwards: " + "; ".join(choice.settings.reasons) + extra + "; SDPA kernel measured at run time")
+    for run in generator.passes(request):
+        choice = generator.accel(run, plan)
+        extra = f" (+{choice.extra_peak_bytes / 2**30:.2f} GiB on its peak)" if choice.extra_peak_bytes else ""
+        print(f"{run.stage} forwards: " + "; ".join(choice.settings.reasons) + extra + "; SDPA kernel measured at "
+              "run time")  # fmt: skip
     print("quantization: " + "; ".join(generator.policy.describe()[:1]))
     return 0
 
@@ -302,9 +349,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "generate":
-            return _run_generate(args, args.checkpoint_path, args.gemma_root)
+            return _run_generate(args, _checkpoint(args), args.gemma_root)
         if args.command == "demo":
             root = _ensure_demo_model(args.quiet)
+            if args.spatial_upsampler_path is None:
+                args.spatial_upsampler_path = root / UPSAMPLER_FILE
             return _run_generate(args, root / "ltx2.safetensors", root / "gemma")
         if args.command == "plan":
             return _run_plan(args)
@@ -319,9 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ltx2_edge.checkpoint.generator import make_checkpoint
 
             parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
-            bad = [p for p in parts if p not in ("ltx2", "gemma")]
+            bad = [p for p in parts if p not in PARTS]
             if bad or not parts:
-                raise RequestError("parts", args.parts, "a comma list of ltx2, gemma")
+                raise RequestError("parts", args.parts, f"a comma list of {', '.join(PARTS)}")
             paths = make_checkpoint(
                 args.size,
                 args.out,

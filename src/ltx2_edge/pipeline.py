@@ -1,5 +1,6 @@
-"""Runs one generation: text encode -> [encode images] -> denoise -> decode (video and audio at once, encoded as
-it decodes), each in a measured scope.
+"""Runs one generation: text encode -> [encode images] -> denoise -> [upsample -> denoise_2] -> decode (video and
+audio at once, encoded as it decodes), each in a measured scope. The bracketed pair is the two-stage pipelines'
+(two-stage, distilled): stage 1 at half the output size, the latent upsampler x2, stage 2 at the output size.
 
 ``Generator`` is long-lived: it validates its files once (headers only), plans every request against the memory
 budget before anything loads (refusing an impossible one with the smallest budget that works), and runs the
@@ -27,21 +28,22 @@ from ltx2_edge.accel.compile import COMPILE_MODES, note_compiled
 from ltx2_edge.accel.engine import AccelSettings
 from ltx2_edge.accel.settings import CUDA_GRAPH_MODES, AccelChoice
 from ltx2_edge.atomic import check_output_path
+from ltx2_edge.checkpoint.upsampler_file import UpsamplerInfo, check_upsampler_matches, inspect_upsampler
 from ltx2_edge.checkpoint.validate import check_text_encoder_fits, inspect_checkpoint, inspect_gemma_folder
 from ltx2_edge.errors import RequestError
 from ltx2_edge.guidance import UNGUIDED_PRESET, Guidance
 from ltx2_edge.memory import runtime
 from ltx2_edge.memory.budget import DEFAULT_BUDGET_BYTES
 from ltx2_edge.memory.plan_text import plan_to_json
-from ltx2_edge.memory.plan_types import Plan, PlanRequest, StagePlan
+from ltx2_edge.memory.plan_types import Plan, PlanRequest, SecondStage, StagePlan
 from ltx2_edge.models import loaders
-from ltx2_edge.models.lora import CHECKPOINT_PREFIX, LoraFile, LoraFuser, baked_loras, check_fusable
+from ltx2_edge.models.lora import CHECKPOINT_PREFIX, LoraFile, LoraFuser, LoraSpec, baked_loras, check_fusable
 from ltx2_edge.models.lora import inspect_transformer_loras as inspect_loras
 from ltx2_edge.models.streamed_transformer import load_streamed_transformer
 from ltx2_edge.progress import Progress
 from ltx2_edge.quant.policy import QuantPolicy, resolve_precision
 from ltx2_edge.report import RunReport, StageRecord, device_info, versions
-from ltx2_edge.request import GenerationRequest
+from ltx2_edge.request import STAGE_2_SCHEDULE, GenerationRequest
 from ltx2_edge.stages import conditioning
 from ltx2_edge.stages.decode import AudioFuture, decode_overlapped
 from ltx2_edge.stages.decode_audio import decode_audio
@@ -50,8 +52,9 @@ from ltx2_edge.stages.decode_video import decode_video
 from ltx2_edge.stages.denoise import Contexts, denoise
 from ltx2_edge.stages.latents import LatentSetup, final_latents, noised_latents, pixel_shape, video_token_count
 from ltx2_edge.stages.mux import MuxStats, mp4_metadata
-from ltx2_edge.stages.schedules import schedule_sigmas
+from ltx2_edge.stages.schedules import schedule_sigmas, schedule_steps
 from ltx2_edge.stages.text_encode import TextEncoder
+from ltx2_edge.stages.upsample import upsample_flops, upsample_latent, upsample_working_bytes
 
 
 def default_device() -> torch.device:
@@ -71,6 +74,32 @@ class Latents:
     video: torch.Tensor
     audio: torch.Tensor
     generator: torch.Generator
+
+
+@dataclass(frozen=True)
+class DenoisePass:
+    """One denoising stage of a run, as ``Generator.passes`` derives it from the request.
+
+    ``stage``: its plan stage, ``denoise`` (the only one, or stage 1 at half the output size) or ``denoise_2``
+    (stage 2 of the two-stage pipelines: it starts from the upsampled latent noised to its first sigma, with one
+    unguided forward per step). ``loras``: fused into the weights this pass loads (stage 2 of two-stage adds the
+    distilled LoRA). ``images``: the conditioning images, fitted to this pass's size.
+    """
+
+    stage: str
+    width: int
+    height: int
+    num_frames: int
+    frame_rate: float
+    schedule: str
+    steps: int
+    guidance: Guidance
+    loras: tuple[LoraSpec, ...]
+    images: tuple = ()
+
+    @property
+    def from_upsampled(self) -> bool:
+        return self.stage == "denoise_2"
 
 
 @dataclass
@@ -105,10 +134,16 @@ class Generator:
         compile: str = "auto",
         cuda_graph: str = "auto",
         progress: Progress | None = None,
+        spatial_upsampler_path: str | Path | None = None,
     ) -> None:
         self.checkpoint = inspect_checkpoint(Path(checkpoint_path))
         self.gemma = inspect_gemma_folder(Path(gemma_root))
         check_text_encoder_fits(self.checkpoint, self.gemma)  # a tiny checkpoint with a full Gemma, say
+        # The two-stage pipelines' latent upsampler: checked (headers) now, loaded only between their stages.
+        self.upsampler: UpsamplerInfo | None = None
+        if spatial_upsampler_path is not None:
+            self.upsampler = inspect_upsampler(Path(spatial_upsampler_path))
+            check_upsampler_matches(self.upsampler, self.checkpoint.config)
         self.device = torch.device(device) if device is not None else default_device()
         self.dtype = dtype or default_dtype(self.device)
         self.guidance_mode = guidance_mode
@@ -146,58 +181,94 @@ class Generator:
             return Guidance.unguided(mode=self.guidance_mode)  # type: ignore[arg-type]
         return Guidance.preset_named(request.guidance, mode=self.guidance_mode)  # type: ignore[arg-type]
 
+    def passes(self, request: GenerationRequest) -> tuple[DenoisePass, ...]:
+        """The denoising stages ``request`` runs: one, or the two-stage pipelines' stage 1 and stage 2."""
+        first = request.stage_1() if request.two_stage else request
+        passes = [DenoisePass("denoise", first.width, first.height, first.num_frames, first.frame_rate, first.schedule,
+                              first.num_inference_steps, self.guidance(first), first.loras, first.images)]  # fmt: skip
+        if request.two_stage:
+            extra = (request.distilled_lora,) if request.distilled_lora is not None else ()
+            passes.append(DenoisePass("denoise_2", request.width, request.height, request.num_frames,
+                                      request.frame_rate, STAGE_2_SCHEDULE, schedule_steps(STAGE_2_SCHEDULE),
+                                      Guidance.unguided(mode=self.guidance_mode),  # type: ignore[arg-type]
+                                      (*request.loras, *extra), request.images))  # fmt: skip
+        return tuple(passes)
+
     def plan(self, request: GenerationRequest) -> Plan:
         """The memory plan of ``request`` (``BudgetError`` if it cannot fit), from headers and the conditioning
-        images' sizes: each image is opened and decoded here (``RequestError`` for a missing or unreadable one)."""
+        images' sizes: each image is opened and decoded here (``RequestError`` for a missing or unreadable one).
+        A two-stage request without the upsampler file is refused here (``RequestError``)."""
         sizes = conditioning.check_image_files(request.images)
-        w, h = request.width, request.height
-        preq = PlanRequest(
-            w, h, request.num_frames, request.frame_rate, request.num_inference_steps,
-            guidance_batch=len(self.guidance(request).passes()), precision=self.policy.precision,
-            prefetch_depth=self.prefetch_depth, images=len(request.images),
-            image_float_pixels=max((conditioning.image_device_pixels(size, w, h) for size in sizes), default=0),
-            conditioning_tokens=conditioning.conditioning_token_count(request.images, w, h),
-        )  # fmt: skip
-        plan = runtime.build_plan(self.checkpoint.header, self.gemma.shards, preq, self.budget, self.profile,
-                                  self.policy)  # fmt: skip
-        return plan
+        first, *rest = self.passes(request)
 
-    def accel(self, request: GenerationRequest, plan: Plan) -> AccelChoice:
-        """How the denoising forwards run (compiled, graphed, text K/V kept); ``RequestError`` for ``--compile on``
-        where it cannot run. The SDPA backend is measured later, on the device, when the stage starts."""
+        def pixels(run: DenoisePass) -> int:
+            return max((conditioning.image_device_pixels(size, run.width, run.height) for size in sizes), default=0)
+
+        def tokens(run: DenoisePass) -> int:
+            return conditioning.conditioning_token_count(run.images, run.width, run.height)
+
+        second = None
+        if rest:
+            (run2,) = rest
+            up = self._require_upsampler(request)
+            frames = (first.num_frames - 1) // 8 + 1  # the VAE's 8x temporal compression, first frame alone
+            latent = (1, up.config["in_channels"], frames, first.height // 32, first.width // 32)
+            work, flops = upsample_working_bytes(up.config, latent, 2), upsample_flops(up.header.tensors, latent)
+            second = SecondStage(run2.width, run2.height, run2.steps, up.weight_bytes, work, flops, tokens(run2),
+                                 pixels(run2))  # fmt: skip
+        preq = PlanRequest(
+            first.width, first.height, first.num_frames, first.frame_rate, first.steps,
+            guidance_batch=len(first.guidance.passes()), precision=self.policy.precision,
+            prefetch_depth=self.prefetch_depth, images=len(request.images), image_float_pixels=pixels(first),
+            conditioning_tokens=tokens(first), second_stage=second,
+        )  # fmt: skip
+        return runtime.build_plan(self.checkpoint.header, self.gemma.shards, preq, self.budget, self.profile,
+                                  self.policy)  # fmt: skip
+
+    def _require_upsampler(self, request: GenerationRequest) -> UpsamplerInfo:
+        if self.upsampler is None:
+            raise RequestError("spatial-upsampler-path", None, f"the latent upsampler file for --pipeline "
+                               f"{request.pipeline} (Lightricks' ltx-2-spatial-upscaler-x2-1.0.safetensors; "
+                               "`ltx2-edge make-checkpoint` writes a random one beside ltx2.safetensors)")  # fmt: skip
+        return self.upsampler
+
+    def accel(self, run: DenoisePass, plan: Plan) -> AccelChoice:
+        """How ``run``'s denoising forwards run (compiled, graphed, text K/V kept); ``RequestError`` for
+        ``--compile on`` where it cannot run. The SDPA backend is measured later, on the device, when it starts."""
         return for_run.choose_for_run(
             compile_mode=self.compile_mode, cuda_graph_mode=self.cuda_graph_mode, device=self.device, dtype=self.dtype,
-            guidance=self.guidance(request), denoise=plan.stage("denoise"), budget_bytes=self.budget.device_bytes,
-            config=self.checkpoint.config, shape_key=self._shape_key(request),
+            guidance=run.guidance, denoise=plan.stage(run.stage), budget_bytes=self.budget.device_bytes,
+            config=self.checkpoint.config, shape_key=self._shape_key(run),
         )  # fmt: skip
 
-    def _shape_key(self, request: GenerationRequest) -> tuple:
+    def _shape_key(self, run: DenoisePass) -> tuple:
         """What the compiled block is specialised on: same key, same compiled code."""
-        batch = self.guidance(request).batch
-        keyframe_tokens = conditioning.conditioning_token_count(request.images, request.width, request.height)
-        return (request.width, request.height, request.num_frames, keyframe_tokens, batch, self.policy.precision,
+        keyframe_tokens = conditioning.conditioning_token_count(run.images, run.width, run.height)
+        return (run.width, run.height, run.num_frames, keyframe_tokens, run.guidance.batch, self.policy.precision,
                 str(self.dtype))  # fmt: skip
 
     def check(self, request: GenerationRequest, output_path: Path | None, overwrite: bool) -> Plan:
-        """Raise for a prompt over the context, a bad output path, a missing or unreadable image, an impossible
-        budget or a ``--compile on`` that cannot run; return the plan."""
+        """Raise for a prompt over the context, a bad output path, a missing or unreadable image, a missing
+        upsampler, an impossible budget, a LoRA that cannot be fused or a ``--compile on`` that cannot run;
+        return the plan."""
         self._text.tokenizer.check(request.prompt, "prompt")
         if self.guidance(request).uses_negative_prompt:
             self._text.tokenizer.check(request.negative_prompt, "negative_prompt")
         if output_path is not None:
             check_output_path(output_path, overwrite)
         plan = self.plan(request)
-        self.accel(request, plan)
-        self.loras(request, plan)
+        for run in self.passes(request):
+            self.accel(run, plan)
+            self.loras(run, plan)
         return plan
 
-    def loras(self, request: GenerationRequest, plan: Plan | None) -> tuple[LoraFile, ...]:
-        """``request.loras`` checked against the transformer (headers only) and against where its weights come
+    def loras(self, run: DenoisePass, plan: Plan | None) -> tuple[LoraFile, ...]:
+        """``run.loras`` checked against the transformer (headers only) and against where its weights come
         from: blocks streaming from the file, or 8-bit weights in a pre-quantized checkpoint, cannot take a LoRA
         at load (``RequestError`` naming ``ltx2-edge quantize --lora``, which bakes them in)."""
-        files = inspect_loras(request.loras, self.checkpoint.config)
+        files = inspect_loras(run.loras, self.checkpoint.config)
         active = [f for f in files if f.spec.strength != 0.0]  # strength 0 changes no weight: nothing to fuse
-        den = plan.stage("denoise") if plan is not None else None
+        den = plan.stage(run.stage) if plan is not None else None
         if active and den is not None and den.streamed_units and den.source_tier == "file":
             raise RequestError("lora", str(active[0].spec.path),
                                "a run whose blocks do not stream from the file (this plan streams them from the file: "
@@ -265,6 +336,37 @@ class Generator:
         self._release()
         return items
 
+    def upsample(
+        self, request: GenerationRequest, latents: Latents, details: dict | None = None
+    ) -> tuple[Latents, list[ConditioningItem]]:
+        """Between the two stages: stage 1's video latent x2 through the latent upsampler (normalised with the
+        video VAE encoder's statistics), and ``request.images`` re-encoded at the output size by the same encoder.
+        Both models exist for this call only (unless kept resident). Returns stage 2's start latents (the audio
+        latent and the generator carried over) and its conditioning items."""
+        details = {} if details is None else details
+        info = self._require_upsampler(request)
+        started = time.perf_counter()
+        path, dev, dt = self.checkpoint.path, self.device, self.dtype
+        encoder = self._module("video_encoder", lambda: loaders.load_video_encoder(path, dev, dt))
+        upsampler = self._module("spatial_upsampler", lambda: loaders.load_spatial_upsampler(info.path, dev, dt))
+        self._sync()
+        details["load_seconds"] = round(time.perf_counter() - started, 4)
+        started = time.perf_counter()
+        video = upsample_latent(latents.video, encoder, upsampler)
+        self._sync()
+        details["upsample_seconds"] = round(time.perf_counter() - started, 4)
+        del upsampler
+        items: list[ConditioningItem] = []
+        if request.images:
+            started = time.perf_counter()
+            items = conditioning.encode_images(request.images, encoder, request.width, request.height)
+            self._sync()
+            details["encode_seconds"] = round(time.perf_counter() - started, 4)
+        del encoder
+        self._release()
+        details.update(latent_in=list(latents.video.shape), latent_out=list(video.shape))
+        return Latents(video=video, audio=latents.audio, generator=latents.generator), items
+
     def _transformer(
         self, stage: StagePlan | None, details: dict, loras: Sequence[LoraFile] = ()
     ) -> tuple[torch.nn.Module, object | None]:
@@ -295,20 +397,34 @@ class Generator:
         details: dict | None = None,
         plan: Plan | None = None,
         conditionings: Sequence[ConditioningItem] = (),
+        run: DenoisePass | None = None,
+        start: Latents | None = None,
     ) -> Latents:
         """Noise from the seed (the video state conditioned on ``conditionings`` first, from ``encode_images``),
-        then every step of the request's schedule; returns the final latents.
+        then every step of the schedule; returns the final latents.
 
-        ``details`` receives the weight-load seconds, each step's seconds and, when blocks stream, the bytes
-        moved and the time compute waited on copies (loading is not denoising).
+        ``run``: which of ``passes(request)`` (default: the first). Stage 2 of a two-stage request starts from
+        ``start`` (the upsampled video latent, stage 1's audio latent and stage 1's random generator, which it
+        continues, as the official pipelines do) noised to its first sigma. ``details`` receives the weight-load
+        seconds, each step's seconds and, when blocks stream, the bytes moved and the time compute waited on copies
+        (loading is not denoising).
         """
         details = {} if details is None else details
-        generator = torch.Generator(device=self.device).manual_seed(request.seed)
-        shape = pixel_shape(request.width, request.height, request.num_frames, request.frame_rate)
-        setup = noised_latents(shape, generator, self.device, self.dtype, conditionings=conditionings)
+        run = run if run is not None else self.passes(request)[0]
+        if run.from_upsampled != (start is not None):
+            raise ValueError(f"{run.stage} {'needs' if run.from_upsampled else 'takes no'} start latents")
+        sigmas = schedule_sigmas(run.schedule, self.device, run.steps)
+        shape = pixel_shape(run.width, run.height, run.num_frames, run.frame_rate)
+        if start is None:
+            generator = torch.Generator(device=self.device).manual_seed(request.seed)
+            setup = noised_latents(shape, generator, self.device, self.dtype, conditionings=conditionings)
+        else:
+            generator = start.generator
+            setup = noised_latents(shape, generator, self.device, self.dtype, conditionings, sigmas[0], start.video,
+                                   start.audio)  # fmt: skip
         started = time.perf_counter()
-        transformer, streamer = self._transformer(plan.stage("denoise") if plan is not None else None, details,
-                                                  self.loras(request, plan))  # fmt: skip
+        transformer, streamer = self._transformer(plan.stage(run.stage) if plan is not None else None, details,
+                                                  self.loras(run, plan))  # fmt: skip
         self._sync()
         details["load_seconds"] = round(time.perf_counter() - started, 4)
         quant_report = getattr(transformer, "quant_report", None)
@@ -319,22 +435,20 @@ class Generator:
 
         def on_step(i: int, total: int, seconds: float) -> None:
             step_seconds.append(round(seconds, 4))
-            self.progress.step(i, total, seconds, time.perf_counter() - started)
+            self.progress.step(i, total, seconds, time.perf_counter() - started, run.stage)
 
         sync = torch.cuda.synchronize if self.device.type == "cuda" else None
-        settings = self._accel_settings(request, plan, setup, details)
+        settings = self._accel_settings(run, plan, setup, details)
         accel_stats: dict = {}
         try:
-            video, audio = denoise(transformer, setup.video_state, setup.audio_state,
-                                   schedule_sigmas(request.schedule, self.device, request.num_inference_steps),
-                                   contexts,
-                                   self.guidance(request), on_step=on_step, synchronize=sync, accel=settings,
+            video, audio = denoise(transformer, setup.video_state, setup.audio_state, sigmas, contexts, run.guidance,
+                                   on_step=on_step, synchronize=sync, accel=settings,
                                    accel_stats=accel_stats)  # fmt: skip
             if accel_stats:
                 details["accel_stats"] = accel_stats
                 for_run.compile_row(details, accel_stats, step_seconds)
                 if settings is not None and settings.compile:
-                    note_compiled(self._shape_key(request))
+                    note_compiled(self._shape_key(run))
         finally:
             if streamer is not None:
                 stats = streamer.stats()
@@ -350,13 +464,13 @@ class Generator:
         return Latents(video=v, audio=a, generator=generator)
 
     def _accel_settings(
-        self, request: GenerationRequest, plan: Plan | None, setup: LatentSetup, details: dict
+        self, run: DenoisePass, plan: Plan | None, setup: LatentSetup, details: dict
     ) -> AccelSettings | None:
         """The plan's accelerations plus the SDPA backend measured now, on this device, at this run's shapes."""
-        if plan is None or self.guidance(request).mode != "batched":
+        if plan is None or run.guidance.mode != "batched":
             return None
-        choice = self.accel(request, plan)
-        return for_run.measured_settings(choice, self.checkpoint.config, self.guidance(request).batch,
+        choice = self.accel(run, plan)
+        return for_run.measured_settings(choice, self.checkpoint.config, run.guidance.batch,
                                          setup.video_state.latent.shape[1], setup.audio_state.latent.shape[1],
                                          self.device, self.dtype, details)  # fmt: skip
 
@@ -461,9 +575,12 @@ class Generator:
                     "host_bytes": self.budget.host_bytes, "unified": self.budget.unified,
                     "enforcement": self.enforcement},
             plan=plan_to_json(plan),
-            loras={"fused_at_load": [f.describe() for f in self.loras(request, plan)],
+            loras={"fused_at_load": {run.stage: [f.describe() for f in self.loras(run, plan)]
+                                     for run in self.passes(request)},
                    "baked_into_checkpoint": baked_loras(self.checkpoint.header)},
         )  # fmt: skip
+        if self.upsampler is not None and request.two_stage:
+            report.extra["model"]["spatial_upsampler"] = str(self.upsampler.path)
         report.notes.extend(self.notes)
         start, dev = time.perf_counter(), self.device
         weights = "bf16" if self.policy.precision == "bf16" else f"{self.policy.precision} Linears, keep-list bf16"
@@ -487,27 +604,16 @@ class Generator:
                                    copy_wait_seconds=round(stats.wait_s, 4))  # fmt: skip
         self._stage_memory(rec, max(predicted["text_encode"], predicted["embeddings"]), baseline)
         self.progress.done("text_encode", rec.seconds)
-        items = self._encode_image_stage(request, report, plan, baseline) if request.images else []
-
-        tokens = video_token_count(request.width, request.height, request.num_frames)
-        keyframe_tokens = conditioning.conditioning_token_count(request.images, request.width, request.height)
-        den = plan.stage("denoise")
-        self.progress.stage("denoise", f"{request.num_inference_steps} steps ({request.schedule} sigmas), {tokens} "
-                                       f"video tokens, {guidance.batch} guidance pass(es) per forward; "
-                                       f"{den.technique}")  # fmt: skip
-        residency = den.technique.split(";")[0]
-        batching = (f"guidance batched x{guidance.batch} in one forward per step" if guidance.mode == "batched"
-                    else "guidance passes run one by one")  # fmt: skip
-        fused = f"; {len(request.loras)} LoRA(s) fused at load" if request.loras else ""
-        with report.measure("denoise", f"{weights}{fused}; {residency}; {batching}", dev) as rec:
-            latents = self.denoise(request, contexts, rec.details, plan, conditionings=items)
-            rec.details.update(steps=request.num_inference_steps, schedule=request.schedule, video_tokens=tokens,
-                               keyframe_tokens=keyframe_tokens, passes=list(guidance.passes()))  # fmt: skip
-            if "accel_summary" in rec.details:
-                rec.technique += f"; {rec.details['accel_summary']}"
-        del contexts, items
-        self._stage_memory(rec, predicted["denoise"] + rec.details.get("accel_extra_peak_bytes", 0), baseline)
-        self.progress.done("denoise", rec.seconds)
+        first, *rest = self.passes(request)
+        at_first = request.stage_1() if request.two_stage else request
+        items = self._encode_image_stage(at_first, report, plan, baseline) if request.images else []
+        latents = self._denoise_stage(request, first, contexts, items, report, plan, baseline, weights)
+        del items
+        if rest:
+            upsampled, items = self._upsample_stage(request, latents, report, plan, baseline)
+            latents = self._denoise_stage(request, rest[0], contexts, items, report, plan, baseline, weights, upsampled)
+            del upsampled, items
+        del contexts
 
         tiles = plan.stage("decode").tiles
         tiling = tiles.describe() if tiles is not None else "untiled"
@@ -526,6 +632,48 @@ class Generator:
         report_path = out.with_suffix(".report.json")
         report.write(report_path)
         return Result(output_path=out, report_path=report_path, report=report, latents=latents)
+
+    def _denoise_stage(
+        self, request: GenerationRequest, run: DenoisePass, contexts: Contexts, items: list[ConditioningItem],
+        report: RunReport, plan: Plan, baseline: int, weights: str, start: Latents | None = None,
+    ) -> Latents:  # fmt: skip
+        """One denoising stage of ``generate``, measured: weights loaded (LoRAs fused), every step, released."""
+        tokens = video_token_count(run.width, run.height, run.num_frames)
+        keyframe_tokens = conditioning.conditioning_token_count(run.images, run.width, run.height)
+        den = plan.stage(run.stage)
+        at = f" at {run.width}x{run.height}" if request.two_stage else ""
+        passes = f"{run.guidance.batch} guidance pass(es) per forward"
+        self.progress.stage(run.stage, f"{run.steps} steps ({run.schedule} sigmas){at}, {tokens} video tokens, "
+                                       f"{passes}; {den.technique}")  # fmt: skip
+        residency = den.technique.split(";")[0]
+        batching = (f"guidance batched x{run.guidance.batch} in one forward per step"
+                    if run.guidance.mode == "batched" else "guidance passes run one by one")  # fmt: skip
+        fused = f"; {len(run.loras)} LoRA(s) fused at load" if run.loras else ""
+        origin = "; from the upsampled latent" if start is not None else ""
+        with report.measure(run.stage, f"{weights}{fused}; {residency}; {batching}{origin}", self.device) as rec:
+            latents = self.denoise(request, contexts, rec.details, plan, conditionings=items, run=run, start=start)
+            rec.details.update(steps=run.steps, schedule=run.schedule, size=f"{run.width}x{run.height}",
+                               video_tokens=tokens, keyframe_tokens=keyframe_tokens,
+                               passes=list(run.guidance.passes()))  # fmt: skip
+            if "accel_summary" in rec.details:
+                rec.technique += f"; {rec.details['accel_summary']}"
+        self._stage_memory(rec, den.predicted_peak_bytes + rec.details.get("accel_extra_peak_bytes", 0), baseline)
+        self.progress.done(run.stage, rec.seconds)
+        return latents
+
+    def _upsample_stage(
+        self, request: GenerationRequest, latents: Latents, report: RunReport, plan: Plan, baseline: int
+    ) -> tuple[Latents, list[ConditioningItem]]:
+        """The upsample stage of ``generate``, measured: encoder + upsampler loaded, latent x2, images again."""
+        stage = plan.stage("upsample")
+        again = f", {len(request.images)} image(s) re-encoded" if request.images else ""
+        self.progress.stage("upsample", f"latent upsampler x2 to {request.width}x{request.height}{again}")
+        technique = f"staged: video VAE encoder + latent upsampler for this stage only, freed after{stage.technique}"
+        with report.measure("upsample", technique, self.device) as rec:
+            start, items = self.upsample(request, latents, rec.details)
+        self._stage_memory(rec, stage.predicted_peak_bytes, baseline)
+        self.progress.done("upsample", rec.seconds)
+        return start, items
 
     def _encode_image_stage(
         self, request: GenerationRequest, report: RunReport, plan: Plan, baseline: int

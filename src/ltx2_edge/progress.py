@@ -25,11 +25,11 @@ class Progress:
         """A stage ended."""
         self._say(f"[{name}] done in {seconds:.2f} s")
 
-    def step(self, index: int, total: int, seconds: float, elapsed: float) -> None:
+    def step(self, index: int, total: int, seconds: float, elapsed: float, stage: str = "denoise") -> None:
         """Denoising step ``index`` (0-based) of ``total`` took ``seconds``; ETA from the mean so far."""
         done = index + 1
         eta = elapsed / done * (total - done)
-        self._say(f"[denoise] step {done}/{total}  {seconds:.2f} s/step  ETA {eta:.1f} s")
+        self._say(f"[{stage}] step {done}/{total}  {seconds:.2f} s/step  ETA {eta:.1f} s")
 
     def note(self, text: str) -> None:
         """Anything the user must know (what runs instead of what was asked, and why)."""

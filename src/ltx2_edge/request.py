@@ -10,7 +10,7 @@ always holds the values it runs with and an explicit conflicting value is refuse
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from ltx2_edge.errors import RequestError
 from ltx2_edge.guidance import GUIDANCE_PRESETS, UNGUIDED_PRESET
@@ -36,23 +36,39 @@ DEFAULT_NEGATIVE_PROMPT = (
 DEFAULT_SEED = 10  # the official pipelines' default
 MAX_SEED = 2**63 - 1
 DEFAULT_STEPS = 20  # W1's one-stage step count
-# Each pipeline's denoising schedule (``stages.schedules``). The official two-stage and distilled pipelines (with
-# the latent upsampler) are not offered yet.
-PIPELINE_SCHEDULES: dict[str, str] = {"one-stage": "one-stage", "distilled-one-stage": "distilled"}
+# Each pipeline's (first stage's) denoising schedule (``stages.schedules``). The two-stage pipelines then upsample
+# the latent x2 and run ``STAGE_2_SCHEDULE`` at the output size, as ltx-pipelines' TI2VidTwoStagesPipeline and
+# DistilledPipeline do.
+PIPELINE_SCHEDULES: dict[str, str] = {
+    "one-stage": "one-stage",
+    "two-stage": "one-stage",
+    "distilled": "distilled",
+    "distilled-one-stage": "distilled",
+}
 PIPELINES: tuple[str, ...] = tuple(PIPELINE_SCHEDULES)
+TWO_STAGE_PIPELINES: tuple[str, ...] = ("two-stage", "distilled")
+UNGUIDED_PIPELINES: tuple[str, ...] = ("distilled", "distilled-one-stage")
+STAGE_2_SCHEDULE = "distilled-stage-2"
+# Stage 1 of each two-stage pipeline is this one-stage pipeline at half the output size.
+STAGE_1_PIPELINE: dict[str, str] = {"two-stage": "one-stage", "distilled": "distilled-one-stage"}
 
 
 @dataclass(frozen=True)
 class GenerationRequest:
     """One clip to generate. Defaults are the reference workload W1: 512x288, 97 frames at 24 fps, 20 steps.
 
-    ``pipeline``: ``one-stage`` (W1: guided, ``num_inference_steps`` LTX2Scheduler steps) or ``distilled-one-stage``
-    (the 8 distilled sigmas at the target resolution, one unguided forward per step, no negative prompt).
-    ``negative_prompt``, ``num_inference_steps`` and ``guidance`` left None take the pipeline's values (one-stage:
-    the official negative prompt, 20, ``cfg``; distilled-one-stage: none, 8, ``none``). ``images``: image-to-video
-    conditioning (``stages.conditioning.ImageSpec``), frame 0 and/or later keyframes. ``loras``: LoRA files and
-    strengths (``models.lora.LoraSpec``) fused into the transformer's weights at load; their files are checked
-    by ``Generator.check``, before any weight.
+    ``pipeline``: ``one-stage`` (W1: guided, ``num_inference_steps`` LTX2Scheduler steps); ``distilled-one-stage``
+    (the 8 distilled sigmas at the target resolution, one unguided forward per step, no negative prompt);
+    ``two-stage`` (as ltx-pipelines' TI2VidTwoStagesPipeline: one-stage at half the size, the latent upsampler x2,
+    then the 3 stage-2 distilled sigmas at full size, unguided, with ``distilled_lora`` fused into the weights);
+    ``distilled`` (as its DistilledPipeline: distilled-one-stage at half the size, the upsampler, the 3 stage-2
+    sigmas). The two-stage pipelines need width and height in multiples of 64 and the upsampler file
+    (``Generator(spatial_upsampler_path=...)``). ``negative_prompt``, ``num_inference_steps`` and ``guidance`` left
+    None take the pipeline's values (one-stage, two-stage: the official negative prompt, 20, ``cfg``; distilled,
+    distilled-one-stage: none, 8, ``none``); for the two-stage pipelines they describe stage 1.
+    ``images``: image-to-video conditioning (``stages.conditioning.ImageSpec``), frame 0 and/or later keyframes.
+    ``loras``: LoRA files and strengths (``models.lora.LoraSpec``) fused into the transformer's weights at load;
+    their files are checked by ``Generator.check``, before any weight. ``distilled_lora``: two-stage only.
     """
 
     prompt: str
@@ -69,6 +85,7 @@ class GenerationRequest:
     pipeline: str = "one-stage"
     extra: dict[str, str] = field(default_factory=dict)
     loras: tuple[LoraSpec, ...] = ()
+    distilled_lora: LoraSpec | None = None
 
     def __post_init__(self) -> None:
         _resolve_pipeline_defaults(self)
@@ -80,6 +97,18 @@ class GenerationRequest:
         return PIPELINE_SCHEDULES[self.pipeline]
 
     @property
+    def two_stage(self) -> bool:
+        """True for the pipelines that upsample the latent and denoise again at the output size."""
+        return self.pipeline in TWO_STAGE_PIPELINES
+
+    def stage_1(self) -> GenerationRequest:
+        """Stage 1 of a two-stage request: its one-stage pipeline at half the output size (images fitted there)."""
+        if not self.two_stage:
+            raise ValueError(f"stage_1() of a {self.pipeline} request")
+        return replace(self, width=self.width // 2, height=self.height // 2, pipeline=STAGE_1_PIPELINE[self.pipeline],
+                       distilled_lora=None)  # fmt: skip
+
+    @property
     def duration_s(self) -> float:
         """Clip length in seconds."""
         return self.num_frames / self.frame_rate
@@ -89,6 +118,7 @@ class GenerationRequest:
         out = asdict(self)
         out["images"] = [spec.describe() for spec in self.images]
         out["loras"] = [spec.describe() for spec in self.loras]
+        out["distilled_lora"] = self.distilled_lora.describe() if self.distilled_lora is not None else None
         return out
 
 
@@ -101,20 +131,19 @@ def _check_int(name: str, value: object) -> int:
 def _resolve_pipeline_defaults(r: GenerationRequest) -> None:
     """Fill the fields left None with the pipeline's values; refuse explicit values the pipeline cannot honour."""
     if r.pipeline not in PIPELINE_SCHEDULES:
-        # Two-stage and distilled (with the latent upsampler) are the official modes not offered yet.
         raise RequestError("pipeline", r.pipeline, " or ".join(PIPELINES))
-    distilled = r.pipeline == "distilled-one-stage"
+    distilled = r.pipeline in UNGUIDED_PIPELINES
     steps = r.num_inference_steps
     if distilled:
         if steps is not None and not (isinstance(steps, int) and not isinstance(steps, bool)):
             raise RequestError("num_inference_steps", steps, "an integer")
         steps = schedule_steps(r.schedule, steps)  # refuses any count but the schedule's own, naming it
         if r.guidance not in (None, UNGUIDED_PRESET):
-            raise RequestError("guidance", r.guidance, f"{UNGUIDED_PRESET} for distilled-one-stage (one unguided "
-                               "forward per step): leave --guidance unset")  # fmt: skip
+            raise RequestError("guidance", r.guidance, f"{UNGUIDED_PRESET} for {r.pipeline} (one unguided forward "
+                               "per step): leave --guidance unset")  # fmt: skip
         if r.negative_prompt:
-            raise RequestError("negative_prompt", str(r.negative_prompt)[:40], "unset for distilled-one-stage (it runs "
-                               "no negative pass): leave --negative-prompt unset")  # fmt: skip
+            raise RequestError("negative_prompt", str(r.negative_prompt)[:40], f"unset for {r.pipeline} (it runs no "
+                               "negative pass): leave --negative-prompt unset")  # fmt: skip
     defaults = {
         "num_inference_steps": steps if steps is not None else DEFAULT_STEPS,
         "guidance": UNGUIDED_PRESET if distilled else (r.guidance if r.guidance is not None else "cfg"),
@@ -133,10 +162,13 @@ def validate(r: GenerationRequest) -> None:
         raise RequestError("prompt", r.prompt, "a non-empty text")
     if not isinstance(r.negative_prompt, str):
         raise RequestError("negative_prompt", r.negative_prompt, "a text (may be empty)")
+    multiple = 64 if r.two_stage else 32  # stage 1 runs at half the size, itself a multiple of 32
     for name in ("width", "height"):
         v = _check_int(name, getattr(r, name))
-        if v <= 0 or v % 32:
-            raise RequestError(name, v, "a positive multiple of 32 (e.g. 512x288, 768x512)")
+        if v < 2 * multiple or v % multiple:
+            example = "1024x576, 1536x1024" if r.two_stage else "512x288, 768x512"
+            raise RequestError(name, v, f"a multiple of {multiple}, at least {2 * multiple}, for --pipeline "
+                               f"{r.pipeline} (e.g. {example})")  # fmt: skip
     n = _check_int("num_frames", r.num_frames)
     if n < 1 or (n - 1) % 8:
         lower = max(1, n - (n - 1) % 8) if n >= 1 else 1
@@ -150,7 +182,7 @@ def validate(r: GenerationRequest) -> None:
     seed = _check_int("seed", r.seed)
     if not 0 <= seed <= MAX_SEED:
         raise RequestError("seed", seed, f"an integer from 0 to {MAX_SEED}")
-    allowed = (UNGUIDED_PRESET,) if r.pipeline == "distilled-one-stage" else GUIDANCE_PRESETS
+    allowed = (UNGUIDED_PRESET,) if r.pipeline in UNGUIDED_PIPELINES else GUIDANCE_PRESETS
     if r.guidance not in allowed:
         raise RequestError("guidance", r.guidance, " or ".join(allowed))
     if r.audio_channels not in (1, 2):
@@ -160,3 +192,13 @@ def validate(r: GenerationRequest) -> None:
     validate_image_specs(r.images, r.width, r.height, r.num_frames)
     if not isinstance(r.loras, tuple) or not all(isinstance(spec, LoraSpec) for spec in r.loras):
         raise RequestError("loras", r.loras, "a tuple of models.lora.LoraSpec (--lora PATH [STRENGTH])")
+    if r.pipeline == "two-stage" and not isinstance(r.distilled_lora, LoraSpec):
+        raise RequestError(
+            "distilled_lora",
+            r.distilled_lora,
+            "the distilled LoRA for stage 2 of --pipeline two-stage "
+            "(--distilled-lora PATH [STRENGTH], Lightricks' ltx-2-19b-distilled-lora-384.safetensors)",
+        )
+    if r.pipeline != "two-stage" and r.distilled_lora is not None:
+        raise RequestError("distilled_lora", r.distilled_lora.describe(), "unset: only --pipeline two-stage fuses the "
+                           "distilled LoRA (for stage 2)")  # fmt: skip

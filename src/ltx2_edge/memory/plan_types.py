@@ -15,8 +15,41 @@ from ltx2_edge.memory.profiles import DeviceProfile
 from ltx2_edge.memory.tile_plan import VideoTiling
 
 PRECISIONS: tuple[str, ...] = ("bf16", "fp8", "int8")
-# In run order; encode_image only when the request conditions on images.
-STAGES: tuple[str, ...] = ("text_encode", "embeddings", "encode_image", "denoise", "decode")
+# In run order; encode_image only when the request conditions on images; upsample and denoise_2 only for the
+# two-stage pipelines (``denoise`` is then stage 1, at half the output size).
+STAGES: tuple[str, ...] = ("text_encode", "embeddings", "encode_image", "denoise", "upsample", "denoise_2", "decode")
+
+
+@dataclass(frozen=True)
+class SecondStage:
+    """Stage 2 of the two-stage pipelines (two-stage, distilled): the stage-1 video latent upsampled x2 by the
+    latent upsampler (with the video VAE encoder's statistics, and the images re-encoded at the output size), then
+    ``steps`` unguided forwards at the output size, then the decode there.
+
+    ``width``/``height``: the output size (twice the ``PlanRequest``'s, which is stage 1's); ``upsampler_bytes``:
+    the upsampler file's weights; ``upsampler_working_bytes`` and ``upsampler_flops``: its forward over the
+    stage-1 latent (``stages.upsample``); ``conditioning_tokens`` / ``image_float_pixels``: as ``PlanRequest``'s,
+    at the output size.
+    """
+
+    width: int
+    height: int
+    steps: int
+    upsampler_bytes: int
+    upsampler_working_bytes: int
+    upsampler_flops: float
+    conditioning_tokens: int = 0
+    image_float_pixels: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "upsampler_bytes", "upsampler_working_bytes", "conditioning_tokens",
+                     "image_float_pixels"):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "steps" else 0):
+                raise RequestError(f"stage-2 {name.replace('_', '-')}", value, "an integer >= "
+                                   f"{1 if name == 'steps' else 0}")  # fmt: skip
+
+
 SourceTier = Literal["resident", "pinned", "file"]
 Bottleneck = Literal["compute", "copy", "disk"]
 
@@ -33,6 +66,8 @@ class PlanRequest:
     ``image_float_pixels``: the most float32 RGB pixels one image holds on the device while it is fitted (its
     source plus its scaled copy, ``stages.conditioning.image_device_pixels``); ``conditioning_tokens``: video
     tokens the keyframes add to every transformer forward (``stages.conditioning.conditioning_token_count``).
+    ``second_stage``: for the two-stage pipelines, what follows stage 1 (then width, height, steps, guidance and
+    the image fields above describe stage 1, at half the output size).
     """
 
     width: int
@@ -46,6 +81,7 @@ class PlanRequest:
     images: int = 0
     image_float_pixels: int = 0
     conditioning_tokens: int = 0
+    second_stage: SecondStage | None = None
 
     def __post_init__(self) -> None:
         for name, value in (("width", self.width), ("height", self.height)):

@@ -37,7 +37,7 @@ from ltx2_edge.memory.flops import (
     video_decode_flops,
     vocoder_flops,
 )
-from ltx2_edge.memory.plan_types import Plan, PlanRequest, StagePlan
+from ltx2_edge.memory.plan_types import Plan, PlanRequest, SecondStage, StagePlan
 from ltx2_edge.memory.profiles import DeviceProfile
 from ltx2_edge.memory.stage_fit import FitContext, IsQuantized, MiB, Shortfall, Weights, fit_stage
 from ltx2_edge.memory.tile_plan import VideoTiling, candidate_tilings, frames_bytes
@@ -78,6 +78,7 @@ class _Context(FitContext):
         is_quantized: IsQuantized,
     ) -> None:
         super().__init__(request, budget, profile, is_quantized)
+        self.is_quantized = is_quantized
         self.header, self.gemma = header, gemma
         raw = header.metadata.get("config")
         if raw is None:
@@ -89,6 +90,21 @@ class _Context(FitContext):
         r = request
         self.tokens = act.token_counts(self.config, r.width, r.height, r.num_frames, r.frame_rate)
         self._tilings: list[VideoTiling] | None = None
+        self._second: _Context | None = None
+
+    def second(self) -> _Context:
+        """Stage 2 of a two-stage request as a request of its own: the output size, its steps, one unguided pass,
+        the images at the output size. Kept (its decode tilings are computed once) and given this budget."""
+        s2 = self.request.second_stage
+        if s2 is None:
+            raise ValueError("second() of a one-stage request")
+        if self._second is None:
+            r2 = replace(self.request, width=s2.width, height=s2.height, num_inference_steps=s2.steps,
+                         guidance_batch=1, conditioning_tokens=s2.conditioning_tokens,
+                         image_float_pixels=s2.image_float_pixels, second_stage=None)  # fmt: skip
+            self._second = _Context(self.header, self.gemma, r2, self.budget, self.profile, self.is_quantized)
+        self._second.budget = self.budget
+        return self._second
 
     @functools.cached_property
     def gemma_shape(self) -> act.GemmaShape:
@@ -158,7 +174,28 @@ def _encode_image(ctx: _Context) -> StagePlan | Shortfall:
     return _with_note(plan, f"; {r.images} image(s), one at a time, at {r.width}x{r.height}")
 
 
-def _denoise(ctx: _Context) -> StagePlan | Shortfall:
+def _upsample(ctx: _Context, stage_1: _Context, s2: SecondStage) -> StagePlan | Shortfall:
+    """Between the stages (``ctx`` at the output size): the latent upsampler x2 over stage 1's video latent, with
+    the video VAE encoder (its statistics normalise the latent; it also re-encodes the images at this size).
+
+    Working set: the upsampler's forward (``SecondStage.upsampler_working_bytes``) beside stage 1's latent, or an
+    image encode at the output size, whichever is larger (they run one after the other).
+    """
+    r = ctx.request
+    encoder = ctx.weights(_require(ctx.header.tensors, VIDEO_ENCODER, "checkpoint"), None)
+    weights = Weights(encoder.fixed + s2.upsampler_bytes, ())
+    t1 = stage_1.tokens
+    latent = frames_bytes(t1.latent_frames, t1.latent_height, t1.latent_width)
+    per_pixel = ENCODE_IMAGE_BYTES_PER_PIXEL * (2 if ctx.profile.name == "cpu" else 1)
+    images = per_pixel * r.width * r.height + 12 * r.image_float_pixels if r.images else 0
+    flops = FlopCount(conv=s2.upsampler_flops + r.images * video_decode_flops(
+        ctx.config["vae"], 1, ctx.tokens.latent_height, ctx.tokens.latent_width))  # fmt: skip
+    plan = fit_stage(ctx, "upsample", weights, max(s2.upsampler_working_bytes + latent, images), flops, 1, "block")
+    again = f"; {r.images} image(s) re-encoded at {r.width}x{r.height}" if r.images else ""
+    return _with_note(plan, f"; latent upsampler x2 to {r.width}x{r.height}{again}")
+
+
+def _denoise(ctx: _Context, name: str = "denoise") -> StagePlan | Shortfall:
     r = ctx.request
     tensors = {n: t for n, t in _require(ctx.header.tensors, DIT, "checkpoint").items() if not n.startswith(CONNECTORS)}
     # Keyframe images add their tokens to every forward (they are cleared before decoding, so only here).
@@ -169,7 +206,7 @@ def _denoise(ctx: _Context) -> StagePlan | Shortfall:
     activations = act.transformer_activation_bytes(ctx.config, tokens, r.guidance_batch,
                                                    ctx.profile.sdpa_materializes_scores)  # fmt: skip
     w = ctx.weights(tensors, BLOCKS)
-    plan = fit_stage(ctx, "denoise", w, activations, flops, r.num_inference_steps, "block")
+    plan = fit_stage(ctx, name, w, activations, flops, r.num_inference_steps, "block")
     keyframes = f"; +{r.conditioning_tokens} keyframe tokens" if r.conditioning_tokens else ""
     return _with_note(plan, f"; {r.guidance_batch} guidance pass(es) in one batched forward per step{keyframes}")
 
@@ -212,7 +249,12 @@ def _with_note(plan: StagePlan | Shortfall, note: str) -> StagePlan | Shortfall:
 
 def _evaluate(ctx: _Context) -> list[StagePlan | Shortfall]:
     images = [_encode_image(ctx)] if ctx.request.images else []
-    return [_text_encode(ctx), _embeddings(ctx), *images, _denoise(ctx), _decode(ctx)]
+    first = [_text_encode(ctx), _embeddings(ctx), *images, _denoise(ctx)]
+    s2 = ctx.request.second_stage
+    if s2 is None:
+        return [*first, _decode(ctx)]
+    out = ctx.second()
+    return [*first, _upsample(out, ctx, s2), _denoise(out, "denoise_2"), _decode(out)]
 
 
 def _fits(ctx: _Context) -> bool:

@@ -65,14 +65,15 @@ class LoraSpec:
         return {"path": str(self.path), "strength": self.strength}
 
 
-def parse_lora_arg(values: Sequence[str]) -> LoraSpec:
-    """``--lora PATH [STRENGTH]`` as ltx-pipelines parses it: 1 or 2 values, strength 1.0 when left out."""
+def parse_lora_arg(values: Sequence[str], flag: str = "lora") -> LoraSpec:
+    """``--lora PATH [STRENGTH]`` (or ``--distilled-lora``, named by ``flag``) as ltx-pipelines parses it: 1 or 2
+    values, strength 1.0 when left out."""
     if not 1 <= len(values) <= 2:
-        raise RequestError("lora", " ".join(values), "PATH and an optional STRENGTH (--lora FILE 0.8)")
+        raise RequestError(flag, " ".join(values), f"PATH and an optional STRENGTH (--{flag} FILE 0.8)")
     try:
         strength = float(values[1]) if len(values) == 2 else DEFAULT_LORA_STRENGTH
     except ValueError:
-        raise RequestError("lora", " ".join(values), "a number as STRENGTH (--lora FILE 0.8)") from None
+        raise RequestError(flag, " ".join(values), f"a number as STRENGTH (--{flag} FILE 0.8)") from None
     return LoraSpec(Path(values[0]), strength)
 
 

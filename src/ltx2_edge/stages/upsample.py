@@ -8,8 +8,13 @@ un-normalise with the video VAE encoder's per-channel statistics, ``LatentUpsamp
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+
 import torch
 from ltx_core.model.upsampler import upsample_video
+
+from ltx2_edge.checkpoint.header import TensorInfo
 
 
 def upsample_latent(
@@ -63,3 +68,24 @@ def upsample_working_bytes(config: dict, latent_shape: tuple[int, int, int, int,
         12 * c * n,  # normalise the 4n-position output: it, x - mean, (x - mean) / std
     )
     return max(phases) * dtype_bytes
+
+
+# Convolutions that run on the stage-1 grid; the rest (post-upsample blocks, final conv) run on the 4x grid.
+_BEFORE_X2 = ("initial_conv.", "res_blocks.", "upsampler.")
+
+
+def upsample_flops(tensors: Mapping[str, TensorInfo], latent_shape: tuple[int, int, int, int, int]) -> float:
+    """FLOPs of the upsampler's forward over ``latent_shape`` (B, C, F, H, W), from its file's tensor shapes.
+
+    Every convolution weight (4-D per frame or 5-D, stride 1, same padding) costs 2 x its elements per output
+    position; positions are F x H x W before the x2 and four times that after it. Norms and biases are
+    left out (under 1% here).
+    """
+    _, _, f, h, w = latent_shape
+    n = f * h * w
+    total = 0.0
+    for name, info in tensors.items():
+        if not name.endswith(".weight") or len(info.shape) not in (4, 5):
+            continue
+        total += 2.0 * math.prod(info.shape) * (n if name.startswith(_BEFORE_X2) else 4 * n)
+    return total
