@@ -60,6 +60,11 @@ VARIANTS: dict[str, tuple[str, AccelSettings | None]] = {  # name -> (precision,
     "compiled_graph_int8": ("int8", AccelSettings(compile=True, cuda_graph=True, freeze_text_kv=True)),
     # Inductor's coordinate-descent tuning of its own Triton kernels (the fused elementwise work), same levers.
     "compiled_graph_fp8_tuned": ("fp8", AccelSettings(compile=True, cuda_graph=True, freeze_text_kv=True)),
+    # The FeedForward's GELU left to Inductor's own fusion with the quantization (before accel.fused_ff).
+    "compiled_graph_fp8_unfused": (
+        "fp8",
+        AccelSettings(compile=True, cuda_graph=True, freeze_text_kv=True, fused_ff=False),
+    ),
 }
 INDUCTOR_OPTIONS: dict[str, dict] = {"compiled_graph_fp8_tuned": {"coordinate_descent_tuning": True}}
 
@@ -170,8 +175,7 @@ def main() -> None:
             rec.setdefault("floor", {})[precision] = compute_floor(args.checkpoint_path, precision, args)
         model = loaded[precision]
         if settings is not None:
-            settings = AccelSettings(settings.compile, settings.cuda_graph and dev.type == "cuda",
-                                     settings.freeze_text_kv, backend)  # fmt: skip
+            settings = replace(settings, cuda_graph=settings.cuda_graph and dev.type == "cuda", attention=backend)
         out: dict = {"precision": precision, "settings": settings.describe() if settings else "ltx-core forward as is"}
         options = INDUCTOR_OPTIONS.get(name, {})
         if options:

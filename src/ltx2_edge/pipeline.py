@@ -668,7 +668,7 @@ class Generator:
         stage = plan.stage("upsample")
         again = f", {len(request.images)} image(s) re-encoded" if request.images else ""
         self.progress.stage("upsample", f"latent upsampler x2 to {request.width}x{request.height}{again}")
-        technique = f"staged: video VAE encoder + latent upsampler for this stage only, freed after{stage.technique}"
+        technique = f"staged: video VAE encoder + latent upsampler for this stage only, freed after; {stage.technique}"
         with report.measure("upsample", technique, self.device) as rec:
             start, items = self.upsample(request, latents, rec.details)
         self._stage_memory(rec, stage.predicted_peak_bytes, baseline)

@@ -10,7 +10,9 @@ Every kernel maps ``(x [M, K], weight [N, K] int8/float8, weight_scale [N] fp32,
 ``[M, N]`` in x's dtype. ``*_simulated`` kernels are the CPU reference: they compute exactly the arithmetic of
 the GPU kernel of the same precision (same quantized activations, products exact, fp32/exact accumulation,
 same fp32 epilogue), so CPU tests check what the GPU runs. ``DEFAULT_KERNELS`` is the per-device choice; it is
-set from measurements (bench/quant_kernels.py), not guessed at run time.
+set from measurements (bench/quant_kernels.py), not guessed at run time. A kernel that quantizes activations
+per token also names its ``gemm``, the part after the quantization, so a caller holding activations quantized
+another way (``gelu_quant_rows``: the feed-forward's GELU fused into it) runs the same GEMM and epilogue.
 
 This module imports nothing but torch (the benchmark runs it on a bare GPU box) and never changes the
 precision it was asked for: a kernel that cannot run a shape is replaced only by the simulated kernel of the
@@ -19,6 +21,7 @@ same precision, and ``choose_kernel`` says why.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,6 +46,47 @@ def quantize_rows(x: torch.Tensor, precision: str) -> tuple[torch.Tensor, torch.
     if precision == "int8":
         scaled = scaled.round_()
     return scaled.to(QDTYPE[precision]), scale
+
+
+def gelu_tanh(h: torch.Tensor) -> torch.Tensor:
+    """tanh-GELU as ``triton_quant._gelu_rowwise_quant`` computes it: fp32, x / (1 + exp(-2u)), rounded to h's dtype.
+
+    The same function as ``F.gelu(h, approximate="tanh")`` (0.5 x (1 + tanh(u))); for bf16 ``h`` the two differ
+    only where x < -2.9, on values below 0.004 in magnitude (eager's 1 + tanh(u) cancels there; this does not),
+    too small to move an INT8 code; fp32 results differ by < 1e-6.
+    """
+    x = h.float()
+    return (x / (1.0 + torch.exp(-(x * (triton_quant.GELU_2C + triton_quant.GELU_2CK * x * x))))).to(h.dtype)
+
+
+def gelu_quantize_rows(h: torch.Tensor, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``quantize_rows(gelu_tanh(h), precision)``: the torch reference of the fused GELU + quantization kernel."""
+    return quantize_rows(gelu_tanh(h), precision)
+
+
+@torch.library.custom_op("ltx2_edge::gelu_quant_rows", mutates_args=())
+def gelu_quant_rows(h: torch.Tensor, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``gelu_quantize_rows`` as one op: ``(q [M, K] int8/float8, scale [M, 1] fp32)`` for a 2-D pre-activation.
+
+    CUDA runs the Triton kernel (``triton_quant.gelu_quantize_rows_fused``), CPU the torch reference. An op, not
+    a function, so Dynamo/Inductor keep it whole (an extern kernel in the compiled graph, captured by CUDA graphs)
+    instead of tracing into Triton or re-fusing the GELU their own way.
+    """
+    return triton_quant.gelu_quantize_rows_fused(h, precision)
+
+
+@gelu_quant_rows.register_kernel("cpu")
+def _gelu_quant_rows_cpu(h: torch.Tensor, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return gelu_quantize_rows(h, precision)
+
+
+@gelu_quant_rows.register_fake
+def _gelu_quant_rows_fake(h: torch.Tensor, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if precision not in QDTYPE:
+        raise ValueError(f"precision={precision!r} is not allowed: one of {', '.join(QDTYPE)}")
+    if h.dim() != 2:
+        raise ValueError(f"activations must be 2-D [tokens, features], got shape {list(h.shape)}")
+    return h.new_empty(h.shape, dtype=QDTYPE[precision]), h.new_empty((h.shape[0], 1), dtype=torch.float32)
 
 
 def quantize_weight(weight: torch.Tensor, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,7 +128,7 @@ def _epilogue(
 
 def _fp8_gemm(
     xq: torch.Tensor, xs: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
-    out_dtype: torch.dtype, fast_accum: bool,
+    out_dtype: torch.dtype, fast_accum: bool = False,
 ) -> torch.Tensor:  # fmt: skip
     # Row-wise scaling in _scaled_mm produces bf16 only; a bf16 bias is fused into its epilogue.
     fuse_bias = bias is not None and bias.dtype == torch.bfloat16
@@ -102,10 +146,40 @@ def _fp8_gemm(
     return y.to(out_dtype)
 
 
+_fp8_gemm_fast = functools.partial(_fp8_gemm, fast_accum=True)
+
+
+def _fp8_gemm_simulated(
+    xq: torch.Tensor, xs: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
+    out_dtype: torch.dtype,
+) -> torch.Tensor:  # fmt: skip
+    return _epilogue(xq.float() @ weight.float().t(), xs, scale, bias, out_dtype)
+
+
+def _int8_gemm(
+    xq: torch.Tensor, xs: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
+    out_dtype: torch.dtype,
+) -> torch.Tensor:  # fmt: skip
+    m = xq.shape[0]
+    if xq.is_cuda and m < _INT_MM_MIN_ROWS:
+        # Zero rows pad M past cuBLASLt's limit; they cost nothing at these sizes and are sliced away.
+        xq = torch.cat([xq, xq.new_zeros(32 - m, xq.shape[1])])
+    acc = torch._int_mm(xq, weight.t())[:m]
+    return _epilogue(acc.float(), xs, scale, bias, out_dtype)
+
+
+def _int8_gemm_simulated(
+    xq: torch.Tensor, xs: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
+    out_dtype: torch.dtype,
+) -> torch.Tensor:  # fmt: skip
+    # fp64 sums of int8 products are exact (|sum| < 2^53), so this equals _int_mm's int32 accumulator.
+    acc = (xq.double() @ weight.double().t()).float()
+    return _epilogue(acc, xs, scale, bias, out_dtype)
+
+
 def fp8_rowwise(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """FP8 tensor cores: per-token FP8 activations x per-channel FP8 weights via ``torch._scaled_mm``."""
-    xq, xs = quantize_rows(x, "fp8")
-    return _fp8_gemm(xq, xs, weight, scale, bias, x.dtype, fast_accum=False)
+    return _fp8_gemm(*quantize_rows(x, "fp8"), weight, scale, bias, x.dtype)
 
 
 def fp8_rowwise_fused(
@@ -116,8 +190,7 @@ def fp8_rowwise_fused(
     Fast accumulation keeps the FP8 tensor cores' own accumulator between K blocks (measured on the H100 at W1
     shapes: 1.25x the GEMM rate, same SNR against fp32 to 0.01 dB).
     """
-    xq, xs = triton_quant.quantize_rows_fused(x, "fp8")
-    return _fp8_gemm(xq, xs, weight, scale, bias, x.dtype, fast_accum=True)
+    return _fp8_gemm_fast(*triton_quant.quantize_rows_fused(x, "fp8"), weight, scale, bias, x.dtype)
 
 
 def fp8_rowwise_fast(
@@ -125,48 +198,33 @@ def fp8_rowwise_fast(
 ) -> torch.Tensor:
     """``fp8_rowwise`` with fast accumulation: the form ``torch.compile`` gets (it fuses the eager quantization
     into the op that produced ``x``, which the hand-written Triton kernel cannot)."""
-    xq, xs = quantize_rows(x, "fp8")
-    return _fp8_gemm(xq, xs, weight, scale, bias, x.dtype, fast_accum=True)
+    return _fp8_gemm_fast(*quantize_rows(x, "fp8"), weight, scale, bias, x.dtype)
 
 
 def fp8_simulated(
     x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
     """CPU reference of ``fp8_rowwise``: the same FP8 activations, products exact in fp32, fp32 accumulation."""
-    xq, xs = quantize_rows(x, "fp8")
-    return _epilogue(xq.float() @ weight.float().t(), xs, scale, bias, x.dtype)
+    return _fp8_gemm_simulated(*quantize_rows(x, "fp8"), weight, scale, bias, x.dtype)
 
 
 def int8_int_mm(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """INT8 tensor cores: per-token INT8 activations x per-channel INT8 weights via ``torch._int_mm`` (int32 acc)."""
-    xq, xs = quantize_rows(x, "int8")
-    m = xq.shape[0]
-    if xq.is_cuda and m < _INT_MM_MIN_ROWS:
-        # Zero rows pad M past cuBLASLt's limit; they cost nothing at these sizes and are sliced away.
-        xq = torch.cat([xq, xq.new_zeros(32 - m, xq.shape[1])])
-    acc = torch._int_mm(xq, weight.t())[:m]
-    return _epilogue(acc.float(), xs, scale, bias, x.dtype)
+    return _int8_gemm(*quantize_rows(x, "int8"), weight, scale, bias, x.dtype)
 
 
 def int8_int_mm_fused(
     x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
     """``int8_int_mm`` with the activation quantization fused into one Triton kernel."""
-    xq, xs = triton_quant.quantize_rows_fused(x, "int8")
-    m = xq.shape[0]
-    if m < _INT_MM_MIN_ROWS:
-        xq = torch.cat([xq, xq.new_zeros(32 - m, xq.shape[1])])
-    acc = torch._int_mm(xq, weight.t())[:m]
-    return _epilogue(acc.float(), xs, scale, bias, x.dtype)
+    return _int8_gemm(*triton_quant.quantize_rows_fused(x, "int8"), weight, scale, bias, x.dtype)
 
 
 def int8_simulated(
     x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
     """CPU reference of ``int8_int_mm``: fp64 sums of int8 products are exact, so the result is bit-identical."""
-    xq, xs = quantize_rows(x, "int8")
-    acc = (xq.double() @ weight.double().t()).float()
-    return _epilogue(acc, xs, scale, bias, x.dtype)
+    return _int8_gemm_simulated(*quantize_rows(x, "int8"), weight, scale, bias, x.dtype)
 
 
 def _weight_only(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -216,28 +274,35 @@ def _fused(multiple: int) -> Callable[[str, int, int], str | None]:
     return check
 
 
+QuantizedGemm = Callable[..., torch.Tensor]  # (xq, xs, weight, weight_scale, bias, out_dtype) -> [M, N]
+
+
 @dataclass(frozen=True)
 class Kernel:
-    """A registered matmul kernel: ``fn(x2d, weight, weight_scale, bias)``; ``unsupported`` gives a reason or None."""
+    """A registered matmul kernel: ``fn(x2d, weight, weight_scale, bias)``; ``unsupported`` gives a reason or None.
+
+    ``gemm`` is what ``fn`` runs after quantizing the activations per token (None for weight-only kernels).
+    """
 
     name: str
     precision: str
     fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
     activations: str  # what the activations become: "fp8 per token", "int8 per token", "unchanged"
     unsupported: Callable[[str, int, int], str | None]
+    gemm: QuantizedGemm | None = None
 
 
 KERNELS: dict[str, Kernel] = {
     k.name: k
     for k in (
-        Kernel("fp8_rowwise_fused", "fp8", fp8_rowwise_fused, "fp8 per token", _fused(16)),
-        Kernel("fp8_rowwise", "fp8", fp8_rowwise, "fp8 per token", _needs_multiple(16)),
-        Kernel("fp8_rowwise_fast", "fp8", fp8_rowwise_fast, "fp8 per token", _needs_multiple(16)),
-        Kernel("fp8_simulated", "fp8", fp8_simulated, "fp8 per token", _always),
+        Kernel("fp8_rowwise_fused", "fp8", fp8_rowwise_fused, "fp8 per token", _fused(16), _fp8_gemm_fast),
+        Kernel("fp8_rowwise", "fp8", fp8_rowwise, "fp8 per token", _needs_multiple(16), _fp8_gemm),
+        Kernel("fp8_rowwise_fast", "fp8", fp8_rowwise_fast, "fp8 per token", _needs_multiple(16), _fp8_gemm_fast),
+        Kernel("fp8_simulated", "fp8", fp8_simulated, "fp8 per token", _always, _fp8_gemm_simulated),
         Kernel("fp8_weight_only", "fp8", fp8_weight_only, "unchanged", _always),
-        Kernel("int8_int_mm_fused", "int8", int8_int_mm_fused, "int8 per token", _fused(8)),
-        Kernel("int8_int_mm", "int8", int8_int_mm, "int8 per token", _needs_multiple(8)),
-        Kernel("int8_simulated", "int8", int8_simulated, "int8 per token", _always),
+        Kernel("int8_int_mm_fused", "int8", int8_int_mm_fused, "int8 per token", _fused(8), _int8_gemm),
+        Kernel("int8_int_mm", "int8", int8_int_mm, "int8 per token", _needs_multiple(8), _int8_gemm),
+        Kernel("int8_simulated", "int8", int8_simulated, "int8 per token", _always, _int8_gemm_simulated),
         Kernel("int8_weight_only", "int8", int8_weight_only, "unchanged", _always),
     )
 }

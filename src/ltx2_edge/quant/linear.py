@@ -111,14 +111,48 @@ class QuantLinear(nn.Module):
         """``(kernel name, note)`` this layer runs on ``device_type``; the note explains a fallback."""
         return kernels.choose_kernel(self.precision, device_type, self.in_features, self.out_features, self.kernel)
 
+    def compiled_kernel(self, device_type: str) -> str:
+        """The kernel this layer runs on ``device_type`` inside a compiled region (pure: nothing is stored)."""
+        name = self.kernel_for(device_type)[0]
+        return kernels.COMPILED_VARIANT.get(name, name)
+
     def prepare_compiled(self, device_type: str) -> str:
         """Pick, outside the compiled region, the kernel this layer runs inside one; returns its name.
 
         Choosing inside would make the compiler trace the registry and mutate ``_fn`` as a side effect.
         """
-        name = kernels.COMPILED_VARIANT.get(self.kernel_for(device_type)[0], self.kernel_for(device_type)[0])
+        name = self.compiled_kernel(device_type)
         self._fn[device_type + "/compiled"] = kernels.KERNELS[name].fn
         return name
+
+    def prepare_gelu_fused(self, device_type: str) -> str:
+        """Pick the GEMM ``forward_gelu`` runs on ``device_type``: that of the layer's compiled kernel; returns its
+        name. ``ValueError`` when that kernel quantizes no activations (a weight-only kernel has nothing to fuse)."""
+        name = self.compiled_kernel(device_type)
+        gemm = kernels.KERNELS[name].gemm
+        if gemm is None:
+            raise ValueError(f"kernel={name!r} quantizes no activations, so no GELU can be fused into it: "
+                             f"use a per-token {self.precision} kernel (set_kernel(None): the default)")  # fmt: skip
+        self._fn[device_type + "/gelu"] = gemm
+        return name
+
+    def forward_gelu(self, h: torch.Tensor) -> torch.Tensor:
+        """``self(gelu_tanh(h))`` with the tanh-GELU done inside the per-token activation quantization.
+
+        ``h`` is the pre-activation (ltx-core's ``GELUApprox.proj`` output). One op, ``ltx2_edge::gelu_quant_rows``
+        (a Triton kernel on CUDA: ``h`` read once, 8-bit activations and scales written), then the GEMM chosen by
+        ``prepare_gelu_fused``. Numerics: ``kernels.gelu_quantize_rows``, then the same GEMM and epilogue as the
+        layer's compiled kernel; ``RuntimeError`` if ``prepare_gelu_fused`` was not called for this device.
+        """
+        if h.shape[-1] != self.in_features:
+            raise ValueError(f"input has {h.shape[-1]} features, this layer takes {self.in_features}")
+        gemm = self._fn.get(h.device.type + "/gelu")
+        if gemm is None:
+            raise RuntimeError(f"call prepare_gelu_fused({h.device.type!r}) before forward_gelu")
+        lead = h.shape[:-1]
+        xq, xs = torch.ops.ltx2_edge.gelu_quant_rows(h.reshape(-1, self.in_features), self.precision)
+        y = gemm(xq, xs, self.weight, self.weight_scale, self.bias, h.dtype)
+        return y.reshape(*lead, self.out_features)
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The weight as ``weight * weight_scale`` in ``dtype`` (for tests and reports; forward never does this)."""
