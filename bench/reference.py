@@ -254,6 +254,10 @@ class Call:
     def quantize(self) -> None:
         """Make the pre-quantized fp8 file the one-pool fp8 runs stream from (once per call)."""
         a = self.a
+        if a.reuse_quantized and Path(a.quantized_path).is_file():  # made by an earlier call on this same box
+            self.quantized = "ok"
+            self.doc["prep"].append({"label": "quantize-fp8", "status": "reused from an earlier call on this box"})
+            return
         argv = ["-m", "ltx2_edge", "quantize", "--to", "fp8", "--overwrite"]
         device = "cpu" if a.device == "cpu" else "cuda"
         argv += flags(checkpoint_path=a.checkpoint_path, out=a.quantized_path, device=device)
@@ -302,6 +306,7 @@ def main() -> None:
     ap.add_argument("--deadline-s", type=float, default=540, help="start no run expected to end after this")
     ap.add_argument("--hard-deadline-s", type=float, default=585, help="kill a run still going at this")
     ap.add_argument("--only", default="", help="comma list of run labels (default: all)")
+    ap.add_argument("--reuse-quantized", action="store_true", help="keep a --quantized-path file already there")
     ap.add_argument("--tiny", action="store_true", help="small request: CPU wiring check on the tiny checkpoint")
     a = ap.parse_args()
     a.size = TINY if a.tiny else W1
