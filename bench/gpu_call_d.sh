@@ -5,7 +5,6 @@
 set -o pipefail
 source bench/gpu_prelude.sh
 source bench/gpu_make_full.sh >/dev/null
-timeout 100 python3 bench/fused_ff_check.py --out "$OUT/fused_ff_check.json" 2>&1 | tee "$OUT/fused_ff_check.log" | tail -8
 timeout 260 python3 bench/step_speed.py --checkpoint-path "$CKPT_DIR/ltx2.safetensors" --gemma-root "$GEMMA_DIR" \
   --out "$OUT/step_speed.json" --variants graph_fp8,compiled_graph_fp8,compiled_graph_fp8_unfused 2>&1 \
   | tee "$OUT/step_speed.log" | grep -E "^(eager|graph|compiled)" | cut -c1-330
@@ -14,3 +13,4 @@ timeout 70 python3 bench/decode_bench.py --checkpoint-path "$CKPT_DIR/ltx2.safet
   --out "$OUT/decode_bench_w1.json" 2>&1 | tee "$OUT/decode_bench_w1.log" | tail -3
 timeout 120 python3 bench/lora_paths.py --out "$OUT/lora_paths_fp8.json" --device cuda --precision fp8 \
   --ranks 32,128,384 2>&1 | tee "$OUT/lora_paths.log" | tail -8
+timeout 100 python3 bench/fused_ff_check.py --out "$OUT/fused_ff_check.json" 2>&1 | tee "$OUT/fused_ff_check.log" | tail -8
