@@ -146,6 +146,11 @@ def versions(records: list[dict[str, Any]]) -> str:
 def render(docs: list[dict[str, Any]]) -> str:
     """One markdown table over every call's records, with the baseline, floors, devices and notes stated."""
     records = [r for d in docs for r in d.get("records", [])]
+    # A run one call had no time for and a later call measured: the measurement replaces the "not run" row.
+    ran = {r.get("label") for r in records if not str(r.get("status", "")).startswith("not run")}
+    records = [r for r in records if r.get("label") is None or r["label"] not in ran
+               or not str(r.get("status", "")).startswith("not run")]  # fmt: skip
+    notes = list(dict.fromkeys(n for d in docs for n in d.get("notes", [])))
     floors = {d["floor"]["device"]: d["floor"] for d in docs if d.get("floor")}
     base = find_baseline(records)
     devices = sorted({r.get("device_name") or "?" for r in records})
@@ -168,7 +173,7 @@ def render(docs: list[dict[str, Any]]) -> str:
     lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
     lines += ["", *against_peers(records), ""] + [f"- {n}" for n in NOTES]
-    lines += [f"- {n}" for d in docs for n in d.get("notes", [])]
+    lines += [f"- {n}" for n in notes]
     lines += [f"- [{i}] {text}" for i, text in enumerate(footnotes, 1)]
     return "\n".join(lines) + "\n"
 

@@ -110,7 +110,16 @@ def test_decode_adds_the_peers_mux_and_calls_merge_into_one_table():
     out = table.render([doc(rec("ltx2-edge", "a")), doc(baseline(), floor=FLOOR)])
     got = rows(out)
     assert len(got) == 2 and got[1]["decode + MP4 s"] == "3.0"
-    assert out.count("| system |") == 1 and out.count("Gemma folder in RAM-backed /dev/shm") == 2
+    assert out.count("| system |") == 1 and out.count("Gemma folder in RAM-backed /dev/shm") == 1  # said once
+
+
+def test_a_run_measured_by_a_later_call_replaces_its_not_run_row():
+    skipped = rec("ltx2-edge", "bf16, unified", label="ours-bf16-16-unified", status="not run: call time")
+    later = rec("ltx2-edge", "bf16, unified", label="ours-bf16-16-unified", total_seconds=110.8)
+    never = rec("ltx2-edge", "bf16, 24", label="ours-bf16-24-unified", status="not run: call time")
+    got = rows(table.render([doc(baseline(), skipped, never), doc(later)]))
+    expected = [("bf16, 24", "not run [1]"), ("bf16, unified", "ok (warm)")]
+    assert [(r["setting"], r["status"]) for r in got[1:]] == expected
 
 
 def test_our_headline_run_against_each_peer_row():
