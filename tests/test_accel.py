@@ -176,8 +176,15 @@ def _inputs(**kw) -> AccelInputs:
     base = dict(compile_mode="auto", compile_support=None, compile_economics=CHEAP, cuda_graph_mode="auto",
                 device_type="cuda",
                 batched=True, block_perturbations=False, streamed_blocks=0, budget_bytes=32 * 2**30,
-                predicted_peak_bytes=23 * 2**30, text_kv_bytes=int(2.25 * 2**30))  # fmt: skip
+                predicted_peak_bytes=23 * 2**30, text_kv_bytes=int(2.25 * 2**30), steps=20)  # fmt: skip
     return AccelInputs(**(base | kw))
+
+
+@pytest.mark.parametrize(("steps", "graph"), [(20, True), (12, True), (11, False), (8, False), (3, False)])
+def test_cuda_graph_only_when_its_replays_pay_for_the_capture(steps, graph):
+    choice = choose_accel(_inputs(steps=steps))
+    assert choice.settings.cuda_graph is graph
+    assert graph or f"{steps - 2} replays would not pay back its capture" in choice.settings.reasons[1]
 
 
 def test_choose_accel_resident_streamed_and_tight():

@@ -90,6 +90,8 @@ class RunReport:
             record.seconds = time.perf_counter() - start
             if cuda:
                 record.peak_bytes = int(torch.cuda.max_memory_allocated(device))
+                # What the budget's allocator cap really holds: allocated plus the allocator's cached blocks.
+                record.details["peak_reserved_bytes"] = int(torch.cuda.max_memory_reserved(device))
                 record.memory_kind = "cuda allocated"
             elif sampler is not None:
                 record.peak_bytes = sampler.stop()

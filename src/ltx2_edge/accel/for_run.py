@@ -43,7 +43,7 @@ def choose_for_run(
         cuda_graph_mode=cuda_graph_mode, device_type=device.type, batched=guidance.mode == "batched",
         block_perturbations=perturbs_single_blocks(guidance), streamed_blocks=denoise.streamed_units,
         budget_bytes=budget_bytes, predicted_peak_bytes=denoise.predicted_peak_bytes,
-        text_kv_bytes=text_kv_bytes(config, guidance.batch, TEXT_CONTEXT_TOKENS, dtype.itemsize),
+        text_kv_bytes=text_kv_bytes(config, guidance.batch, TEXT_CONTEXT_TOKENS, dtype.itemsize), steps=denoise.steps,
     )  # fmt: skip
     try:
         return choose_accel(inputs)
