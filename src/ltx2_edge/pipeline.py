@@ -8,111 +8,52 @@ stages the way the plan says: a stage's weights exist only while it runs; the tr
 K blocks. With no budget (``budget=None``) and ``keep_resident``, stages stay loaded between calls, so a robot
 or an installation making many clips does not reload tens of GB per clip. What to run comes in as a
 ``GenerationRequest``; this module decides nothing about the clip itself.
+
+This module holds what to run (files, budget, ``plan`` / ``check`` / ``passes`` / ``accel`` / ``loras``, all
+decided before any weight loads), the ``generate`` orchestration and ``close``. How each stage runs on loaded
+weights lives in ``stage_runs`` and ``decode_runs``, the measured scopes of ``generate``'s stages in
+``measured_stages``, the run types in ``run_types`` (re-exported here). It must never load weights outside a
+stage run.
 """
 
 from __future__ import annotations
 
-import gc
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from collections.abc import Generator as Gen
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from ltx_core.conditioning import ConditioningItem
-from ltx_core.model.video_vae import TilingConfig
 
 from ltx2_edge.accel import for_run
-from ltx2_edge.accel.compile import COMPILE_MODES, note_compiled
-from ltx2_edge.accel.engine import AccelSettings
+from ltx2_edge.accel.compile import COMPILE_MODES
 from ltx2_edge.accel.settings import CUDA_GRAPH_MODES, AccelChoice
 from ltx2_edge.atomic import check_output_path
 from ltx2_edge.checkpoint.upsampler_file import UpsamplerInfo, check_upsampler_matches, inspect_upsampler
 from ltx2_edge.checkpoint.validate import check_text_encoder_fits, inspect_checkpoint, inspect_gemma_folder
+from ltx2_edge.decode_runs import DecodeRuns
 from ltx2_edge.errors import RequestError
 from ltx2_edge.guidance import UNGUIDED_PRESET, Guidance
+from ltx2_edge.measured_stages import MeasuredStages
 from ltx2_edge.memory import runtime
 from ltx2_edge.memory.budget import DEFAULT_BUDGET_BYTES
 from ltx2_edge.memory.plan_text import plan_to_json
-from ltx2_edge.memory.plan_types import Plan, PlanRequest, SecondStage, StagePlan
-from ltx2_edge.models import loaders
-from ltx2_edge.models.lora import CHECKPOINT_PREFIX, LoraFile, LoraFuser, LoraSpec, baked_loras, check_fusable
+from ltx2_edge.memory.plan_types import Plan, PlanRequest, SecondStage
+from ltx2_edge.models.lora import CHECKPOINT_PREFIX, LoraFile, LoraFuser, baked_loras, check_fusable
 from ltx2_edge.models.lora import inspect_transformer_loras as inspect_loras
-from ltx2_edge.models.streamed_transformer import load_streamed_transformer
 from ltx2_edge.progress import Progress
 from ltx2_edge.quant.policy import QuantPolicy, resolve_precision
-from ltx2_edge.report import RunReport, StageRecord, device_info, versions
+from ltx2_edge.report import RunReport, device_info, versions
 from ltx2_edge.request import STAGE_2_SCHEDULE, GenerationRequest
+from ltx2_edge.run_types import DenoisePass, Latents, Result, default_device, default_dtype
 from ltx2_edge.stages import conditioning
-from ltx2_edge.stages.decode import AudioFuture, decode_overlapped
-from ltx2_edge.stages.decode_audio import decode_audio
-from ltx2_edge.stages.decode_stage import decode_to_mp4
-from ltx2_edge.stages.decode_video import decode_video
-from ltx2_edge.stages.denoise import Contexts, denoise
-from ltx2_edge.stages.latents import LatentSetup, final_latents, noised_latents, pixel_shape, video_token_count
-from ltx2_edge.stages.mux import MuxStats, mp4_metadata
-from ltx2_edge.stages.schedules import schedule_sigmas, schedule_steps
+from ltx2_edge.stages.mux import mp4_metadata
+from ltx2_edge.stages.schedules import schedule_steps
 from ltx2_edge.stages.text_encode import TextEncoder
-from ltx2_edge.stages.upsample import upsample_flops, upsample_latent, upsample_working_bytes
+from ltx2_edge.stages.upsample import upsample_flops, upsample_working_bytes
+
+__all__ = ["DenoisePass", "Generator", "Latents", "Result", "default_device", "default_dtype"]
 
 
-def default_device() -> torch.device:
-    """The first CUDA device if there is one, else the CPU."""
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
-def default_dtype(device: torch.device) -> torch.dtype:
-    """bf16 on GPUs (the checkpoint's dtype); float32 on the CPU, where bf16 matmuls are slow and inexact."""
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
-
-
-@dataclass
-class Latents:
-    """Final latents of a run, before decoding, and the generator state the decoder continues from."""
-
-    video: torch.Tensor
-    audio: torch.Tensor
-    generator: torch.Generator
-
-
-@dataclass(frozen=True)
-class DenoisePass:
-    """One denoising stage of a run, as ``Generator.passes`` derives it from the request.
-
-    ``stage``: its plan stage, ``denoise`` (the only one, or stage 1 at half the output size) or ``denoise_2``
-    (stage 2 of the two-stage pipelines: it starts from the upsampled latent noised to its first sigma, with one
-    unguided forward per step). ``loras``: fused into the weights this pass loads (stage 2 of two-stage adds the
-    distilled LoRA). ``images``: the conditioning images, fitted to this pass's size.
-    """
-
-    stage: str
-    width: int
-    height: int
-    num_frames: int
-    frame_rate: float
-    schedule: str
-    steps: int
-    guidance: Guidance
-    loras: tuple[LoraSpec, ...]
-    images: tuple = ()
-
-    @property
-    def from_upsampled(self) -> bool:
-        return self.stage == "denoise_2"
-
-
-@dataclass
-class Result:
-    """What ``Generator.generate`` returns."""
-
-    output_path: Path
-    report_path: Path
-    report: RunReport
-    latents: Latents
-
-
-class Generator:
+class Generator(MeasuredStages, DecodeRuns):
     """Keeps the model files (and, with no budget and ``keep_resident``, the loaded stages) for many clips."""
 
     def __init__(
@@ -279,286 +220,7 @@ class Generator:
             check_fusable(self.checkpoint.header, fuser, CHECKPOINT_PREFIX)
         return files
 
-    # ---- stages ----
-    def _module(self, name: str, load: Callable[[], torch.nn.Module]) -> torch.nn.Module:
-        if name in self._resident:
-            return self._resident[name]
-        module = load()
-        if self.keep_resident:
-            self._resident[name] = module
-        return module
-
-    def _release(self) -> None:
-        """Free what a stage held (when not kept resident) so the next stage finds the memory back."""
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def encode_text(self, request: GenerationRequest, details: dict | None = None) -> Contexts:
-        """Prompt and negative prompt -> video and audio contexts. ``details`` receives per-part seconds.
-
-        Without a negative pass (distilled-one-stage) only the prompt is encoded, and its contexts fill the
-        negative slots, which no pass reads.
-        """
-
-        def part_done(part: str, seconds: float) -> None:
-            if details is not None:
-                details[f"{part}_seconds"] = round(seconds, 4)
-
-        negative = self.guidance(request).uses_negative_prompt
-        prompts = [request.prompt, request.negative_prompt] if negative else [request.prompt]
-        outputs = self._text.encode(prompts, progress=part_done)
-        if details is not None:
-            details["prompts_encoded"] = len(prompts)
-        pos, neg = outputs[0], outputs[-1]
-        return Contexts(video=pos.video_encoding, audio=pos.audio_encoding, video_negative=neg.video_encoding,
-                        audio_negative=neg.audio_encoding)  # fmt: skip
-
-    def encode_images(self, request: GenerationRequest, details: dict | None = None) -> list[ConditioningItem]:
-        """The encode_image stage: the video VAE encoder, loaded for this call only (unless kept resident), turns
-        each of ``request.images`` into its ltx-core conditioning item at the output size, then is released.
-        ``details`` receives the load and encode seconds."""
-        details = {} if details is None else details
-        started = time.perf_counter()
-        path, dev, dt = self.checkpoint.path, self.device, self.dtype
-        encoder = self._module("video_encoder", lambda: loaders.load_video_encoder(path, dev, dt))
-        self._sync()
-        details["load_seconds"] = round(time.perf_counter() - started, 4)
-        started = time.perf_counter()
-        items = conditioning.encode_images(request.images, encoder, request.width, request.height)
-        self._sync()
-        details["encode_seconds"] = round(time.perf_counter() - started, 4)
-        del encoder
-        self._release()
-        return items
-
-    def upsample(
-        self, request: GenerationRequest, latents: Latents, details: dict | None = None
-    ) -> tuple[Latents, list[ConditioningItem]]:
-        """Between the two stages: stage 1's video latent x2 through the latent upsampler (normalised with the
-        video VAE encoder's statistics), and ``request.images`` re-encoded at the output size by the same encoder.
-        Both models exist for this call only (unless kept resident). Returns stage 2's start latents (the audio
-        latent and the generator carried over) and its conditioning items."""
-        details = {} if details is None else details
-        info = self._require_upsampler(request)
-        started = time.perf_counter()
-        path, dev, dt = self.checkpoint.path, self.device, self.dtype
-        encoder = self._module("video_encoder", lambda: loaders.load_video_encoder(path, dev, dt))
-        upsampler = self._module("spatial_upsampler", lambda: loaders.load_spatial_upsampler(info.path, dev, dt))
-        self._sync()
-        details["load_seconds"] = round(time.perf_counter() - started, 4)
-        started = time.perf_counter()
-        video = upsample_latent(latents.video, encoder, upsampler)
-        self._sync()
-        details["upsample_seconds"] = round(time.perf_counter() - started, 4)
-        del upsampler
-        items: list[ConditioningItem] = []
-        if request.images:
-            started = time.perf_counter()
-            items = conditioning.encode_images(request.images, encoder, request.width, request.height)
-            self._sync()
-            details["encode_seconds"] = round(time.perf_counter() - started, 4)
-        del encoder
-        self._release()
-        details.update(latent_in=list(latents.video.shape), latent_out=list(video.shape))
-        return Latents(video=video, audio=latents.audio, generator=latents.generator), items
-
-    def _transformer(
-        self, stage: StagePlan | None, details: dict, loras: Sequence[LoraFile] = ()
-    ) -> tuple[torch.nn.Module, object | None]:
-        # The fuser reads each affected layer's A/B as the layer loads (no LoRA state outlives the load).
-        with LoraFuser([f for f in loras if f.spec.strength != 0.0]) as fuser:
-            fuse = fuser if fuser.targets else None
-            if fuse is not None:
-                details["loras"] = [f.describe() for f in fuser.files]
-            if stage is None or not stage.streamed_units:
-                details["residency"] = "all 48 blocks resident" if stage is not None else "resident (no plan)"
-                key = tuple((str(f.spec.path), f.spec.strength) for f in fuser.files)
-                if key != self._resident_loras:  # a kept transformer holds other LoRAs' weights: load afresh
-                    self._resident.pop("transformer", None)
-                    self._resident_loras = key
-                load = lambda: loaders.load_transformer(self.checkpoint.path, self.device, self.dtype, self.policy,  # noqa: E731
-                                                        fuse)  # fmt: skip
-                return self._module("transformer", load), None
-            details["residency"] = (f"{stage.resident_units} blocks resident, {stage.streamed_units} streamed from "
-                                    f"{stage.source_tier} through {stage.n_slots} slots")  # fmt: skip
-            return load_streamed_transformer(self.checkpoint.path, self.device, self.dtype, self.policy,
-                                             stage.resident_units, stage.source_tier, stage.n_slots - 1,
-                                             fuse)  # fmt: skip
-
-    def denoise(
-        self,
-        request: GenerationRequest,
-        contexts: Contexts,
-        details: dict | None = None,
-        plan: Plan | None = None,
-        conditionings: Sequence[ConditioningItem] = (),
-        run: DenoisePass | None = None,
-        start: Latents | None = None,
-    ) -> Latents:
-        """Noise from the seed (the video state conditioned on ``conditionings`` first, from ``encode_images``),
-        then every step of the schedule; returns the final latents.
-
-        ``run``: which of ``passes(request)`` (default: the first). Stage 2 of a two-stage request starts from
-        ``start`` (the upsampled video latent, stage 1's audio latent and stage 1's random generator, which it
-        continues, as the official pipelines do) noised to its first sigma. ``details`` receives the weight-load
-        seconds, each step's seconds and, when blocks stream, the bytes moved and the time compute waited on copies
-        (loading is not denoising).
-        """
-        details = {} if details is None else details
-        run = run if run is not None else self.passes(request)[0]
-        if run.from_upsampled != (start is not None):
-            raise ValueError(f"{run.stage} {'needs' if run.from_upsampled else 'takes no'} start latents")
-        sigmas = schedule_sigmas(run.schedule, self.device, run.steps)
-        shape = pixel_shape(run.width, run.height, run.num_frames, run.frame_rate)
-        if start is None:
-            generator = torch.Generator(device=self.device).manual_seed(request.seed)
-            setup = noised_latents(shape, generator, self.device, self.dtype, conditionings=conditionings)
-        else:
-            generator = start.generator
-            setup = noised_latents(shape, generator, self.device, self.dtype, conditionings, sigmas[0], start.video,
-                                   start.audio)  # fmt: skip
-        started = time.perf_counter()
-        transformer, streamer = self._transformer(plan.stage(run.stage) if plan is not None else None, details,
-                                                  self.loras(run, plan))  # fmt: skip
-        self._sync()
-        details["load_seconds"] = round(time.perf_counter() - started, 4)
-        quant_report = getattr(transformer, "quant_report", None)
-        if quant_report is not None:
-            details["quantization"] = quant_report.lines()
-        step_seconds: list[float] = details.setdefault("step_seconds", [])
-        started = time.perf_counter()
-
-        def on_step(i: int, total: int, seconds: float) -> None:
-            step_seconds.append(round(seconds, 4))
-            self.progress.step(i, total, seconds, time.perf_counter() - started, run.stage)
-
-        sync = torch.cuda.synchronize if self.device.type == "cuda" else None
-        settings = self._accel_settings(run, plan, setup, details)
-        accel_stats: dict = {}
-        try:
-            video, audio = denoise(transformer, setup.video_state, setup.audio_state, sigmas, contexts, run.guidance,
-                                   on_step=on_step, synchronize=sync, accel=settings,
-                                   accel_stats=accel_stats)  # fmt: skip
-            if accel_stats:
-                details["accel_stats"] = accel_stats
-                for_run.compile_row(details, accel_stats, step_seconds)
-                if settings is not None and settings.compile:
-                    note_compiled(self._shape_key(run))
-        finally:
-            if streamer is not None:
-                stats = streamer.stats()
-                details.update(bytes_streamed=stats.bytes_streamed, block_copies=stats.copies, slots=stats.slots,
-                               slot_bytes=stats.slot_bytes, copy_wait_seconds=round(stats.wait_s, 4),
-                               pinned_host_bytes=stats.source_pinned_bytes)  # fmt: skip
-                streamer.close()
-        details["steps_seconds"] = round(sum(step_seconds), 4)
-        details["seconds_per_step"] = round(sum(step_seconds) / len(step_seconds), 4)
-        del transformer, streamer
-        self._release()
-        v, a = final_latents(setup, video, audio)
-        return Latents(video=v, audio=a, generator=generator)
-
-    def _accel_settings(
-        self, run: DenoisePass, plan: Plan | None, setup: LatentSetup, details: dict
-    ) -> AccelSettings | None:
-        """The plan's accelerations plus the SDPA backend measured now, on this device, at this run's shapes."""
-        if plan is None or run.guidance.mode != "batched":
-            return None
-        choice = self.accel(run, plan)
-        return for_run.measured_settings(choice, self.checkpoint.config, run.guidance.batch,
-                                         setup.video_state.latent.shape[1], setup.audio_state.latent.shape[1],
-                                         self.device, self.dtype, details)  # fmt: skip
-
-    def _tiling(self, plan: Plan | None) -> TilingConfig | None:
-        return runtime.tiling_config(plan.stage("decode").tiles) if plan is not None else None
-
-    def decode_audio(self, latents: Latents) -> tuple[torch.Tensor, int]:
-        """Final audio latent -> waveform [channels, samples] (CPU float32) and its sample rate (serial path)."""
-        path, dev, dt = self.checkpoint.path, self.device, self.dtype
-        decoder = self._module("audio_decoder", lambda: loaders.load_audio_decoder(path, dev, dt))
-        vocoder = self._module("vocoder", lambda: loaders.load_vocoder(path, dev, dt))
-        out = decode_audio(latents.audio, decoder, vocoder)
-        del decoder, vocoder
-        self._release()
-        return out
-
-    def decode_video(self, latents: Latents, plan: Plan | None = None) -> Iterator[torch.Tensor]:
-        """Final video latent -> uint8 frame chunks [f, h, w, 3] on the CPU (tiled as the plan says; serial path)."""
-        path, dev, dt = self.checkpoint.path, self.device, self.dtype
-        decoder = self._module("video_decoder", lambda: loaders.load_video_decoder(path, dev, dt))
-        for chunk in decode_video(latents.video, decoder, latents.generator, self._tiling(plan)):
-            yield chunk.cpu()
-        del decoder
-        self._release()
-
-    def decode(self, latents: Latents, plan: Plan | None = None) -> tuple[Gen[torch.Tensor, None, None], AudioFuture]:
-        """Both decoders, loaded for this call only: the audio decode starts now, beside the lazy video decode.
-
-        Returns uint8 video chunks [f, h, w, 3] on the CPU (tiled as the plan says) and the audio future; they
-        equal ``decode_video`` and ``decode_audio``, bit for bit. The decoders are released when the chunks run
-        out or the iterator is closed: close it when stopping early (``contextlib.closing``).
-        """
-        path, dev, dt = self.checkpoint.path, self.device, self.dtype
-        audio_decoder = self._module("audio_decoder", lambda: loaders.load_audio_decoder(path, dev, dt))
-        vocoder = self._module("vocoder", lambda: loaders.load_vocoder(path, dev, dt))
-        video_decoder = self._module("video_decoder", lambda: loaders.load_video_decoder(path, dev, dt))
-        chunks, audio = decode_overlapped(latents.video, video_decoder, latents.generator, self._tiling(plan),
-                                          latents.audio, audio_decoder, vocoder)  # fmt: skip
-        return self._released_after(chunks), audio
-
-    def _released_after(self, chunks: Gen[torch.Tensor, None, None]) -> Gen[torch.Tensor, None, None]:
-        try:
-            yield from chunks
-        finally:
-            chunks.close()  # joins the audio worker; after it nothing holds the decoders (unless kept resident)
-            self._release()
-
-    def decode_into(
-        self,
-        latents: Latents,
-        request: GenerationRequest,
-        output_path: Path,
-        metadata: Mapping[str, str],
-        *,
-        overwrite: bool = False,
-        plan: Plan | None = None,
-        details: dict | None = None,
-    ) -> MuxStats:
-        """The decode stage: video and audio decoded at once and encoded on a writer thread into ``output_path``.
-
-        Video chunks stream into H.264 as they decode; the waveform joins the AAC stream when its decode ends.
-        The MP4 is written atomically: a failure in either decode or in the writer leaves no file and no
-        temporary. ``details`` receives the load, video, audio, hidden-audio and encode seconds, the tiles and
-        the audio format, with what the writer wrote.
-        """
-        details = {} if details is None else details
-        started = time.perf_counter()
-        chunks, audio = self.decode(latents, plan)
-        details["load_seconds"] = round(time.perf_counter() - started, 4)
-        tiles = plan.stage("decode").tiles if plan is not None else None
-        return decode_to_mp4(chunks, audio, latents.video, self._tiling(plan), tiles, request.frame_rate,
-                             request.audio_channels, output_path, metadata, overwrite,
-                             lambda line: self.progress.stage("decode", line), details)  # fmt: skip
-
     # ---- the whole run ----
-    def _stage_memory(self, rec: StageRecord, predicted: int, baseline: int) -> None:
-        """Budget, prediction and what the device really held, for the report (and leaks between stages)."""
-        cap = self.budget.device_bytes
-        rec.details.update(budget_bytes=cap, predicted_peak_bytes=predicted,
-                           within_budget=cap is None or rec.peak_bytes <= cap)  # fmt: skip
-        if self.device.type == "cuda":
-            self._release()
-            rec.details["nvml_used_bytes_after"] = runtime.nvml_used_bytes(self.device)
-            retained = torch.cuda.memory_allocated(self.device) - baseline
-            rec.details["retained_bytes_after"] = retained
-            if not self.keep_resident and retained > 256 * 1024**2:
-                self.progress.note(f"{rec.stage} left {retained / 1024**3:.2f} GiB allocated after release")
-
     def generate(self, request: GenerationRequest, output_path: str | Path, overwrite: bool = False) -> Result:
         """Generate one clip into ``output_path`` (MP4, written atomically) and its ``.report.json``."""
         out = Path(output_path)
@@ -632,63 +294,6 @@ class Generator:
         report_path = out.with_suffix(".report.json")
         report.write(report_path)
         return Result(output_path=out, report_path=report_path, report=report, latents=latents)
-
-    def _denoise_stage(
-        self, request: GenerationRequest, run: DenoisePass, contexts: Contexts, items: list[ConditioningItem],
-        report: RunReport, plan: Plan, baseline: int, weights: str, start: Latents | None = None,
-    ) -> Latents:  # fmt: skip
-        """One denoising stage of ``generate``, measured: weights loaded (LoRAs fused), every step, released."""
-        tokens = video_token_count(run.width, run.height, run.num_frames)
-        keyframe_tokens = conditioning.conditioning_token_count(run.images, run.width, run.height)
-        den = plan.stage(run.stage)
-        at = f" at {run.width}x{run.height}" if request.two_stage else ""
-        passes = f"{run.guidance.batch} guidance pass(es) per forward"
-        self.progress.stage(run.stage, f"{run.steps} steps ({run.schedule} sigmas){at}, {tokens} video tokens, "
-                                       f"{passes}; {den.technique}")  # fmt: skip
-        residency = den.technique.split(";")[0]
-        batching = (f"guidance batched x{run.guidance.batch} in one forward per step"
-                    if run.guidance.mode == "batched" else "guidance passes run one by one")  # fmt: skip
-        fused = f"; {len(run.loras)} LoRA(s) fused at load" if run.loras else ""
-        origin = "; from the upsampled latent" if start is not None else ""
-        with report.measure(run.stage, f"{weights}{fused}; {residency}; {batching}{origin}", self.device) as rec:
-            latents = self.denoise(request, contexts, rec.details, plan, conditionings=items, run=run, start=start)
-            rec.details.update(steps=run.steps, schedule=run.schedule, size=f"{run.width}x{run.height}",
-                               video_tokens=tokens, keyframe_tokens=keyframe_tokens,
-                               passes=list(run.guidance.passes()))  # fmt: skip
-            if "accel_summary" in rec.details:
-                rec.technique += f"; {rec.details['accel_summary']}"
-        self._stage_memory(rec, den.predicted_peak_bytes + rec.details.get("accel_extra_peak_bytes", 0), baseline)
-        self.progress.done(run.stage, rec.seconds)
-        return latents
-
-    def _upsample_stage(
-        self, request: GenerationRequest, latents: Latents, report: RunReport, plan: Plan, baseline: int
-    ) -> tuple[Latents, list[ConditioningItem]]:
-        """The upsample stage of ``generate``, measured: encoder + upsampler loaded, latent x2, images again."""
-        stage = plan.stage("upsample")
-        again = f", {len(request.images)} image(s) re-encoded" if request.images else ""
-        self.progress.stage("upsample", f"latent upsampler x2 to {request.width}x{request.height}{again}")
-        technique = f"staged: video VAE encoder + latent upsampler for this stage only, freed after; {stage.technique}"
-        with report.measure("upsample", technique, self.device) as rec:
-            start, items = self.upsample(request, latents, rec.details)
-        self._stage_memory(rec, stage.predicted_peak_bytes, baseline)
-        self.progress.done("upsample", rec.seconds)
-        return start, items
-
-    def _encode_image_stage(
-        self, request: GenerationRequest, report: RunReport, plan: Plan, baseline: int
-    ) -> list[ConditioningItem]:
-        """The encode_image stage of ``generate``, measured: encoder loaded, images encoded, encoder released."""
-        stage = plan.stage("encode_image")
-        size = f"{request.width}x{request.height}"
-        self.progress.stage("encode_image", f"video VAE encoder over {len(request.images)} image(s) at {size}")
-        technique = f"staged: video VAE encoder for this stage only, freed after; {stage.technique}"
-        with report.measure("encode_image", technique, self.device) as rec:
-            items = self.encode_images(request, rec.details)
-            rec.details.update(images=[spec.describe() for spec in request.images], size=size)
-        self._stage_memory(rec, stage.predicted_peak_bytes, baseline)
-        self.progress.done("encode_image", rec.seconds)
-        return items
 
     def close(self) -> None:
         """Release everything kept resident."""
