@@ -227,3 +227,15 @@ def test_generator_refuses_two_stage_without_upsampler(tiny_dir, distilled_lora)
     with pytest.raises(RequestError) as info:
         gen.plan(request)
     assert info.value.field == "spatial-upsampler-path"
+
+
+def test_plan_command_shows_both_stages(tiny_dir, distilled_lora, capsys):
+    argv = ["plan", "--checkpoint-path", str(tiny_dir / "ltx2.safetensors"), "--gemma-root", str(tiny_dir / "gemma"),
+            "--pipeline", "two-stage", "--width", "256", "--height", "128", "--num-frames", "17", "--distilled-lora",
+            str(distilled_lora), "--spatial-upsampler-path", str(tiny_dir / UPSAMPLER_FILE)]  # fmt: skip
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    rows = [line.split()[0] for line in out.splitlines()[1:7]]
+    assert rows == ["text_encode", "embeddings", "denoise", "upsample", "denoise_2", "decode"]
+    assert "request: stage 1 at 128x64" in out and "stage 2 at 256x128, 3 steps" in out
+    assert "denoise forwards:" in out and "denoise_2 forwards:" in out

@@ -43,11 +43,15 @@ def format_plan(plan: Plan) -> str:
     r = plan.request
     host = "" if plan.budget.unified else f"; host peak {_gib(plan.host_peak_bytes)}"
     images = f", {r.images} image(s) (+{r.conditioning_tokens} keyframe tokens)" if r.images else ""
+    s2 = r.second_stage
+    stage_1 = "stage 1 at " if s2 is not None else ""
+    then = (f"; then the latent upsampler x2 and stage 2 at {s2.width}x{s2.height}, {s2.steps} steps, 1 pass per "
+            "forward") if s2 is not None else ""  # fmt: skip
     lines += [
         "",
-        f"request: {r.width}x{r.height}, {r.num_frames} frames at {r.frame_rate:g} fps, {r.num_inference_steps} steps,"
-        f" {r.guidance_batch} guidance pass(es) per forward{images}, {r.precision} weights, prefetch depth"
-        f" {r.prefetch_depth}",
+        f"request: {stage_1}{r.width}x{r.height}, {r.num_frames} frames at {r.frame_rate:g} fps, "
+        f"{r.num_inference_steps} steps, {r.guidance_batch} guidance pass(es) per forward{images}{then}, "
+        f"{r.precision} weights, prefetch depth {r.prefetch_depth}",
         f"budget: {plan.budget.describe()}",
         f"total: peak {_gib(plan.peak_bytes)}{host}; predicted {plan.total_seconds:.2f} s warm"
         f" (+ {plan.cold_load_seconds:.1f} s to read the weights from a cold disk)",
