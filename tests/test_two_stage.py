@@ -239,3 +239,64 @@ def test_plan_command_shows_both_stages(tiny_dir, distilled_lora, capsys):
     assert rows == ["text_encode", "embeddings", "denoise", "upsample", "denoise_2", "decode"]
     assert "request: stage 1 at 128x64" in out and "stage 2 at 256x128, 3 steps" in out
     assert "denoise forwards:" in out and "denoise_2 forwards:" in out
+
+
+def test_distilled_keeps_its_transformer_through_the_upsample(tiny_dir, distilled_lora, tmp_path, monkeypatch):
+    """Same weights in both stages and room for both: one load, and the model is gone after the run."""
+    import gc
+    import weakref
+
+    from ltx2_edge.models import loaders
+
+    loads: list[weakref.ref] = []
+    real = loaders.load_transformer
+
+    def counting(*a, **k):
+        model = real(*a, **k)
+        loads.append(weakref.ref(model))
+        return model
+
+    monkeypatch.setattr(loaders, "load_transformer", counting)
+    gen = _generator(tiny_dir)
+    distilled = GenerationRequest(prompt="rain", width=W, height=H, num_frames=F, pipeline="distilled")
+    result = gen.generate(distilled, tmp_path / "d.mp4")
+    rows = {row["stage"]: row for row in json.loads(result.report_path.read_text())["stages"]}
+    assert len(loads) == 1 and "stays resident through it" in rows["upsample"]["technique"]
+    assert rows["denoise"]["details"]["held_for_next_stage"]
+    assert "weights kept resident" in rows["denoise_2"]["technique"]
+    gc.collect()
+    assert all(ref() is None for ref in loads) and "transformer" not in gen._resident
+    # Two-stage fuses the distilled LoRA into stage 2 only: other weights, loaded twice.
+    two = GenerationRequest(prompt="rain", width=W, height=H, num_frames=F, pipeline="two-stage",
+                            num_inference_steps=2, distilled_lora=LoraSpec(distilled_lora))  # fmt: skip
+    result = gen.generate(two, tmp_path / "t.mp4")
+    rows = {row["stage"]: row for row in json.loads(result.report_path.read_text())["stages"]}
+    assert len(loads) == 3 and "stays resident" not in rows["upsample"]["technique"]
+
+
+def test_plan_keeps_the_transformer_only_where_it_fits(full_headers):
+    from ltx2_edge.checkpoint.upsampler_writer import upsampler_config
+    from ltx2_edge.memory import runtime
+    from ltx2_edge.memory.budget import Budget
+    from ltx2_edge.memory.plan_types import PlanRequest, SecondStage
+    from ltx2_edge.memory.planner import plan
+    from ltx2_edge.memory.profiles import H100
+    from ltx2_edge.quant.policy import QuantPolicy
+    from ltx2_edge.stages.upsample import upsample_working_bytes
+
+    header, gemma = full_headers
+    work = upsample_working_bytes(upsampler_config("full"), (1, 128, 13, 9, 16), 2)
+    is_q = runtime.quantized_predicate(QuantPolicy.from_flags("fp8"))
+
+    def upsample(budget_gib: int, same: bool):
+        second = SecondStage(1024, 576, 3, 995_735_858, work, 1e12, same_weights=same)
+        request = PlanRequest(512, 288, 97, 24.0, 8, guidance_batch=1, precision="fp8", second_stage=second)
+        p = plan(header, gemma, request, Budget(budget_gib * GiB, None, False), H100, is_q)
+        return p.stage("upsample"), p.stage("denoise")
+
+    kept, den = upsample(32, True)
+    assert kept.keeps_transformer and kept.predicted_peak_bytes > den.weights_resident_bytes
+    released, _ = upsample(32, False)  # two-stage: stage 2 has the LoRA fused
+    assert not released.keeps_transformer and released.predicted_peak_bytes < 4 * GiB
+    streamed, den16 = upsample(16, True)  # blocks stream at 16 GiB: nothing to keep
+    assert den16.streamed_units and not streamed.keeps_transformer

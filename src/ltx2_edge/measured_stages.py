@@ -8,6 +8,8 @@ must never load weights or run a model itself (``stage_runs`` does), nor decide 
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from ltx_core.conditioning import ConditioningItem
 
@@ -28,24 +30,33 @@ class MeasuredStages(StageRuns):
 
     budget: Budget  # set by ``Generator.__init__``
 
-    def _stage_memory(self, rec: StageRecord, predicted: int, baseline: int) -> None:
-        """Budget, prediction and what the device really held, for the report (and leaks between stages)."""
+    def _held_bytes(self) -> int:
+        """Bytes of a transformer held for the next stage (``denoise(hold=True)``); 0 when none is."""
+        held = self._resident.get("transformer") if not self.keep_resident else None
+        if held is None:
+            return 0
+        return sum(t.numel() * t.element_size() for t in itertools.chain(held.parameters(), held.buffers()))
+
+    def _stage_memory(self, rec: StageRecord, predicted: int, baseline: int, held: int = 0) -> None:
+        """Budget, prediction and what the device really held, for the report (and leaks between stages; ``held``:
+        bytes kept on purpose for the next stage)."""
         cap = self.budget.device_bytes
         rec.details.update(budget_bytes=cap, predicted_peak_bytes=predicted,
                            within_budget=cap is None or rec.peak_bytes <= cap)  # fmt: skip
         if self.device.type == "cuda":
             self._release()
             rec.details["nvml_used_bytes_after"] = runtime.nvml_used_bytes(self.device)
-            retained = torch.cuda.memory_allocated(self.device) - baseline
-            rec.details["retained_bytes_after"] = retained
+            retained = torch.cuda.memory_allocated(self.device) - baseline - held
+            rec.details.update(retained_bytes_after=retained, held_for_next_stage_bytes=held)
             if not self.keep_resident and retained > 256 * 1024**2:
                 self.progress.note(f"{rec.stage} left {retained / 1024**3:.2f} GiB allocated after release")
 
     def _denoise_stage(
         self, request: GenerationRequest, run: DenoisePass, contexts: Contexts, items: list[ConditioningItem],
-        report: RunReport, plan: Plan, baseline: int, weights: str, start: Latents | None = None,
+        report: RunReport, plan: Plan, baseline: int, weights: str, start: Latents | None = None, hold: bool = False,
     ) -> Latents:  # fmt: skip
-        """One denoising stage of ``generate``, measured: weights loaded (LoRAs fused), every step, released."""
+        """One denoising stage of ``generate``, measured: weights loaded (LoRAs fused), every step, released (or,
+        with ``hold``, kept for the next stage: ``denoise``'s ``hold``)."""
         tokens = video_token_count(run.width, run.height, run.num_frames)
         keyframe_tokens = conditioning.conditioning_token_count(run.images, run.width, run.height)
         den = plan.stage(run.stage)
@@ -58,14 +69,18 @@ class MeasuredStages(StageRuns):
                     if run.guidance.mode == "batched" else "guidance passes run one by one")  # fmt: skip
         fused = f"; {len(run.loras)} LoRA(s) fused at load" if run.loras else ""
         origin = "; from the upsampled latent" if start is not None else ""
+        if start is not None and plan.stage("upsample").keeps_transformer:
+            origin += "; weights kept resident from stage 1"
         with report.measure(run.stage, f"{weights}{fused}; {residency}; {batching}{origin}", self.device) as rec:
-            latents = self.denoise(request, contexts, rec.details, plan, conditionings=items, run=run, start=start)
+            latents = self.denoise(request, contexts, rec.details, plan, conditionings=items, run=run, start=start,
+                                   hold=hold)  # fmt: skip
             rec.details.update(steps=run.steps, schedule=run.schedule, size=f"{run.width}x{run.height}",
                                video_tokens=tokens, keyframe_tokens=keyframe_tokens,
                                passes=list(run.guidance.passes()))  # fmt: skip
             if "accel_summary" in rec.details:
                 rec.technique += f"; {rec.details['accel_summary']}"
-        self._stage_memory(rec, den.predicted_peak_bytes + rec.details.get("accel_extra_peak_bytes", 0), baseline)
+        predicted = den.predicted_peak_bytes + rec.details.get("accel_extra_peak_bytes", 0)
+        self._stage_memory(rec, predicted, baseline, self._held_bytes())
         self.progress.done(run.stage, rec.seconds)
         return latents
 
@@ -79,7 +94,7 @@ class MeasuredStages(StageRuns):
         technique = f"staged: video VAE encoder + latent upsampler for this stage only, freed after; {stage.technique}"
         with report.measure("upsample", technique, self.device) as rec:
             start, items = self.upsample(request, latents, rec.details)
-        self._stage_memory(rec, stage.predicted_peak_bytes, baseline)
+        self._stage_memory(rec, stage.predicted_peak_bytes, baseline, self._held_bytes())
         self.progress.done("upsample", rec.seconds)
         return start, items
 

@@ -156,7 +156,7 @@ class Generator(MeasuredStages, DecodeRuns):
             latent = (1, up.config["in_channels"], frames, first.height // 32, first.width // 32)
             work, flops = upsample_working_bytes(up.config, latent, 2), upsample_flops(up.header.tensors, latent)
             second = SecondStage(run2.width, run2.height, run2.steps, up.weight_bytes, work, flops, tokens(run2),
-                                 pixels(run2))  # fmt: skip
+                                 pixels(run2), same_weights=first.loras == run2.loras)  # fmt: skip
         preq = PlanRequest(
             first.width, first.height, first.num_frames, first.frame_rate, first.steps,
             guidance_batch=len(first.guidance.passes()), precision=self.policy.precision,
@@ -269,12 +269,18 @@ class Generator(MeasuredStages, DecodeRuns):
         first, *rest = self.passes(request)
         at_first = request.stage_1() if request.two_stage else request
         items = self._encode_image_stage(at_first, report, plan, baseline) if request.images else []
-        latents = self._denoise_stage(request, first, contexts, items, report, plan, baseline, weights)
-        del items
-        if rest:
-            upsampled, items = self._upsample_stage(request, latents, report, plan, baseline)
-            latents = self._denoise_stage(request, rest[0], contexts, items, report, plan, baseline, weights, upsampled)
-            del upsampled, items
+        hold = bool(rest) and plan.stage("upsample").keeps_transformer
+        try:
+            latents = self._denoise_stage(request, first, contexts, items, report, plan, baseline, weights, hold=hold)
+            del items
+            if rest:
+                upsampled, items = self._upsample_stage(request, latents, report, plan, baseline)
+                latents = self._denoise_stage(request, rest[0], contexts, items, report, plan, baseline, weights,
+                                              upsampled)  # fmt: skip
+                del upsampled, items
+        finally:
+            if hold and not self.keep_resident:  # a failure between the stages must not leave it held
+                self._resident.pop("transformer", None)
         del contexts
 
         tiles = plan.stage("decode").tiles

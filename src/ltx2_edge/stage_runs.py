@@ -182,6 +182,7 @@ class StageRuns:
         conditionings: Sequence[ConditioningItem] = (),
         run: DenoisePass | None = None,
         start: Latents | None = None,
+        hold: bool = False,
     ) -> Latents:
         """Noise from the seed (the video state conditioned on ``conditionings`` first, from ``encode_images``),
         then every step of the schedule; returns the final latents.
@@ -190,7 +191,9 @@ class StageRuns:
         ``start`` (the upsampled video latent, stage 1's audio latent and stage 1's random generator, which it
         continues, as the official pipelines do) noised to its first sigma. ``details`` receives the weight-load
         seconds, each step's seconds and, when blocks stream, the bytes moved and the time compute waited on copies
-        (loading is not denoising).
+        (loading is not denoising). ``hold``: keep the (fully resident) transformer after this call, for the next
+        ``denoise`` with the same LoRAs to reuse (the plan's ``keeps_transformer``); the next call without
+        ``hold`` releases it, unless the generator keeps everything resident anyway.
         """
         details = {} if details is None else details
         run = run if run is not None else self.passes(request)[0]
@@ -241,6 +244,11 @@ class StageRuns:
                 streamer.close()
         details["steps_seconds"] = round(sum(step_seconds), 4)
         details["seconds_per_step"] = round(sum(step_seconds) / len(step_seconds), 4)
+        if hold and streamer is None:
+            self._resident["transformer"] = transformer
+            details["held_for_next_stage"] = True
+        elif not self.keep_resident:
+            self._resident.pop("transformer", None)  # one held for this call has served
         del transformer, streamer
         self._release()
         v, a = final_latents(setup, video, audio)

@@ -40,6 +40,7 @@ class SecondStage:
     upsampler_flops: float
     conditioning_tokens: int = 0
     image_float_pixels: int = 0
+    same_weights: bool = False  # both stages run the same transformer weights (distilled: yes; two-stage: LoRA)
 
     def __post_init__(self) -> None:
         for name in ("steps", "upsampler_bytes", "upsampler_working_bytes", "conditioning_tokens",
@@ -147,6 +148,9 @@ class StagePlan:
     copy_seconds_per_step: float = 0.0
     cold_load_seconds: float = 0.0
     flops_per_step: float = 0.0
+    # upsample only: the transformer of stage 1 stays resident through this stage into stage 2 (its bytes are in
+    # the peak), instead of being released and loaded again.
+    keeps_transformer: bool = False
 
 
 @dataclass(frozen=True)

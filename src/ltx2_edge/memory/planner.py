@@ -174,16 +174,17 @@ def _encode_image(ctx: _Context) -> StagePlan | Shortfall:
     return _with_note(plan, f"; {r.images} image(s), one at a time, at {r.width}x{r.height}")
 
 
-def _upsample(ctx: _Context, stage_1: _Context, s2: SecondStage) -> StagePlan | Shortfall:
+def _upsample(ctx: _Context, stage_1: _Context, s2: SecondStage, held: int = 0) -> StagePlan | Shortfall:
     """Between the stages (``ctx`` at the output size): the latent upsampler x2 over stage 1's video latent, with
     the video VAE encoder (its statistics normalise the latent; it also re-encodes the images at this size).
 
     Working set: the upsampler's forward (``SecondStage.upsampler_working_bytes``) beside stage 1's latent, or an
-    image encode at the output size, whichever is larger (they run one after the other).
+    image encode at the output size, whichever is larger (they run one after the other). ``held``: bytes of the
+    transformer kept resident through the stage.
     """
     r = ctx.request
     encoder = ctx.weights(_require(ctx.header.tensors, VIDEO_ENCODER, "checkpoint"), None)
-    weights = Weights(encoder.fixed + s2.upsampler_bytes, ())
+    weights = Weights(encoder.fixed + s2.upsampler_bytes + held, ())
     t1 = stage_1.tokens
     latent = frames_bytes(t1.latent_frames, t1.latent_height, t1.latent_width)
     per_pixel = ENCODE_IMAGE_BYTES_PER_PIXEL * (2 if ctx.profile.name == "cpu" else 1)
@@ -254,7 +255,26 @@ def _evaluate(ctx: _Context) -> list[StagePlan | Shortfall]:
     if s2 is None:
         return [*first, _decode(ctx)]
     out = ctx.second()
-    return [*first, _upsample(out, ctx, s2), _denoise(out, "denoise_2"), _decode(out)]
+    second = _denoise(out, "denoise_2")
+    kept = _kept_across(ctx, out, s2, first[-1], second)
+    return [*first, kept if kept is not None else _upsample(out, ctx, s2), second, _decode(out)]
+
+
+def _kept_across(
+    ctx: _Context, out: _Context, s2: SecondStage, den: StagePlan | Shortfall, den2: StagePlan | Shortfall
+) -> StagePlan | None:
+    """The upsample stage with stage 1's transformer held resident into stage 2, when that can be: the same weights
+    in both stages, every block resident in both, and the upsampler + encoder fitting beside it. Saves stage 2 a
+    whole transformer load; None when it cannot (the transformer is then released and loaded again)."""
+    if not (s2.same_weights and isinstance(den, StagePlan) and isinstance(den2, StagePlan)):
+        return None
+    if den.streamed_units or den2.streamed_units:
+        return None
+    plan = _upsample(out, ctx, s2, held=den.weights_resident_bytes)
+    if not isinstance(plan, StagePlan):
+        return None
+    note = "; the transformer stays resident through it into stage 2 (same weights, not loaded again)"
+    return replace(plan, keeps_transformer=True, technique=plan.technique + note)
 
 
 def _fits(ctx: _Context) -> bool:
