@@ -74,15 +74,16 @@ def _add_clip_args(p: argparse.ArgumentParser) -> None:
         help=IMAGE_HELP,
     )
     _add_lora_arg(p)
-    p.add_argument("--width", type=int, default=512, help="multiple of 32 (default 512)")
-    p.add_argument("--height", type=int, default=288, help="multiple of 32 (default 288)")
+    p.add_argument("--width", type=int, default=512, help="multiple of 32; 64 for two-stage/distilled (default 512)")
+    p.add_argument("--height", type=int, default=288, help="multiple of 32; 64 for two-stage/distilled (default 288)")
     p.add_argument("--num-frames", type=int, default=97, help="8k+1 frames (default 97 = 4 s at 24 fps)")
     p.add_argument("--frame-rate", type=float, default=24.0, help="frames per second (default 24)")
     p.add_argument(
         "--num-inference-steps",
         type=int,
         default=None,
-        help=f"denoising steps (one-stage: default {DEFAULT_STEPS}; distilled-one-stage: its fixed 8)",
+        help=f"denoising steps (one-stage, two-stage's stage 1: default {DEFAULT_STEPS}; distilled pipelines: their "
+        "fixed 8, leave unset)",
     )
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})")
     p.add_argument(
