@@ -79,3 +79,13 @@ def track_loaded_modules(monkeypatch: pytest.MonkeyPatch, names: tuple[str, ...]
 
         monkeypatch.setattr(loaders, name, tracking)
     return refs
+
+
+def load_bench(name: str):
+    """The script ``bench/<name>.py`` imported as a module (bench/ is not a package: scripts run by path)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

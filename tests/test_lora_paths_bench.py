@@ -10,24 +10,19 @@ were 0.986-1.003 and the side path was closer on 17 of 18 pairs (never worse by 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
+from conftest import load_bench
 from ltx2_edge.stages.latents import video_token_count
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "lora_paths.py"
 LAYERS = ("transformer_blocks.0.attn1.to_out.0", "transformer_blocks.0.audio_attn1.to_q")
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("lora_paths", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("lora_paths")
 
 
 def test_layers_and_w1_token_counts(bench):

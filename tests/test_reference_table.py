@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-_PATH = Path(__file__).resolve().parents[1] / "bench" / "reference_table.py"
-_spec = importlib.util.spec_from_file_location("reference_table", _PATH)
-table = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(table)
+from conftest import load_bench
+
+table = load_bench("reference_table")
 
 H100, H200 = "NVIDIA H100 80GB HBM3", "NVIDIA H200"
 GiB = 1024**3
