@@ -70,6 +70,8 @@ def ours_runs(a: argparse.Namespace) -> list[Run]:
     for i, (quant, budget, unified, estimate) in enumerate(OURS):
         mode = "unified" if unified else "discrete"
         label = f"ours-{quant}-{budget}-{mode}" + ("-cold" if i == 0 else "")
+        # the allocator comparison (issue 3): the same runs with --cuda-allocator, labelled apart
+        label += f"-{a.cuda_allocator}" if a.cuda_allocator else ""
         # fp8 in one pool streams from a pre-quantized file (made once, before the first such run); bf16 from
         # the original file, as a Jetson user with the official checkpoint would.
         prequantized = quant == "fp8"
@@ -80,6 +82,9 @@ def ours_runs(a: argparse.Namespace) -> list[Run]:
         argv += ["--unified"] if unified else []
         what = {"auto": "default quantization", "fp8": "fp8 (pre-quantized file)", "bf16": "bf16"}[quant]
         setting = f"{what}, budget {budget}, {mode}"
+        if a.cuda_allocator:
+            argv += flags(cuda_allocator=a.cuda_allocator)
+            setting += f", {a.cuda_allocator} allocator"
         # headline: the default request, warm, is what each peer row is compared with.
         meta = {"cold": i == 0, "headline": i == 1, "needs_quantized": prequantized, "budget": budget}
         meta["unified"] = unified
@@ -306,6 +311,7 @@ def main() -> None:
     ap.add_argument("--deadline-s", type=float, default=540, help="start no run expected to end after this")
     ap.add_argument("--hard-deadline-s", type=float, default=585, help="kill a run still going at this")
     ap.add_argument("--only", default="", help="comma list of run labels (default: all)")
+    ap.add_argument("--cuda-allocator", default="", help="ours: pass --cuda-allocator; labels get it as a suffix")
     ap.add_argument("--reuse-quantized", action="store_true", help="keep a --quantized-path file already there")
     ap.add_argument("--tiny", action="store_true", help="small request: CPU wiring check on the tiny checkpoint")
     a = ap.parse_args()

@@ -16,6 +16,7 @@ from ltx2_edge import __version__
 from ltx2_edge.checkpoint.generator import PARTS, UPSAMPLER_FILE
 from ltx2_edge.errors import Ltx2EdgeError, RequestError
 from ltx2_edge.guidance import GUIDANCE_PRESETS
+from ltx2_edge.memory.allocator import ALLOCATOR_MODES
 from ltx2_edge.models.lora import LORA_HELP, parse_lora_arg
 from ltx2_edge.request import DEFAULT_SEED, DEFAULT_STEPS, PIPELINES
 from ltx2_edge.stages.conditioning import IMAGE_HELP, parse_image_arg
@@ -135,6 +136,13 @@ def _add_clip_args(p: argparse.ArgumentParser) -> None:
         help="apply the one-pool rule on a discrete GPU (rehearses Jetson Thor): blocks stream from the file",
     )
     p.add_argument("--prefetch-depth", type=int, default=2, help="streamed blocks copied ahead (>= 2, default 2)")
+    p.add_argument(
+        "--cuda-allocator",
+        choices=ALLOCATOR_MODES,
+        default="auto",
+        help="PyTorch's CUDA allocator: auto = expandable segments on a discrete GPU (reserved memory, what the "
+        "budget caps, then follows allocated memory) unless PYTORCH_CUDA_ALLOC_CONF is set; caching = default",
+    )
     p.add_argument(
         "--compile",
         choices=("auto", "off", "on"),
@@ -287,6 +295,7 @@ def _generator(args: argparse.Namespace, checkpoint: Path, gemma_root: Path) -> 
         quantize_all=args.quantize_all,
         compile=args.compile,
         cuda_graph=args.cuda_graph,
+        cuda_allocator=args.cuda_allocator,
         progress=Progress(quiet=args.quiet),
         spatial_upsampler_path=args.spatial_upsampler_path,
     )

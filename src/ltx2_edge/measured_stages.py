@@ -41,8 +41,10 @@ class MeasuredStages(StageRuns):
         """Budget, prediction and what the device really held, for the report (and leaks between stages; ``held``:
         bytes kept on purpose for the next stage)."""
         cap = self.budget.device_bytes
+        # The cap holds reserved memory (allocated + cached segments), so that is the figure checked against it.
+        held_peak = max(rec.peak_bytes, rec.details.get("peak_reserved_bytes", 0))
         rec.details.update(budget_bytes=cap, predicted_peak_bytes=predicted,
-                           within_budget=cap is None or rec.peak_bytes <= cap)  # fmt: skip
+                           within_budget=cap is None or held_peak <= cap)  # fmt: skip
         if self.device.type == "cuda":
             self._release()
             rec.details["nvml_used_bytes_after"] = runtime.nvml_used_bytes(self.device)

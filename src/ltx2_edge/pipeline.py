@@ -34,6 +34,7 @@ from ltx2_edge.errors import RequestError
 from ltx2_edge.guidance import UNGUIDED_PRESET, Guidance
 from ltx2_edge.measured_stages import MeasuredStages
 from ltx2_edge.memory import runtime
+from ltx2_edge.memory.allocator import ALLOCATOR_MODES, configure_allocator
 from ltx2_edge.memory.budget import DEFAULT_BUDGET_BYTES
 from ltx2_edge.memory.plan_text import plan_to_json
 from ltx2_edge.memory.plan_types import Plan, PlanRequest, SecondStage
@@ -74,6 +75,7 @@ class Generator(MeasuredStages, DecodeRuns):
         quantize_all: bool = False,
         compile: str = "auto",
         cuda_graph: str = "auto",
+        cuda_allocator: str = "auto",
         progress: Progress | None = None,
         spatial_upsampler_path: str | Path | None = None,
     ) -> None:
@@ -93,6 +95,8 @@ class Generator(MeasuredStages, DecodeRuns):
         if cuda_graph not in CUDA_GRAPH_MODES:
             raise RequestError("cuda-graph", cuda_graph, "one of " + ", ".join(CUDA_GRAPH_MODES))
         self.compile_mode, self.cuda_graph_mode = compile, cuda_graph
+        if cuda_allocator not in ALLOCATOR_MODES:
+            raise RequestError("cuda-allocator", cuda_allocator, "one of " + ", ".join(ALLOCATOR_MODES))
         self.prefetch_depth = prefetch_depth
         self.progress = progress or Progress()
         self.notes: list[str] = []
@@ -106,7 +110,12 @@ class Generator(MeasuredStages, DecodeRuns):
             keep_resident = False
         self.keep_resident = keep_resident
         self.notes += [n for n in (note, profile_note) if n]
+        # Before anything loads: segments made earlier keep the allocator kind they were made with.
+        self.allocator, allocator_note = configure_allocator(cuda_allocator, self.device,
+                                                             runtime.is_integrated(self.device))  # fmt: skip
         self.enforcement = runtime.enforce_device_budget(self.device, self.budget)
+        if self.allocator != "none":
+            self.enforcement += f"; {allocator_note}"
         for line in self.notes:
             self.progress.note(line)
         self._text = TextEncoder(self.gemma.root, self.checkpoint.path, device=self.device, dtype=self.dtype,
@@ -235,7 +244,7 @@ class Generator(MeasuredStages, DecodeRuns):
             quantization={"precision": self.policy.precision, "policy": self.policy.describe()},
             budget={"describe": self.budget.describe(), "device_bytes": self.budget.device_bytes,
                     "host_bytes": self.budget.host_bytes, "unified": self.budget.unified,
-                    "enforcement": self.enforcement},
+                    "enforcement": self.enforcement, "allocator": self.allocator},
             plan=plan_to_json(plan),
             loras={"fused_at_load": {run.stage: [f.describe() for f in self.loras(run, plan)]
                                      for run in self.passes(request)},
