@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 import ltx2_edge  # noqa: F401  (torchaudio placeholder before ltx_core)
 from ltx2_edge.checkpoint.configs import gemma_config
 from ltx2_edge.errors import CheckpointError, RequestError
+from ltx2_edge.memory.tensor_reader import TensorReader
 from ltx2_edge.models import weights
 from ltx2_edge.models.embeddings import load_embeddings_processor
 from ltx2_edge.models.gemma import ATTN_IMPLEMENTATION, load_gemma_text_model
@@ -103,29 +104,13 @@ def test_hidden_states_equal_official_full_gemma(files, dtype):
 
 def test_vision_tower_bytes_never_read(files, monkeypatch):
     read: list[str] = []
+    real_read = TensorReader.read
 
-    class Recording:
-        def __init__(self, *args, **kwargs):
-            self._f = real_safe_open(*args, **kwargs)
+    def recording(self, entries):
+        read.extend(info.name for _, info in entries)
+        return real_read(self, entries)
 
-        def __enter__(self):
-            self._f.__enter__()
-            return self
-
-        def __exit__(self, *exc):
-            return self._f.__exit__(*exc)
-
-        def keys(self):
-            return self._f.keys()
-
-        def get_slice(self, name):
-            return self._f.get_slice(name)
-
-        def get_tensor(self, name):
-            read.append(name)
-            return self._f.get_tensor(name)
-
-    monkeypatch.setattr(weights, "safe_open", Recording)
+    monkeypatch.setattr(TensorReader, "read", recording)
     ours = load_gemma_text_model(files[0], CPU, torch.float32)
 
     in_files: list[str] = []

@@ -9,9 +9,8 @@ the device) with block ``i``'s tensors in its ``layout(i)`` order. Two tiers imp
   small pinned staging ring when ``dst`` is on a device. For unified memory (Jetson), where "offloading to the
   CPU" frees nothing: the page cache, which the kernel reclaims, is where the weights wait.
 
-Host memory is allocated with ``mmap`` and page-locked with ``cudaHostRegister`` (when CUDA is available)
-rather than ``torch.empty(pin_memory=True)``: the caching host allocator rounds every allocation up to a power
-of two (a 0.77 GB block would pin 1 GB) and keeps freed blocks pinned, which a budget cannot afford.
+Host buffers and the ``preadv`` reads come from ``memory.host_io`` (why they are not PyTorch's pinned allocator:
+there).
 
 Sources must never materialise a state dict, unpickle anything or convert a dtype (bytes move as they are).
 ``read_block`` enqueues device copies on the caller's current CUDA stream; it is called by one thread at a time.
@@ -19,23 +18,20 @@ Sources must never materialise a state dict, unpickle anything or convert a dtyp
 
 from __future__ import annotations
 
-import mmap
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ltx2_edge.checkpoint.header import TensorInfo, read_header
 from ltx2_edge.errors import CheckpointError
+from ltx2_edge.memory.host_io import IOV_MAX, PAGE, FileRun, HostBuffer, read_runs
 from ltx2_edge.memory.layout import BlockLayout, module_tensors
 
 LTX2_BLOCK_TENSOR = "model.diffusion_model.transformer_blocks.{i}.{name}"  # the official single file
 GEMMA_LAYER_TENSOR = "language_model.model.layers.{i}.{name}"  # Gemma 3 folder, model-0000k-of-0000N files
-_IOV_MAX = 512  # below Linux's 1024 iovecs per preadv call
-_PAGE = mmap.PAGESIZE
 
 PathLike = str | os.PathLike[str]
 
@@ -86,45 +82,9 @@ class WeightSource(ABC):
         return t[:need]
 
 
-class _HostBuffer:
-    """Page-aligned anonymous host memory, page-locked when ``pin``; returned to the OS when dropped."""
-
-    def __init__(self, nbytes: int, pin: bool) -> None:
-        size = max(_PAGE, (nbytes + _PAGE - 1) // _PAGE * _PAGE)
-        self._map = mmap.mmap(-1, size)
-        self.tensor = torch.frombuffer(self._map, dtype=torch.uint8)[:nbytes]
-        self.nbytes = size
-        self.pinned = False
-        if pin:
-            err = int(torch.cuda.cudart().cudaHostRegister(self.tensor.data_ptr(), size, 0))
-            if err != 0:
-                raise RuntimeError(
-                    f"cudaHostRegister of {size} bytes failed with cudaError {err}: lower the number of blocks "
-                    "held in pinned memory, or stream from the file (FileSource)"
-                )
-            self.pinned = True
-
-    def close(self) -> None:
-        if self.pinned:
-            torch.cuda.cudart().cudaHostUnregister(self.tensor.data_ptr())
-            self.pinned = False
-        # Dropping the tensor lets the mmap unmap itself once no view of it is left.
-        self.tensor = torch.empty(0, dtype=torch.uint8)
-        self._map = None
-
-
-@dataclass(frozen=True)
-class _Run:
-    """One ``preadv``: ``sum(n)`` contiguous file bytes at ``file_offset`` scattered to (dst offset, n) pieces."""
-
-    fd_index: int
-    file_offset: int
-    pieces: tuple[tuple[int, int], ...]
-
-
-def _plan_runs(pieces: Sequence[tuple[int, int, int, int]], base: int, end: int) -> list[_Run]:
+def _plan_runs(pieces: Sequence[tuple[int, int, int, int]], base: int, end: int) -> list[FileRun]:
     """Coalesce ``(fd_index, file_offset, dst_offset, n)`` pieces clipped to dst ``[base, end)`` into runs."""
-    runs: list[_Run] = []
+    runs: list[FileRun] = []
     cur: list[tuple[int, int]] = []
     fd = file_start = file_next = -1
     for fd_i, file_off, dst_off, n in pieces:
@@ -132,33 +92,16 @@ def _plan_runs(pieces: Sequence[tuple[int, int, int, int]], base: int, end: int)
         if lo >= hi:
             continue
         f_lo = file_off + (lo - dst_off)
-        if cur and (fd_i != fd or f_lo != file_next or len(cur) >= _IOV_MAX):
-            runs.append(_Run(fd, file_start, tuple(cur)))
+        if cur and (fd_i != fd or f_lo != file_next or len(cur) >= IOV_MAX):
+            runs.append(FileRun(fd, file_start, tuple(cur)))
             cur = []
         if not cur:
             fd, file_start = fd_i, f_lo
         cur.append((lo - base, hi - lo))
         file_next = f_lo + (hi - lo)
     if cur:
-        runs.append(_Run(fd, file_start, tuple(cur)))
+        runs.append(FileRun(fd, file_start, tuple(cur)))
     return runs
-
-
-def _read_runs(fds: Sequence[int], runs: Iterable[_Run], target: memoryview, names: Sequence[str]) -> None:
-    """Execute runs into ``target``, looping over short reads; a file that ends early is a CheckpointError."""
-    for run in runs:
-        views = [target[off : off + n] for off, n in run.pieces]
-        offset = run.file_offset
-        while views:
-            got = os.preadv(fds[run.fd_index], views, offset)
-            if got == 0:
-                raise CheckpointError(f"{names[run.fd_index]} ended at byte {offset} while reading a block: truncated?")
-            offset += got
-            while views and got >= len(views[0]):
-                got -= len(views[0])
-                views.pop(0)
-            if views and got:
-                views[0] = views[0][got:]
 
 
 class _FileIndex:
@@ -179,7 +122,7 @@ class _FileIndex:
                 where[name] = (k, info)
         self.layouts: dict[int, BlockLayout] = {}
         self.pieces: dict[int, list[tuple[int, int, int, int]]] = {}
-        self.runs: dict[int, list[_Run]] = {}
+        self.runs: dict[int, list[FileRun]] = {}
         shared: dict[frozenset, BlockLayout] = {}
         for i in sorted(set(blocks)):
             prefix = template.format(i=i, name="")
@@ -200,7 +143,7 @@ class _FileIndex:
 
     def read_into(self, i: int, target: torch.Tensor) -> None:
         """Read block ``i`` straight into host tensor ``target`` (its layout's bytes)."""
-        _read_runs(self.fds, self.runs[i], memoryview(target.numpy()), self.names)
+        read_runs(self.fds, self.runs[i], memoryview(target.numpy()), self.names)
 
     def close(self) -> None:
         for fd in self.fds:
@@ -221,7 +164,7 @@ class PinnedHostSource(WeightSource):
         for i, layout in self._layouts.items():
             self._offsets[i] = total
             total += layout.nbytes  # a multiple of ALIGN: every block starts aligned
-        self._host = _HostBuffer(total, pin=torch.cuda.is_available())
+        self._host = HostBuffer(total, pin=torch.cuda.is_available())
 
     @classmethod
     def from_file(
@@ -293,16 +236,16 @@ class FileSource(WeightSource):
         staging_bytes: int = 64 << 20,
     ) -> None:
         """Index ``blocks`` in ``paths``; ``staging_bytes`` sizes each of the two pinned staging buffers."""
-        if staging_bytes < _PAGE:
-            raise ValueError(f"staging_bytes={staging_bytes} is not allowed: at least {_PAGE} (one page)")
+        if staging_bytes < PAGE:
+            raise ValueError(f"staging_bytes={staging_bytes} is not allowed: at least {PAGE} (one page)")
         self._index = _FileIndex(paths, blocks, template)
-        self._staging: list[_HostBuffer] = []
+        self._staging: list[HostBuffer] = []
         self._staged: list[torch.cuda.Event] = []
-        self._chunks: dict[int, list[tuple[int, int, list[_Run]]]] = {}
+        self._chunks: dict[int, list[tuple[int, int, list[FileRun]]]] = {}
         self._next = 0
         if torch.cuda.is_available():
             chunk = min(staging_bytes, max(lay.nbytes for lay in self._index.layouts.values()))
-            self._staging = [_HostBuffer(chunk, pin=True) for _ in range(2)]
+            self._staging = [HostBuffer(chunk, pin=True) for _ in range(2)]
             self._staged = [torch.cuda.Event() for _ in range(2)]
             for i, layout in self._index.layouts.items():
                 bounds = [(a, min(a + chunk, layout.nbytes)) for a in range(0, layout.nbytes, chunk)]
@@ -328,7 +271,7 @@ class FileSource(WeightSource):
             # the pread below would overwrite bytes it has not copied yet and a slot would get corrupt weights.
             self._staged[k].synchronize()
             stage = self._staging[k].tensor
-            _read_runs(self._index.fds, runs, memoryview(stage.numpy()), self._index.names)
+            read_runs(self._index.fds, runs, memoryview(stage.numpy()), self._index.names)
             dst[base:end].copy_(stage[: end - base], non_blocking=True)
             self._staged[k].record()
 

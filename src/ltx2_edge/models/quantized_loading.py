@@ -10,14 +10,13 @@ device in 8 bits with its scale, never through BF16. Everything the policy keeps
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
-from ltx2_edge.checkpoint.header import read_header
+from ltx2_edge.checkpoint.header import TensorInfo, read_header
 from ltx2_edge.errors import CheckpointError
+from ltx2_edge.memory.tensor_reader import TensorReader
 from ltx2_edge.models.weights import KeyMap, WeightTransform, load_into
 from ltx2_edge.quant.apply import QuantReport, replace_module, summarize
 from ltx2_edge.quant.convert import check_quantized_file
@@ -57,7 +56,7 @@ def load_quantized(
     linears = [n for n, m in module.named_modules() if isinstance(m, torch.nn.Linear) and not skip(n)]
     chosen = {n for n in linears if policy.precision_for(policy_name(n)) != "bf16"}
     # Where each chosen layer's tensors live in the files (module name -> (file, file tensor name)).
-    where: dict[str, tuple[Path, str]] = {}
+    where: dict[str, tuple[Path, TensorInfo]] = {}
     for path in map(Path, sources):
         header = read_header(path)
         eight_bit = False
@@ -65,7 +64,7 @@ def load_quantized(
             target = key_map(info.name)
             if target is None or _layer_of(target) not in chosen:
                 continue
-            where[target] = (path, info.name)
+            where[target] = (path, info)
             eight_bit |= info.dtype in _EIGHT_BIT and target.endswith(".weight")
         if eight_bit and transform is not None:
             # Fusing into 8-bit weights would requantize them at every load: that belongs in `quantize --lora`.
@@ -82,35 +81,29 @@ def load_quantized(
               device, dtype, filled_elsewhere=lambda n: skip(n) or _layer_of(n) in chosen,
               transform=transform)  # fmt: skip
     cls = QUANT_LINEAR_CLASSES[policy.precision]
-    with ExitStack() as files:
-        opened: dict[Path, object] = {}
-
-        def read(entry: tuple[Path, str]) -> torch.Tensor:
-            # One handle per file for the whole load: opening re-parses the header (~5,000 entries for the
-            # transformer), which once per layer cost seconds over ~1,000 layers.
-            path, name = entry
-            if path not in opened:
-                opened[path] = files.enter_context(safe_open(str(path), framework="pt", device=str(device)))
-            return opened[path].get_tensor(name)  # type: ignore[attr-defined]
-
-        for layer in sorted(chosen):
-            path, weight_name = where[layer + ".weight"]
-            weight = read(where[layer + ".weight"])
-            bias = read(where[layer + ".bias"]) if layer + ".bias" in where else None
+    # Layers in file order, each as its weight (+ bias) (+ scale), so the reader streams each file front to back.
+    layers = sorted(chosen, key=lambda n: (str(where[n + ".weight"][0]), where[n + ".weight"][1].begin))
+    parts = {n: [s for s in (".weight", ".bias", ".weight_scale") if n + s in where] for n in layers}
+    with TensorReader(device) as reader:
+        tensors = reader.read([where[n + s] for n in layers for s in parts[n]])
+        for layer in layers:
+            got = {s: next(tensors) for s in parts[layer]}
+            weight, bias = got[".weight"], got.get(".bias")
+            path, info = where[layer + ".weight"]
             if weight.dtype in (torch.float8_e4m3fn, torch.int8):
                 file_precision = "fp8" if weight.dtype == torch.float8_e4m3fn else "int8"
                 if file_precision != policy.precision:
                     raise CheckpointError(
-                        f"{path.name}: {weight_name} is {file_precision} but this run asks for {policy.precision}: "
+                        f"{path.name}: {info.name} is {file_precision} but this run asks for {policy.precision}: "
                         f"pass --quantization {file_precision} or use the BF16 checkpoint"
                     )
-                scale = read(where[layer + ".weight_scale"]).float()
-                new = QUANT_LINEAR_CLASSES[file_precision].from_quantized(weight, scale, _cast(bias, dtype))
+                new = QUANT_LINEAR_CLASSES[file_precision].from_quantized(weight, got[".weight_scale"].float(),
+                                                                          _cast(bias, dtype))  # fmt: skip
             else:
                 if transform is not None:
                     weight = transform(layer + ".weight", weight)
                 q, scale = quantize_weight(weight, policy.precision)
-                del weight  # the BF16 copy goes before the next layer is read
+                del weight, got  # the BF16 copy goes before the next layer is read
                 new = cls(q, scale, _cast(bias, dtype))
             replace_module(module, layer, new)
     kept = {n: policy.keep_reason(policy_name(n)) or "bf16" for n in linears if n not in chosen}

@@ -2,9 +2,9 @@
 
 The habit is gpt-fast's: build the module on ``meta`` (no memory, no random init), then assign each tensor
 read from the file in place of its meta placeholder (``load_state_dict(assign=True)`` semantics). Tensors are
-read one at a time with ``safetensors.safe_open`` straight onto the target device and cast there, so no whole
-state dict ever exists twice, and tensors the key map drops (a vision tower, other models in the same file)
-are never read at all.
+read in file order through ``memory.tensor_reader`` (pinned staging, reads in flight) onto the target device and
+cast there one at a time, so no whole state dict ever exists twice, and tensors the key map drops (a vision
+tower, other models in the same file) are never read at all.
 
 Strict by design: every tensor the key map keeps must match a parameter or persistent buffer of the module
 (same shape), every one of those must be provided exactly once, and all of this is checked from the files'
@@ -18,9 +18,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
+from ltx2_edge.checkpoint.header import TensorInfo, read_header
 from ltx2_edge.errors import CheckpointError
+from ltx2_edge.memory.tensor_reader import TensorReader
 
 KeyMap = Callable[[str], str | None]
 """File tensor name -> module state-dict name, or None to leave the tensor unread."""
@@ -57,17 +58,14 @@ def load_into(
     if filled_elsewhere is not None:
         targets = {name: shape for name, shape in targets.items() if not filled_elsewhere(name)}
     plan = _plan(sources, key_map, targets)
-    dev = torch.device(device)
-    for path, pairs in plan.items():
-        # safe_open(device=...) reads each tensor straight into device memory; only one tensor is in flight.
-        with safe_open(str(path), framework="pt", device=str(dev)) as f:
-            for file_name, name in pairs:
-                tensor = f.get_tensor(file_name)
-                if transform is not None:
-                    tensor = transform(name, tensor)
-                if tensor.is_floating_point() and not (keep_dtype is not None and keep_dtype(name)):
-                    tensor = tensor.to(dtype=dtype)
-                _assign(module, name, tensor)
+    with TensorReader(device) as reader:
+        tensors = reader.read([(path, info) for path, info, _ in plan])
+        for (_, _, name), tensor in zip(plan, tensors, strict=True):
+            if transform is not None:
+                tensor = transform(name, tensor)
+            if tensor.is_floating_point() and not (keep_dtype is not None and keep_dtype(name)):
+                tensor = tensor.to(dtype=dtype)
+            _assign(module, name, tensor)
     return module
 
 
@@ -94,41 +92,37 @@ def _targets(module: torch.nn.Module) -> dict[str, torch.Size]:
 
 def _plan(
     sources: Sequence[Path], key_map: KeyMap, targets: dict[str, torch.Size]
-) -> dict[Path, list[tuple[str, str]]]:
-    """Per file, the (file name, module name) pairs to read; validated against the module from headers only."""
+) -> list[tuple[Path, TensorInfo, str]]:
+    """The (file, tensor, module name) triples to read, file by file in file order; validated against the module
+    from headers only."""
     if not sources:
         raise CheckpointError("no safetensors files given to load from: pass the checkpoint's .safetensors paths")
-    plan: dict[Path, list[tuple[str, str]]] = {}
+    plan: list[tuple[Path, TensorInfo, str]] = []
     seen: dict[str, tuple[Path, str]] = {}
-    for path in sources:
-        path = Path(path)
+    for path in map(Path, sources):
         if not path.is_file():
             raise CheckpointError(f"weights file {path} does not exist: check the checkpoint path")
-        pairs: list[tuple[str, str]] = []
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            for file_name in f.keys():
-                name = key_map(file_name)
-                if name is None:
-                    continue
-                if name not in targets:
-                    raise CheckpointError(
-                        f"{path.name}: tensor {file_name!r} maps to {name!r}, which the model does not have "
-                        "(unexpected key: wrong checkpoint for this model?)"
-                    )
-                if name in seen:
-                    other_path, other_name = seen[name]
-                    raise CheckpointError(
-                        f"{name!r} is provided twice: {other_path.name}:{other_name!r} and {path.name}:{file_name!r}"
-                    )
-                shape = torch.Size(f.get_slice(file_name).get_shape())
-                if shape != targets[name]:
-                    raise CheckpointError(
-                        f"{path.name}: tensor {file_name!r} has shape {list(shape)} but the model's {name!r} "
-                        f"is {list(targets[name])} (checkpoint and config disagree)"
-                    )
-                seen[name] = (path, file_name)
-                pairs.append((file_name, name))
-        plan[path] = pairs
+        for file_name, info in read_header(path).tensors.items():
+            name = key_map(file_name)
+            if name is None:
+                continue
+            if name not in targets:
+                raise CheckpointError(
+                    f"{path.name}: tensor {file_name!r} maps to {name!r}, which the model does not have "
+                    "(unexpected key: wrong checkpoint for this model?)"
+                )
+            if name in seen:
+                other_path, other_name = seen[name]
+                raise CheckpointError(
+                    f"{name!r} is provided twice: {other_path.name}:{other_name!r} and {path.name}:{file_name!r}"
+                )
+            if torch.Size(info.shape) != targets[name]:
+                raise CheckpointError(
+                    f"{path.name}: tensor {file_name!r} has shape {list(info.shape)} but the model's {name!r} "
+                    f"is {list(targets[name])} (checkpoint and config disagree)"
+                )
+            seen[name] = (path, file_name)
+            plan.append((path, info, name))
     missing = [name for name in targets if name not in seen]
     if missing:
         raise CheckpointError(

@@ -1,0 +1,76 @@
+"""Host-side I/O shared by the block sources and the bulk tensor reader: page-locked host buffers that go back to
+the OS when dropped, and scattered ``preadv`` reads of safetensors bytes.
+
+Host memory is allocated with ``mmap`` and page-locked with ``cudaHostRegister`` (when CUDA is available)
+rather than ``torch.empty(pin_memory=True)``: the caching host allocator rounds every allocation up to a power
+of two (a 0.77 GB block would pin 1 GB) and keeps freed blocks pinned, which a budget cannot afford. Reading
+with ``preadv`` into such a buffer touches no fresh page on either side: a mapped file's page faults (4 KiB
+each, costly inside a VM) and a fresh destination's are what make ``mmap``-then-copy loaders slow.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ltx2_edge.errors import CheckpointError
+
+IOV_MAX = 512  # below Linux's 1024 iovecs per preadv call
+PAGE = mmap.PAGESIZE
+
+
+class HostBuffer:
+    """Page-aligned anonymous host memory, page-locked when ``pin``; returned to the OS when dropped."""
+
+    def __init__(self, nbytes: int, pin: bool) -> None:
+        size = max(PAGE, (nbytes + PAGE - 1) // PAGE * PAGE)
+        self._map = mmap.mmap(-1, size)
+        self.tensor = torch.frombuffer(self._map, dtype=torch.uint8)[:nbytes]
+        self.nbytes = size
+        self.pinned = False
+        if pin:
+            err = int(torch.cuda.cudart().cudaHostRegister(self.tensor.data_ptr(), size, 0))
+            if err != 0:
+                raise RuntimeError(
+                    f"cudaHostRegister of {size} bytes failed with cudaError {err}: lower the number of blocks "
+                    "held in pinned memory, or stream from the file (FileSource)"
+                )
+            self.pinned = True
+
+    def close(self) -> None:
+        if self.pinned:
+            torch.cuda.cudart().cudaHostUnregister(self.tensor.data_ptr())
+            self.pinned = False
+        # Dropping the tensor lets the mmap unmap itself once no view of it is left.
+        self.tensor = torch.empty(0, dtype=torch.uint8)
+        self._map = None
+
+
+@dataclass(frozen=True)
+class FileRun:
+    """One ``preadv``: ``sum(n)`` contiguous file bytes at ``file_offset`` scattered to (dst offset, n) pieces."""
+
+    fd_index: int
+    file_offset: int
+    pieces: tuple[tuple[int, int], ...]
+
+
+def read_runs(fds: Sequence[int], runs: Iterable[FileRun], target: memoryview, names: Sequence[str]) -> None:
+    """Execute runs into ``target``, looping over short reads; a file that ends early is a CheckpointError."""
+    for run in runs:
+        views = [target[off : off + n] for off, n in run.pieces]
+        offset = run.file_offset
+        while views:
+            got = os.preadv(fds[run.fd_index], views, offset)
+            if got == 0:
+                raise CheckpointError(f"{names[run.fd_index]} ended at byte {offset} while reading a block: truncated?")
+            offset += got
+            while views and got >= len(views[0]):
+                got -= len(views[0])
+                views.pop(0)
+            if views and got:
+                views[0] = views[0][got:]
