@@ -13,6 +13,7 @@ from __future__ import annotations
 import mmap
 import os
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import torch
@@ -74,3 +75,43 @@ def read_runs(fds: Sequence[int], runs: Iterable[FileRun], target: memoryview, n
                 views.pop(0)
             if views and got:
                 views[0] = views[0][got:]
+
+
+def split_runs(runs: Sequence[FileRun], parts: int) -> list[list[FileRun]]:
+    """Cut ``runs`` into at most ``parts`` groups of about equal bytes (a piece may be cut in two), for
+    ``read_runs_parallel``. Pure; the groups together read exactly what ``runs`` read."""
+    total = sum(n for run in runs for _, n in run.pieces)
+    if parts <= 1 or total == 0:
+        return [list(runs)]
+    share = -(-total // parts)  # ceil: at most `parts` groups
+    groups: list[list[FileRun]] = [[]]
+    room = share
+    for run in runs:
+        offset, cur = run.file_offset, []
+        for dst, n in run.pieces:
+            while n:
+                take = min(n, room)
+                cur.append((dst, take))
+                dst, n, room = dst + take, n - take, room - take
+                if room == 0:
+                    groups[-1].append(FileRun(run.fd_index, offset, tuple(cur)))
+                    offset += sum(k for _, k in cur)
+                    cur, room = [], share
+                    groups.append([])
+        if cur:
+            groups[-1].append(FileRun(run.fd_index, offset, tuple(cur)))
+    return [g for g in groups if g]
+
+
+def read_runs_parallel(
+    pool: Executor | None, fds: Sequence[int], runs: Sequence[FileRun], target: memoryview, names: Sequence[str],
+    parts: int,
+) -> None:  # fmt: skip
+    """``read_runs`` split over ``parts`` threads of ``pool``: one thread copies page-cache bytes at a few GB/s,
+    several together at the memory's speed (3.4 vs ~10 GB/s on a lent H100 box). Runs inline without a pool."""
+    groups = split_runs(runs, parts if pool is not None else 1)
+    if pool is None or len(groups) == 1:
+        read_runs(fds, runs, target, names)
+        return
+    for future in [pool.submit(read_runs, fds, g, target, names) for g in groups]:
+        future.result()

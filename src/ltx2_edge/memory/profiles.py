@@ -51,7 +51,8 @@ class DeviceProfile:
 # 730-785, FP8 rowwise 1025-1150, torch._int_mm 760-850), copies 55 GB/s pinned and 8-18 pageable, cold disk
 # 0.8 GB/s. Derived: attention 600 TFLOP/s from DESIGN's stated compute floor (2.9 s bf16 / 2.3 s FP8 for
 # W1's 40 forwards), conv 200 TFLOP/s from W1's measured 0.09 s video decode (18.2 TFLOP). Published: HBM3
-# 3350 GB/s. Assumed: warm (page-cache) reads at 5 GB/s, CUDA context 0.5 GiB.
+# 3350 GB/s. Warm (page-cache) reads 9.7-10.5 GB/s with 4 reader threads into pinned staging (bench/load_speed.py,
+# 2026-11-24; one thread 3.4). Assumed: CUDA context 0.5 GiB.
 H100 = DeviceProfile(
     name="h100",
     bf16_tflops=757.0,
@@ -62,12 +63,12 @@ H100 = DeviceProfile(
     h2d_pinned_gbps=55.0,
     h2d_pageable_gbps=13.0,
     file_read_cold_gbps=0.8,
-    file_read_warm_gbps=5.0,
+    file_read_warm_gbps=10.0,
     memory_bandwidth_gbps=3350.0,
     unified=False,
     sdpa_materializes_scores=False,
     runtime_overhead_bytes=GiB // 2,
-    source="measured by ltx2-edge on the lent H100 80GB (attention/conv derived, warm reads assumed)",
+    source="measured by ltx2-edge on the lent H100 80GB (attention/conv derived)",
 )
 
 # Jetson AGX Thor T5000, published figures (DESIGN.md, "checked facts"): 273 GB/s LPDDR5X, dense 258 TFLOP/s

@@ -21,19 +21,21 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import nn
 
 from ltx2_edge.checkpoint.header import TensorInfo, read_header
 from ltx2_edge.errors import CheckpointError
-from ltx2_edge.memory.host_io import IOV_MAX, PAGE, FileRun, HostBuffer, read_runs
+from ltx2_edge.memory.host_io import IOV_MAX, PAGE, FileRun, HostBuffer, read_runs, read_runs_parallel
 from ltx2_edge.memory.layout import BlockLayout, module_tensors
 
 LTX2_BLOCK_TENSOR = "model.diffusion_model.transformer_blocks.{i}.{name}"  # the official single file
 GEMMA_LAYER_TENSOR = "language_model.model.layers.{i}.{name}"  # Gemma 3 folder, model-0000k-of-0000N files
 
 PathLike = str | os.PathLike[str]
+PACK_READERS = 4  # threads filling a pinned pack from the file: one copies page cache at a few GB/s
 
 
 class WeightSource(ABC):
@@ -174,8 +176,10 @@ class PinnedHostSource(WeightSource):
         index = _FileIndex(paths, blocks, template)
         try:
             source = cls(index.layouts)
-            for i in source.blocks:
-                index.read_into(i, source._block(i))
+            with ThreadPoolExecutor(PACK_READERS, thread_name_prefix="ltx2-edge-pack") as pool:
+                for i in source.blocks:
+                    read_runs_parallel(pool, index.fds, index.runs[i], memoryview(source._block(i).numpy()),
+                                       index.names, PACK_READERS)  # fmt: skip
         finally:
             index.close()
         return source
@@ -234,11 +238,17 @@ class FileSource(WeightSource):
         blocks: Iterable[int],
         template: str = LTX2_BLOCK_TENSOR,
         staging_bytes: int = 64 << 20,
+        readers: int = 4,
     ) -> None:
-        """Index ``blocks`` in ``paths``; ``staging_bytes`` sizes each of the two pinned staging buffers."""
+        """Index ``blocks`` in ``paths``; ``staging_bytes`` sizes each of the two pinned staging buffers, which
+        ``readers`` threads fill together."""
         if staging_bytes < PAGE:
             raise ValueError(f"staging_bytes={staging_bytes} is not allowed: at least {PAGE} (one page)")
+        if readers < 1:
+            raise ValueError(f"readers={readers} is not allowed: at least 1 thread")
         self._index = _FileIndex(paths, blocks, template)
+        self._readers = readers
+        self._pool = ThreadPoolExecutor(readers, thread_name_prefix="ltx2-edge-stream") if readers > 1 else None
         self._staging: list[HostBuffer] = []
         self._staged: list[torch.cuda.Event] = []
         self._chunks: dict[int, list[tuple[int, int, list[FileRun]]]] = {}
@@ -271,7 +281,8 @@ class FileSource(WeightSource):
             # the pread below would overwrite bytes it has not copied yet and a slot would get corrupt weights.
             self._staged[k].synchronize()
             stage = self._staging[k].tensor
-            read_runs(self._index.fds, runs, memoryview(stage.numpy()), self._index.names)
+            read_runs_parallel(self._pool, self._index.fds, runs, memoryview(stage.numpy()), self._index.names,
+                               self._readers)  # fmt: skip
             dst[base:end].copy_(stage[: end - base], non_blocking=True)
             self._staged[k].record()
 
@@ -287,6 +298,8 @@ class FileSource(WeightSource):
         for event in self._staged:
             # Unpinning memory a DMA still reads would fault the copy: let in-flight copies finish first.
             event.synchronize()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
         for buf in self._staging:
             buf.close()
         self._staging, self._staged = [], []
