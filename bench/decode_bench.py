@@ -70,6 +70,7 @@ class Case:
         self.label = f"{w}x{h}x{f}"
         self.budget = runtime.budget_for(self.dev, int(budget_gib * GiB), "auto", unified=False)
         profile, _ = runtime.device_profile(self.dev)
+        self.runtime_bytes = profile.runtime_overhead_bytes
         self.plan = plan_decode(args.header, PlanRequest(w, h, f, self.fps, 1), self.budget, profile)
         self.tiling = runtime.tiling_config(self.plan.tiles)
         shape = pixel_shape(w, h, f, self.fps)
@@ -151,7 +152,7 @@ def measure(dev: torch.device, fn: Callable[[], dict], repeats: int, warm_up: bo
 def run_case(args: argparse.Namespace, decoders: tuple, size: tuple[int, int, int], budget_gib: float) -> dict:
     """Every mode for one size at one budget; the record of the case."""
     case = Case(args, decoders, size, budget_gib)
-    enforcement = runtime.enforce_device_budget(args.device, case.budget)
+    enforcement = runtime.enforce_device_budget(args.device, case.budget, case.runtime_bytes)
     fns = {"video": case.video_alone, "audio": case.audio_alone, "serial": case.serial,
            "overlapped": case.overlapped, "encode": case.encode, "stage": case.stage}  # fmt: skip
     record: dict[str, Any] = {

@@ -16,6 +16,7 @@ from ltx_core.conditioning import ConditioningItem
 from ltx2_edge.memory import runtime
 from ltx2_edge.memory.budget import Budget
 from ltx2_edge.memory.plan_types import Plan
+from ltx2_edge.memory.profiles import DeviceProfile
 from ltx2_edge.report import RunReport, StageRecord
 from ltx2_edge.request import GenerationRequest
 from ltx2_edge.run_types import DenoisePass, Latents
@@ -28,7 +29,8 @@ from ltx2_edge.stages.latents import video_token_count
 class MeasuredStages(StageRuns):
     """``generate``'s stages, each run inside a measured report scope with its progress lines."""
 
-    budget: Budget  # set by ``Generator.__init__``
+    budget: Budget  # set by ``Generator.__init__``, as is ``profile``
+    profile: DeviceProfile
 
     def _held_bytes(self) -> int:
         """Bytes of a transformer held for the next stage (``denoise(hold=True)``); 0 when none is."""
@@ -41,8 +43,10 @@ class MeasuredStages(StageRuns):
         """Budget, prediction and what the device really held, for the report (and leaks between stages; ``held``:
         bytes kept on purpose for the next stage)."""
         cap = self.budget.device_bytes
-        # The cap holds reserved memory (allocated + cached segments), so that is the figure checked against it.
-        held_peak = max(rec.peak_bytes, rec.details.get("peak_reserved_bytes", 0))
+        # What the budget holds: the allocator's reserved memory (allocated + cached segments; the cap enforces
+        # it) and, on a GPU, the runtime's own device memory, which no allocator figure includes.
+        runtime_bytes = self.profile.runtime_overhead_bytes if self.device.type == "cuda" else 0
+        held_peak = max(rec.peak_bytes, rec.details.get("peak_reserved_bytes", 0)) + runtime_bytes
         rec.details.update(budget_bytes=cap, predicted_peak_bytes=predicted,
                            within_budget=cap is None or held_peak <= cap)  # fmt: skip
         if self.device.type == "cuda":

@@ -113,7 +113,8 @@ class Generator(MeasuredStages, DecodeRuns):
         # Before anything loads: segments made earlier keep the allocator kind they were made with.
         self.allocator, allocator_note = configure_allocator(cuda_allocator, self.device,
                                                              runtime.is_integrated(self.device))  # fmt: skip
-        self.enforcement = runtime.enforce_device_budget(self.device, self.budget)
+        self.enforcement = runtime.enforce_device_budget(self.device, self.budget,
+                                                         self.profile.runtime_overhead_bytes)  # fmt: skip
         if self.allocator != "none":
             self.enforcement += f"; {allocator_note}"
         for line in self.notes:
@@ -170,7 +171,7 @@ class Generator(MeasuredStages, DecodeRuns):
             first.width, first.height, first.num_frames, first.frame_rate, first.steps,
             guidance_batch=len(first.guidance.passes()), precision=self.policy.precision,
             prefetch_depth=self.prefetch_depth, images=len(request.images), image_float_pixels=pixels(first),
-            conditioning_tokens=tokens(first), second_stage=second,
+            conditioning_tokens=tokens(first), second_stage=second, expandable_segments=self.allocator == "expandable",
         )  # fmt: skip
         return runtime.build_plan(self.checkpoint.header, self.gemma.shards, preq, self.budget, self.profile,
                                   self.policy)  # fmt: skip

@@ -68,7 +68,9 @@ class PlanRequest:
     source plus its scaled copy, ``stages.conditioning.image_device_pixels``); ``conditioning_tokens``: video
     tokens the keyframes add to every transformer forward (``stages.conditioning.conditioning_token_count``).
     ``second_stage``: for the two-stage pipelines, what follows stage 1 (then width, height, steps, guidance and
-    the image fields above describe stage 1, at half the output size).
+    the image fields above describe stage 1, at half the output size). ``expandable_segments``: the CUDA
+    allocator runs with expandable segments (``memory.allocator``), so reserved memory follows allocated memory
+    and each stage needs a smaller allowance over its counted bytes.
     """
 
     width: int
@@ -83,6 +85,7 @@ class PlanRequest:
     image_float_pixels: int = 0
     conditioning_tokens: int = 0
     second_stage: SecondStage | None = None
+    expandable_segments: bool = False
 
     def __post_init__(self) -> None:
         for name, value in (("width", self.width), ("height", self.height)):

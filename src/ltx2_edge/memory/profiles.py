@@ -52,7 +52,8 @@ class DeviceProfile:
 # 0.8 GB/s. Derived: attention 600 TFLOP/s from DESIGN's stated compute floor (2.9 s bf16 / 2.3 s FP8 for
 # W1's 40 forwards), conv 200 TFLOP/s from W1's measured 0.09 s video decode (18.2 TFLOP). Published: HBM3
 # 3350 GB/s. Warm (page-cache) reads 9.7-10.5 GB/s with 4 reader threads into pinned staging (bench/load_speed.py,
-# 2026-11-24; one thread 3.4). Assumed: CUDA context 0.5 GiB.
+# 2026-11-24; one thread 3.4). Runtime (CUDA context + library workspaces outside the allocator) 0.75 GiB: NVML's
+# peak less the allocator's reserved peak of the same stage, 2026-11-24.
 H100 = DeviceProfile(
     name="h100",
     bf16_tflops=757.0,
@@ -67,7 +68,7 @@ H100 = DeviceProfile(
     memory_bandwidth_gbps=3350.0,
     unified=False,
     sdpa_materializes_scores=False,
-    runtime_overhead_bytes=GiB // 2,
+    runtime_overhead_bytes=3 * GiB // 4,
     source="measured by ltx2-edge on the lent H100 80GB (attention/conv derived)",
 )
 

@@ -92,15 +92,18 @@ def tiling_config(tiling: VideoTiling | None) -> TilingConfig | None:
     return TilingConfig(spatial_config=spatial, temporal_config=temporal)
 
 
-def enforce_device_budget(device: torch.device, budget: Budget) -> str:
-    """Cap this process's CUDA allocations at the device budget (discrete GPUs); returns what was done."""
+def enforce_device_budget(device: torch.device, budget: Budget, runtime_bytes: int) -> str:
+    """Cap this process's CUDA allocations at the device budget less the runtime's own device memory
+    (``runtime_bytes``: CUDA context and library workspaces, which the allocator never sees) on discrete GPUs;
+    returns what was done."""
     if device.type != "cuda" or budget.unified or budget.device_bytes is None:
         return "no allocator cap" if device.type == "cuda" else "cpu: no device cap"
     index = device.index if device.index is not None else torch.cuda.current_device()
     total = torch.cuda.get_device_properties(index).total_memory
-    fraction = min(1.0, budget.device_bytes / total)
+    fraction = min(1.0, max(0.0, budget.device_bytes - runtime_bytes) / total)
     torch.cuda.set_per_process_memory_fraction(fraction, index)  # wants an index, not a bare "cuda"
-    return f"allocator capped at {fraction:.3f} of {total / 1024**3:.1f} GiB"
+    return (f"allocator capped at {fraction:.3f} of {total / 1024**3:.1f} GiB (the budget less "
+            f"{runtime_bytes / 1024**3:.2f} GiB for the CUDA runtime)")  # fmt: skip
 
 
 def nvml_used_bytes(device: torch.device) -> int | None:
