@@ -22,8 +22,9 @@ class DeviceProfile:
     ``h2d_*``: host->device copies (on unified memory: DRAM-to-DRAM). ``file_read_*``: reading the
     checkpoint, cold (from the disk) and warm (from the page cache). ``sdpa_materializes_scores``: the
     attention kernel keeps the S x S score matrix (math SDPA, the CPU fallback). ``runtime_overhead_bytes``:
-    the CUDA context and runtime heap, counted inside a one-pool budget (on a discrete GPU they live outside
-    the device budget, in host memory).
+    the CUDA context and library workspaces outside the allocator: device memory counted inside the budget
+    (the device budget of a discrete GPU, the one pool of a Jetson); a discrete GPU's host budget counts the
+    same again for the runtime's host side.
     """
 
     name: str
