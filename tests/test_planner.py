@@ -245,6 +245,9 @@ def test_plan_text_and_json(headers):
     for s in p.stages:
         assert s.name in text
     assert H100.source in text and "pinned" in text and "moved/step" in text
+    assert "includes 0.50 GiB of slack and 0.75 GiB for the runtime's own memory" in text
+    expandable = format_plan(_plan(headers, 16, "fp8", expandable_segments=True))
+    assert "includes 0.25 GiB of slack (CUDA expandable segments) and 0.75 GiB" in expandable
     doc = json.loads(json.dumps(plan_to_json(p)))
     assert [s["name"] for s in doc["stages"]] == [s.name for s in p.stages]
     assert doc["peak_bytes"] == p.peak_bytes and doc["profile"]["name"] == "h100"

@@ -7,6 +7,7 @@ from typing import Any
 
 from ltx2_edge.memory.budget import GiB
 from ltx2_edge.memory.plan_types import Plan, StagePlan
+from ltx2_edge.memory.stage_fit import allowance
 
 _HEADERS = ("stage", "peak", "resident", "streamed", "slots", "source", "moved/step", "bound", "seconds", "technique")
 
@@ -57,6 +58,10 @@ def format_plan(plan: Plan) -> str:
         f" (+ {plan.cold_load_seconds:.1f} s to read the weights from a cold disk)",
         f"profile {plan.profile.name}: {plan.profile.source}",
     ]
+    slack, runtime = allowance(r, plan.profile)
+    allocator = " (CUDA expandable segments)" if r.expandable_segments else ""
+    lines.append(f"each stage's peak includes {slack / GiB:.2f} GiB of slack{allocator} and {runtime / GiB:.2f} GiB "
+                 "for the runtime's own memory (on a GPU: CUDA context, library workspaces)")  # fmt: skip
     return "\n".join(lines)
 
 

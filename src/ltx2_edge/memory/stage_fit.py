@@ -56,6 +56,12 @@ class Shortfall:
     host: bool = False
 
 
+def allowance(request: PlanRequest, profile: DeviceProfile) -> tuple[int, int]:
+    """What every stage's peak carries beyond its counted bytes: (allocator slack, the runtime's device memory)."""
+    slack = SLACK_EXPANDABLE_BYTES if request.expandable_segments else SLACK_BYTES
+    return slack, profile.runtime_overhead_bytes
+
+
 class FitContext:
     """What fitting any stage needs: the request, the budget, the device's rates and the precision policy."""
 
@@ -67,8 +73,7 @@ class FitContext:
     def pool_extra(self) -> int:
         """Bytes every stage adds to the budgeted memory besides its own: slack, and the runtime's device memory
         (CUDA context, library workspaces: outside the allocator, inside what the device or the pool holds)."""
-        slack = SLACK_EXPANDABLE_BYTES if self.request.expandable_segments else SLACK_BYTES
-        return slack + self.profile.runtime_overhead_bytes
+        return sum(allowance(self.request, self.profile))
 
     def avail(self) -> float:
         return math.inf if self.budget.device_bytes is None else self.budget.device_bytes
