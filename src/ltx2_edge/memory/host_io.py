@@ -60,6 +60,28 @@ class FileRun:
     pieces: tuple[tuple[int, int], ...]
 
 
+def plan_runs(pieces: Sequence[tuple[int, int, int, int]], base: int, end: int) -> list[FileRun]:
+    """Coalesce ``(fd_index, file_offset, dst_offset, n)`` pieces clipped to dst ``[base, end)`` into runs."""
+    runs: list[FileRun] = []
+    cur: list[tuple[int, int]] = []
+    fd = file_start = file_next = -1
+    for fd_i, file_off, dst_off, n in pieces:
+        lo, hi = max(dst_off, base), min(dst_off + n, end)
+        if lo >= hi:
+            continue
+        f_lo = file_off + (lo - dst_off)
+        if cur and (fd_i != fd or f_lo != file_next or len(cur) >= IOV_MAX):
+            runs.append(FileRun(fd, file_start, tuple(cur)))
+            cur = []
+        if not cur:
+            fd, file_start = fd_i, f_lo
+        cur.append((lo - base, hi - lo))
+        file_next = f_lo + (hi - lo)
+    if cur:
+        runs.append(FileRun(fd, file_start, tuple(cur)))
+    return runs
+
+
 def read_runs(fds: Sequence[int], runs: Iterable[FileRun], target: memoryview, names: Sequence[str]) -> None:
     """Execute runs into ``target``, looping over short reads; a file that ends early is a CheckpointError."""
     for run in runs:

@@ -28,7 +28,7 @@ from torch import nn
 
 from ltx2_edge.checkpoint.header import TensorInfo, read_header
 from ltx2_edge.errors import CheckpointError
-from ltx2_edge.memory.host_io import IOV_MAX, PAGE, FileRun, HostBuffer, read_runs, read_runs_parallel
+from ltx2_edge.memory.host_io import PAGE, FileRun, HostBuffer, plan_runs, read_runs, read_runs_parallel
 from ltx2_edge.memory.layout import BlockLayout, module_tensors
 
 LTX2_BLOCK_TENSOR = "model.diffusion_model.transformer_blocks.{i}.{name}"  # the official single file
@@ -84,28 +84,6 @@ class WeightSource(ABC):
         return t[:need]
 
 
-def _plan_runs(pieces: Sequence[tuple[int, int, int, int]], base: int, end: int) -> list[FileRun]:
-    """Coalesce ``(fd_index, file_offset, dst_offset, n)`` pieces clipped to dst ``[base, end)`` into runs."""
-    runs: list[FileRun] = []
-    cur: list[tuple[int, int]] = []
-    fd = file_start = file_next = -1
-    for fd_i, file_off, dst_off, n in pieces:
-        lo, hi = max(dst_off, base), min(dst_off + n, end)
-        if lo >= hi:
-            continue
-        f_lo = file_off + (lo - dst_off)
-        if cur and (fd_i != fd or f_lo != file_next or len(cur) >= IOV_MAX):
-            runs.append(FileRun(fd, file_start, tuple(cur)))
-            cur = []
-        if not cur:
-            fd, file_start = fd_i, f_lo
-        cur.append((lo - base, hi - lo))
-        file_next = f_lo + (hi - lo)
-    if cur:
-        runs.append(FileRun(fd, file_start, tuple(cur)))
-    return runs
-
-
 class _FileIndex:
     """Open safetensors files and, per block, its layout and the file pieces that fill it."""
 
@@ -140,7 +118,7 @@ class _FileIndex:
             self.pieces[i] = [
                 (by_name[e.name][0], by_name[e.name][1].begin, e.offset, e.nbytes) for e in layout.entries
             ]
-            self.runs[i] = _plan_runs(self.pieces[i], 0, layout.nbytes)
+            self.runs[i] = plan_runs(self.pieces[i], 0, layout.nbytes)
         self.fds = [os.open(p, os.O_RDONLY) for p in paths]
 
     def read_into(self, i: int, target: torch.Tensor) -> None:
@@ -259,7 +237,7 @@ class FileSource(WeightSource):
             self._staged = [torch.cuda.Event() for _ in range(2)]
             for i, layout in self._index.layouts.items():
                 bounds = [(a, min(a + chunk, layout.nbytes)) for a in range(0, layout.nbytes, chunk)]
-                self._chunks[i] = [(a, b, _plan_runs(self._index.pieces[i], a, b)) for a, b in bounds]
+                self._chunks[i] = [(a, b, plan_runs(self._index.pieces[i], a, b)) for a, b in bounds]
 
     @property
     def blocks(self) -> tuple[int, ...]:

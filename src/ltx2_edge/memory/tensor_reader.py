@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from ltx2_edge.checkpoint.header import TORCH_DTYPES, TensorInfo
-from ltx2_edge.memory.host_io import IOV_MAX, FileRun, HostBuffer, read_runs
+from ltx2_edge.memory.host_io import FileRun, HostBuffer, plan_runs, read_runs
 
 CHUNK_BYTES = 32 * 1024**2  # one staging buffer: big enough for long reads, small beside any stage's activations
 DEPTH = 4  # staging buffers (and reads in flight)
@@ -61,7 +61,9 @@ def plan_batches(entries: Sequence[tuple[int, TensorInfo]], chunk_bytes: int) ->
     def close() -> None:
         nonlocal pieces, used
         if pieces:
-            batches.append(_Batch(tuple(pieces), _runs(pieces, entries)))
+            located = [(entries[p.entry][0], entries[p.entry][1].begin + p.tensor_offset, p.staging_offset, p.n)
+                       for p in pieces]  # fmt: skip
+            batches.append(_Batch(tuple(pieces), tuple(plan_runs(located, 0, chunk_bytes))))
         pieces, used = [], 0
 
     for k, (_, info) in enumerate(entries):
@@ -78,27 +80,6 @@ def plan_batches(entries: Sequence[tuple[int, TensorInfo]], chunk_bytes: int) ->
             done += n
     close()
     return batches
-
-
-def _runs(pieces: Sequence[_Piece], entries: Sequence[tuple[int, TensorInfo]]) -> tuple[FileRun, ...]:
-    runs: list[FileRun] = []
-    cur: list[tuple[int, int]] = []
-    fd = start = nxt = -1
-    for p in pieces:
-        if p.n == 0:
-            continue
-        fd_i, info = entries[p.entry]
-        at = info.begin + p.tensor_offset
-        if cur and (fd_i != fd or at != nxt or len(cur) >= IOV_MAX):
-            runs.append(FileRun(fd, start, tuple(cur)))
-            cur = []
-        if not cur:
-            fd, start = fd_i, at
-        cur.append((p.staging_offset, p.n))
-        nxt = at + p.n
-    if cur:
-        runs.append(FileRun(fd, start, tuple(cur)))
-    return tuple(runs)
 
 
 class TensorReader:
