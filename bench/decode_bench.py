@@ -33,17 +33,17 @@ import torch
 import ltx2_edge  # noqa: F401  (torchaudio placeholder before ltx_core)
 from ltx2_edge.checkpoint.header import read_header
 from ltx2_edge.memory import runtime
-from ltx2_edge.memory.budget import GiB
-from ltx2_edge.memory.plan_types import PlanRequest
-from ltx2_edge.memory.planner import plan_decode
 from ltx2_edge.models import loaders
+from ltx2_edge.mp4.mux import LateAudio, write_mp4
 from ltx2_edge.pipeline import default_dtype
+from ltx2_edge.plan.budget import GiB
+from ltx2_edge.plan.plan_types import PlanRequest
+from ltx2_edge.plan.planner import plan_decode
 from ltx2_edge.report import device_info, versions
 from ltx2_edge.stages.decode import decode_overlapped
 from ltx2_edge.stages.decode_audio import decode_audio
 from ltx2_edge.stages.decode_video import decode_video
 from ltx2_edge.stages.latents import VIDEO_LATENT_CHANNELS, VIDEO_SCALE_FACTORS, pixel_shape
-from ltx2_edge.stages.mux import LateAudio, write_mp4
 
 TARGET = 1.1  # overlapped wall time over video alone
 MODES = ("video", "audio", "serial", "overlapped", "encode", "stage")

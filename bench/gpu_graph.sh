@@ -6,7 +6,7 @@ python3 - <<'PY' 2>&1 | tee "$OUT/generator_cuda_vs_cpu.log"
 import torch, ltx2_edge
 from ltx2_edge.checkpoint.configs import ltx2_config
 from ltx2_edge.checkpoint.layout import expected_tensors
-from ltx2_edge.checkpoint.init_scheme import make_tensor
+from ltx2_edge.synth.init_scheme import make_tensor
 layout = expected_tensors(ltx2_config("full"))
 for name in ("model.diffusion_model.transformer_blocks.7.ff.net.0.proj.weight",
              "model.diffusion_model.transformer_blocks.7.ff.net.0.proj.bias",

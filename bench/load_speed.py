@@ -1,5 +1,5 @@
 """Resident weight loading, old reader against new (issue 7's end-to-end gap): Gemma's language model and the
-transformer, each with the run's default 8-bit policy, loaded through ``memory.tensor_reader`` and through
+transformer, each with the run's default 8-bit policy, loaded through ``streaming.tensor_reader`` and through
 ``safetensors``' ``get_tensor`` (what the loaders used before, and what ltx-pipelines uses), alternating, in one
 process on page-cached files.
 
@@ -23,10 +23,10 @@ from safetensors import safe_open
 
 import ltx2_edge  # noqa: F401  (torchaudio placeholder before ltx_core)
 from ltx2_edge.checkpoint.header import TensorInfo
-from ltx2_edge.memory.tensor_reader import TensorReader
 from ltx2_edge.models.gemma import load_gemma_text_model
 from ltx2_edge.models.loaders import load_transformer
 from ltx2_edge.quant.policy import QuantPolicy
+from ltx2_edge.streaming.tensor_reader import TensorReader
 
 _new_read = TensorReader.read
 

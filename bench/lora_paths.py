@@ -44,11 +44,13 @@ from safetensors.torch import save_file
 
 from ltx2_edge.checkpoint.configs import ltx2_config
 from ltx2_edge.checkpoint.layout import expected_tensors
-from ltx2_edge.memory.activations import token_counts
-from ltx2_edge.models.lora import LoraFuser, LoraSpec, inspect_lora
+from ltx2_edge.inputs import LoraSpec
+from ltx2_edge.models.lora import LoraFuser, inspect_lora
+from ltx2_edge.plan.activations import token_counts
 from ltx2_edge.quant.kernels import quantize_weight
 from ltx2_edge.quant.linear import QUANT_LINEAR_CLASSES
-from ltx2_edge.quant.policy import QuantPolicy, pattern_matches, resolve_precision
+from ltx2_edge.quant.policy import QuantPolicy, pattern_matches
+from ltx2_edge.quant.precision import resolve_precision
 
 W1 = (512, 288, 97, 24.0)  # width, height, frames, fps
 BATCH, STEPS, BLOCKS = 2, 20, 48  # CFG batch of one batched forward a step; W1's steps; LTX-2 19B's blocks

@@ -154,12 +154,12 @@ def last_line(log: Path, offset: int) -> str:
 
 def compute_floor(a: argparse.Namespace) -> dict[str, Any]:
     """The denoising's compute floor on this device, per forward and GEMM precision: each kernel class's FLOPs
-    over the measured rate for it (memory/flops.py and memory/profiles.py through the planner, headers only)."""
+    over the measured rate for it (plan/flops.py and plan/profiles.py through the planner, headers only)."""
     from ltx2_edge.checkpoint.validate import inspect_checkpoint, inspect_gemma_folder
     from ltx2_edge.memory import runtime
-    from ltx2_edge.memory.budget import Budget
-    from ltx2_edge.memory.plan_types import PlanRequest
-    from ltx2_edge.memory.profiles import profile_for
+    from ltx2_edge.plan.budget import Budget
+    from ltx2_edge.plan.plan_types import PlanRequest
+    from ltx2_edge.plan.profiles import profile_for
     from ltx2_edge.quant.policy import QuantPolicy
 
     name = "h100" if "H100" in a.device else "cpu" if a.device == "cpu" else None

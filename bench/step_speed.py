@@ -38,10 +38,10 @@ from ltx2_edge.checkpoint.header import read_config, read_header
 from ltx2_edge.checkpoint.validate import inspect_gemma_folder
 from ltx2_edge.guidance import Guidance
 from ltx2_edge.memory import runtime
-from ltx2_edge.memory.budget import Budget
-from ltx2_edge.memory.plan_types import PlanRequest
-from ltx2_edge.memory.profiles import profile_for
 from ltx2_edge.models.loaders import load_transformer
+from ltx2_edge.plan.budget import Budget
+from ltx2_edge.plan.plan_types import PlanRequest
+from ltx2_edge.plan.profiles import profile_for
 from ltx2_edge.quant.policy import QuantPolicy
 from ltx2_edge.stages.denoise import Contexts, denoise, official_sigmas
 from ltx2_edge.stages.latents import noised_latents, pixel_shape, video_token_count

@@ -23,7 +23,7 @@ def tiny_config() -> dict:
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ltx2_edge.checkpoint.generator import make_checkpoint
+    from ltx2_edge.synth.generator import make_checkpoint
 
     out = tmp_path_factory.mktemp("tiny-ckpt")
     make_checkpoint("tiny", out, seed=0)

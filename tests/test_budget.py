@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ltx2_edge.errors import RequestError
-from ltx2_edge.memory.budget import DEFAULT_BUDGET_BYTES, Budget, GiB, default_host_budget, parse_size
+from ltx2_edge.plan.budget import DEFAULT_BUDGET_BYTES, Budget, GiB, default_host_budget, parse_size
 
 
 @pytest.mark.parametrize(

@@ -15,14 +15,15 @@ import safetensors.torch
 import torch
 
 import ltx2_edge  # noqa: F401  (before ltx_core)
-from ltx2_edge.checkpoint import generator
 from ltx2_edge.checkpoint.configs import gemma_config, ltx2_config
-from ltx2_edge.checkpoint.generator import CheckpointPaths, make_checkpoint, write_safetensors
 from ltx2_edge.checkpoint.header import read_header
-from ltx2_edge.checkpoint.init_scheme import init_rule, make_tensor, tensor_chunks
 from ltx2_edge.checkpoint.layout import expected_tensors, gemma_expected_tensors, gemma_layout
 from ltx2_edge.errors import CheckpointError, RequestError
 from ltx2_edge.request import DEFAULT_NEGATIVE_PROMPT
+from ltx2_edge.synth import generator
+from ltx2_edge.synth.generator import CheckpointPaths, make_checkpoint
+from ltx2_edge.synth.init_scheme import init_rule, make_tensor, tensor_chunks
+from ltx2_edge.synth.safetensors_writer import write_safetensors
 
 CPU = torch.device("cpu")
 
@@ -144,7 +145,7 @@ def test_streaming_medium_file_is_exact_across_chunk_sizes(tmp_path):
 _RSS_PROBE = """
 import json, resource, sys
 from pathlib import Path
-from ltx2_edge.checkpoint.generator import write_safetensors
+from ltx2_edge.synth.generator import write_safetensors
 layout = {"big.weight": ((4096, 6144), "weight"), "big.bias": ((4096,), "bias"), "o.weight": ((2048, 4096), "weight")}
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 size = write_safetensors(Path(sys.argv[1]), layout, {}, seed=0, chunk_elements=1 << 18)

@@ -12,17 +12,17 @@ from PIL import Image
 
 import ltx2_edge  # noqa: F401  (torchaudio placeholder before ltx_core)
 from ltx2_edge.checkpoint.header import read_header
+from ltx2_edge.checkpoint.names import VIDEO_ENCODER as VIDEO_ENCODER_PREFIXES
+from ltx2_edge.cli.parser import parse_image_arg
 from ltx2_edge.errors import RequestError
-from ltx2_edge.models.loaders import VIDEO_ENCODER_PREFIXES, load_video_encoder
+from ltx2_edge.inputs import DEFAULT_IMAGE_CRF, ImageSpec
+from ltx2_edge.models.loaders import load_video_encoder
 from ltx2_edge.stages.conditioning import (
-    DEFAULT_IMAGE_CRF,
-    ImageSpec,
     check_image_files,
     conditioning_token_count,
     fit_to_frame,
     h264_roundtrip,
     load_image,
-    parse_image_arg,
     read_rgb,
     validate_image_specs,
 )

@@ -19,13 +19,14 @@ import pytest
 import torch
 
 from conftest import track_loaded_modules
-from ltx2_edge.memory.tile_plan import plan_tiling
+from ltx2_edge.mp4 import encoder as mp4_encoder
+from ltx2_edge.mp4.mux import probe_mp4, write_mp4
 from ltx2_edge.pipeline import Generator
+from ltx2_edge.plan.tile_plan import plan_tiling
 from ltx2_edge.progress import Progress
 from ltx2_edge.request import GenerationRequest
 from ltx2_edge.stages import decode as decode_module
-from ltx2_edge.stages import decode_stage, mp4_encoder
-from ltx2_edge.stages.mux import probe_mp4, write_mp4
+from ltx2_edge.stages import decode_stage
 
 # 128 x 64 px, 33 frames: latent 5 x 2 x 4, so 64 px / 16-frame tiles cut it in space and time (3 chunks).
 REQUEST = GenerationRequest(prompt="surf on a reef", width=128, height=64, num_frames=33, num_inference_steps=2)

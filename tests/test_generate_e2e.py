@@ -13,9 +13,9 @@ import torch
 
 from ltx2_edge import cli
 from ltx2_edge.models import weights
+from ltx2_edge.mp4.mux import probe_mp4
 from ltx2_edge.pipeline import Generator
 from ltx2_edge.request import GenerationRequest
-from ltx2_edge.stages.mux import probe_mp4
 
 SMALL = ["--width", "96", "--height", "64", "--num-frames", "17", "--num-inference-steps", "2"]
 

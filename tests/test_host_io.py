@@ -1,4 +1,4 @@
-"""memory/host_io.py: runs split over threads read exactly what one thread reads."""
+"""streaming/host_io.py: runs split over threads read exactly what one thread reads."""
 
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from ltx2_edge.errors import CheckpointError
-from ltx2_edge.memory.host_io import FileRun, read_runs, read_runs_parallel, split_runs
+from ltx2_edge.streaming.host_io import FileRun, read_runs, read_runs_parallel, split_runs
 
 
 def test_split_runs_cuts_pieces_into_equal_groups():

@@ -18,18 +18,14 @@ from safetensors.torch import save_file
 
 from ltx2_edge import cli
 from ltx2_edge.checkpoint.header import read_header
-from ltx2_edge.checkpoint.lora_writer import make_lora
+from ltx2_edge.checkpoint.names import TRANSFORMER_PREFIX as CHECKPOINT_PREFIX
 from ltx2_edge.errors import CheckpointError, RequestError
 from ltx2_edge.guidance import Guidance
+from ltx2_edge.inputs import LoraSpec
 from ltx2_edge.models import loaders, weights
-from ltx2_edge.models.lora import (
-    BAKED_METADATA_KEY,
-    CHECKPOINT_PREFIX,
-    LoraFuser,
-    LoraSpec,
-    inspect_transformer_loras,
-)
+from ltx2_edge.models.lora import BAKED_METADATA_KEY, LoraFuser, inspect_transformer_loras
 from ltx2_edge.models.streamed_transformer import load_streamed_transformer
+from ltx2_edge.mp4.mux import probe_mp4
 from ltx2_edge.pipeline import Generator
 from ltx2_edge.quant.kernels import quantize_weight
 from ltx2_edge.quant.linear import QuantLinear
@@ -37,7 +33,7 @@ from ltx2_edge.quant.policy import QuantPolicy
 from ltx2_edge.request import GenerationRequest
 from ltx2_edge.stages.denoise import Contexts, denoise, official_sigmas
 from ltx2_edge.stages.latents import final_latents, noised_latents, pixel_shape
-from ltx2_edge.stages.mux import probe_mp4
+from ltx2_edge.synth.lora_writer import make_lora
 
 CPU = torch.device("cpu")
 SMALL = dict(width=96, height=64, num_frames=17, num_inference_steps=2)
@@ -233,7 +229,7 @@ def test_bad_lora_files_are_refused_in_one_line_before_weights(case, loras, tiny
 
 
 def test_lora_arg_parsing(tmp_path):
-    from ltx2_edge.models.lora import parse_lora_arg
+    from ltx2_edge.cli.parser import parse_lora_arg
 
     assert parse_lora_arg(["x.safetensors"]) == LoraSpec(Path("x.safetensors"), 1.0)
     assert parse_lora_arg(["x.safetensors", "-0.25"]).strength == -0.25

@@ -19,9 +19,10 @@ import torch
 import ltx2_edge
 from ltx2_edge.atomic import Terminated, atomic_output, check_output_path, install_signal_cleanup
 from ltx2_edge.errors import EncoderMissingError, RequestError
-from ltx2_edge.stages import mp4_probe, mux
-from ltx2_edge.stages.mp4_probe import fps_fraction, mp4_metadata, probe_mp4
-from ltx2_edge.stages.mux import LateAudio, Mp4Writer, StreamingMp4Writer, require_encoders, write_mp4
+from ltx2_edge.mp4 import mux
+from ltx2_edge.mp4 import probe as mp4_probe
+from ltx2_edge.mp4.mux import LateAudio, Mp4Writer, StreamingMp4Writer, require_encoders, write_mp4
+from ltx2_edge.mp4.probe import fps_fraction, mp4_metadata, probe_mp4
 
 H, W, SR = 64, 96, 24000
 
@@ -154,7 +155,7 @@ def _write_both(tmp_path: Path) -> tuple[Path, Path]:
 def test_streaming_writer_is_byte_identical_with_a_deterministic_encoder(tmp_path, monkeypatch):
     # With lookahead/mbtree off x264 is bit-reproducible (60/60 runs measured), so any difference would be ours:
     # frame order, timestamps, audio split or metadata.
-    from ltx2_edge.stages import mp4_encoder
+    from ltx2_edge.mp4 import encoder as mp4_encoder
 
     monkeypatch.setattr(
         mp4_encoder, "X264_OPTIONS", {**mp4_encoder.X264_OPTIONS, "x264-params": "rc-lookahead=0:mbtree=0"}
@@ -209,7 +210,7 @@ def test_interrupt_while_streaming_leaves_nothing(tmp_path):
 
 
 def _deterministic_x264(monkeypatch) -> None:
-    from ltx2_edge.stages import mp4_encoder
+    from ltx2_edge.mp4 import encoder as mp4_encoder
 
     monkeypatch.setattr(
         mp4_encoder, "X264_OPTIONS", {**mp4_encoder.X264_OPTIONS, "x264-params": "rc-lookahead=0:mbtree=0"}

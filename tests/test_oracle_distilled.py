@@ -27,8 +27,9 @@ from PIL import Image
 
 import ltx2_edge  # noqa: F401  (torchaudio placeholder before ltx_core)
 from ltx2_edge.guidance import Guidance
+from ltx2_edge.inputs import ImageSpec
 from ltx2_edge.models.loaders import load_video_encoder
-from ltx2_edge.stages.conditioning import ImageSpec, encode_images
+from ltx2_edge.stages.conditioning import encode_images
 from ltx2_edge.stages.denoise import Contexts, denoise
 from ltx2_edge.stages.latents import final_latents, noised_latents, pixel_shape
 from ltx2_edge.stages.schedules import schedule_sigmas

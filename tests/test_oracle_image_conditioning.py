@@ -31,8 +31,9 @@ from PIL import Image
 
 import ltx2_edge  # noqa: F401  (torchaudio placeholder before ltx_core)
 from ltx2_edge.guidance import Guidance
+from ltx2_edge.inputs import ImageSpec
 from ltx2_edge.models.loaders import load_video_encoder
-from ltx2_edge.stages.conditioning import ImageSpec, conditioning_token_count, encode_images, load_image
+from ltx2_edge.stages.conditioning import conditioning_token_count, encode_images, load_image
 from ltx2_edge.stages.denoise import Contexts, denoise, official_sigmas
 from ltx2_edge.stages.latents import final_latents, noised_latents, pixel_shape
 

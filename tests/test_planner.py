@@ -9,15 +9,17 @@ import pytest
 
 from ltx2_edge.checkpoint.configs import ltx2_config
 from ltx2_edge.checkpoint.header import Header
+from ltx2_edge.checkpoint.names import AUDIO_DECODER, CONNECTORS, VIDEO_DECODER
+from ltx2_edge.checkpoint.names import TRANSFORMER_PREFIX as DIT
 from ltx2_edge.errors import BudgetError, CheckpointError, RequestError
-from ltx2_edge.memory import activations as act
-from ltx2_edge.memory.budget import Budget, GiB
-from ltx2_edge.memory.plan_text import format_plan, plan_to_json
-from ltx2_edge.memory.plan_types import PlanRequest
-from ltx2_edge.memory.planner import AUDIO_DECODER, CONNECTORS, DIT, VIDEO_DECODER, minimum_budget, plan, plan_decode
-from ltx2_edge.memory.profiles import CPU, H100, profile_for
-from ltx2_edge.memory.stage_fit import SLACK_BYTES, SLACK_EXPANDABLE_BYTES
-from ltx2_edge.memory.tile_plan import candidate_tilings, plan_tiling, split_lengths
+from ltx2_edge.plan import activations as act
+from ltx2_edge.plan.budget import Budget, GiB
+from ltx2_edge.plan.plan_text import format_plan, plan_to_json
+from ltx2_edge.plan.plan_types import PlanRequest
+from ltx2_edge.plan.planner import minimum_budget, plan, plan_decode
+from ltx2_edge.plan.profiles import CPU, H100, profile_for
+from ltx2_edge.plan.stage_fit import SLACK_BYTES, SLACK_EXPANDABLE_BYTES
+from ltx2_edge.plan.tile_plan import candidate_tilings, plan_tiling, split_lengths
 
 W1 = dict(width=512, height=288, num_frames=97, frame_rate=24.0, num_inference_steps=20)
 DISCRETE = 100 * GiB  # host budget for the discrete cases
@@ -90,7 +92,8 @@ def test_16gib_fp8_streams_with_the_most_resident_blocks_that_fit(headers):
 def test_w1_forward_flops_and_compute_floor(headers):
     one = _plan(headers, None, guidance_batch=1).stage("denoise")
     assert one.flops_per_step == pytest.approx(57.5e12, rel=0.05)
-    # DESIGN.md's floor for 20 steps x 2 forwards on the H100: 2.9 s bf16, 2.3 s with FP8 rowwise.
+    # The floor for 20 steps x 2 forwards on the H100: 2.9 s bf16, 2.3 s with FP8 rowwise (docs/benchmarks.md,
+    # "W1 under memory budgets").
     assert 20 * _plan(headers, None).stage("denoise").compute_seconds_per_step == pytest.approx(2.9, rel=0.1)
     assert 20 * _plan(headers, None, "fp8").stage("denoise").compute_seconds_per_step == pytest.approx(2.3, rel=0.1)
 

@@ -21,16 +21,15 @@ from ltx2_edge.checkpoint.header import read_header
 from ltx2_edge.errors import CheckpointError, RequestError
 from ltx2_edge.quant import convert
 from ltx2_edge.quant.apply import quantize_model_
-from ltx2_edge.quant.convert import (
+from ltx2_edge.quant.convert import quantize_checkpoint, quantize_gemma_folder
+from ltx2_edge.quant.linear import Fp8Linear, QuantLinear
+from ltx2_edge.quant.policy import QuantPolicy
+from ltx2_edge.quant.quantized_file import (
     METADATA_KEY,
     check_quantized_file,
     load_quantized_linear_weights,
     load_quantized_linears_,
-    quantize_checkpoint,
-    quantize_gemma_folder,
 )
-from ltx2_edge.quant.linear import Fp8Linear, QuantLinear
-from ltx2_edge.quant.policy import QuantPolicy
 
 PREFIX = "model.diffusion_model."
 EXTRA = {  # tensors an official file holds beside the transformer; none may change
@@ -323,7 +322,7 @@ def test_gemma_folder(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_generated_tiny_checkpoint_and_gemma_folder(tiny_dir: Path, tmp_path: Path) -> None:
     from ltx2_edge.checkpoint.validate import inspect_checkpoint, inspect_gemma_folder
-    from ltx2_edge.quant.policy import matching_modules
+    from ltx2_edge.quant.precision import matching_modules
 
     dst = tmp_path / "ltx2-fp8.safetensors"
     assert quantize_checkpoint(tiny_dir / "ltx2.safetensors", dst, "fp8") == 40

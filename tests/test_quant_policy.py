@@ -20,10 +20,9 @@ from ltx2_edge.quant.policy import (
     DEFAULT_KEEP_BF16,
     LIGHTRICKS_FP8_POLICY,
     QuantPolicy,
-    matching_modules,
     pattern_matches,
-    resolve_precision,
 )
+from ltx2_edge.quant.precision import matching_modules, resolve_precision
 
 TOTAL_PARAMS = 18_876_174_592  # LTXModel at the 19B config, counted by ltx-core's own classes
 V, A = 4096, 2048  # video and audio stream widths

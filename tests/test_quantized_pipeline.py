@@ -10,9 +10,9 @@ import torch
 from ltx2_edge import cli
 from ltx2_edge.checkpoint.header import read_header
 from ltx2_edge.models.loaders import load_transformer
+from ltx2_edge.mp4.mux import probe_mp4
 from ltx2_edge.quant.linear import QuantLinear
 from ltx2_edge.quant.policy import QuantPolicy
-from ltx2_edge.stages.mux import probe_mp4
 
 CPU = torch.device("cpu")
 

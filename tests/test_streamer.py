@@ -18,10 +18,11 @@ from safetensors.torch import save_file
 import ltx2_edge  # noqa: F401  (installs the torchaudio placeholder before ltx_core)
 from ltx2_edge.checkpoint.configs import ltx2_config
 from ltx2_edge.checkpoint.header import read_header
+from ltx2_edge.checkpoint.names import LTX2_BLOCK_TENSOR
 from ltx2_edge.errors import RequestError
-from ltx2_edge.memory.layout import ALIGN, BlockLayout
-from ltx2_edge.memory.sources import LTX2_BLOCK_TENSOR, FileSource, PinnedHostSource
-from ltx2_edge.memory.streamer import BlockStreamer
+from ltx2_edge.streaming.layout import ALIGN, BlockLayout
+from ltx2_edge.streaming.sources import FileSource, PinnedHostSource
+from ltx2_edge.streaming.streamer import BlockStreamer
 
 PREFIX = "model.diffusion_model."
 RESIDENT = {0, 1}
@@ -156,7 +157,7 @@ def test_different_layouts_share_slots_sized_by_the_largest(checkpoint, tmp_path
     blocks = model.transformer_blocks
     blocks[5].register_buffer("extra_scale", torch.empty(300, device="meta"))
     source = FileSource(path, STREAMED)
-    with caplog.at_level(logging.WARNING, logger="ltx2_edge.memory.streamer"):
+    with caplog.at_level(logging.WARNING, logger="ltx2_edge.streaming.streamer"):
         streamer = BlockStreamer(blocks, source, RESIDENT, device="cpu", prefetch=PREFETCH)
     assert "2 different layouts" in caplog.text
     sizes = [source.layout(i).nbytes for i in STREAMED]

@@ -1,4 +1,4 @@
-"""memory/tensor_reader.py: tensors read through the staging ring equal safetensors' own, in the order asked."""
+"""streaming/tensor_reader.py: tensors read through the staging ring equal safetensors' own, in the order asked."""
 
 import pytest
 import torch
@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 
 from ltx2_edge.checkpoint.header import TensorInfo, read_header
 from ltx2_edge.errors import CheckpointError
-from ltx2_edge.memory.tensor_reader import TensorReader, plan_batches
+from ltx2_edge.streaming.tensor_reader import TensorReader, plan_batches
 
 
 def _info(name: str, begin: int, nbytes: int) -> TensorInfo:

@@ -21,12 +21,12 @@ from safetensors.torch import save_file
 import ltx2_edge  # noqa: F401  (torchaudio placeholder before ltx_core)
 from ltx2_edge.checkpoint.configs import gemma_config
 from ltx2_edge.errors import CheckpointError, RequestError
-from ltx2_edge.memory.tensor_reader import TensorReader
 from ltx2_edge.models import weights
 from ltx2_edge.models.embeddings import load_embeddings_processor
 from ltx2_edge.models.gemma import ATTN_IMPLEMENTATION, load_gemma_text_model
 from ltx2_edge.stages import text_encode
 from ltx2_edge.stages.text_encode import TextEncoder, encode_text
+from ltx2_edge.streaming.tensor_reader import TensorReader
 
 PROMPTS = ["A cat runs over the bright river at sunset, soft music plays.", "dark forest, loud rain"]
 CPU = torch.device("cpu")

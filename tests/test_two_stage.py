@@ -36,17 +36,17 @@ from ltx_pipelines.utils.types import PipelineComponents
 from PIL import Image
 
 from ltx2_edge import cli
-from ltx2_edge.checkpoint.generator import UPSAMPLER_FILE
-from ltx2_edge.checkpoint.lora_writer import make_lora
+from ltx2_edge.checkpoint.names import UPSAMPLER_FILE
 from ltx2_edge.errors import BudgetError, RequestError
-from ltx2_edge.memory.budget import GiB
+from ltx2_edge.inputs import ImageSpec, LoraSpec
 from ltx2_edge.models.loaders import load_transformer
-from ltx2_edge.models.lora import LoraFuser, LoraSpec, inspect_transformer_loras
+from ltx2_edge.models.lora import LoraFuser, inspect_transformer_loras
+from ltx2_edge.mp4.mux import probe_mp4
 from ltx2_edge.pipeline import Generator
+from ltx2_edge.plan.budget import GiB
 from ltx2_edge.request import GenerationRequest
-from ltx2_edge.stages.conditioning import ImageSpec
 from ltx2_edge.stages.latents import pixel_shape
-from ltx2_edge.stages.mux import probe_mp4
+from ltx2_edge.synth.lora_writer import make_lora
 
 CPU = torch.device("cpu")
 W, H, F, FPS, SEED, STEPS = 128, 128, 9, 24.0, 10, 3
@@ -193,13 +193,13 @@ def test_distilled_checkpoint_path_names_the_model(tiny_dir, tmp_path):
 
 def test_plan_two_stage_at_1024x576_on_full_headers(full_headers, monkeypatch):
     """The issue's size: stage 1 at 512x288 with CFG, the upsampler, stage 2 at 1024x576 unguided, decode there."""
-    from ltx2_edge.checkpoint.upsampler_writer import upsampler_config
     from ltx2_edge.memory import runtime
-    from ltx2_edge.memory.budget import Budget
-    from ltx2_edge.memory.plan_types import PlanRequest, SecondStage
-    from ltx2_edge.memory.planner import plan
-    from ltx2_edge.memory.profiles import H100
+    from ltx2_edge.plan.budget import Budget
+    from ltx2_edge.plan.plan_types import PlanRequest, SecondStage
+    from ltx2_edge.plan.planner import plan
+    from ltx2_edge.plan.profiles import H100
     from ltx2_edge.stages.upsample import upsample_working_bytes
+    from ltx2_edge.synth.upsampler_writer import upsampler_config
 
     header, gemma = full_headers
     latent = (1, 128, 13, 9, 16)  # stage 1's latent at 512x288x97
@@ -275,14 +275,14 @@ def test_distilled_keeps_its_transformer_through_the_upsample(tiny_dir, distille
 
 
 def test_plan_keeps_the_transformer_only_where_it_fits(full_headers):
-    from ltx2_edge.checkpoint.upsampler_writer import upsampler_config
     from ltx2_edge.memory import runtime
-    from ltx2_edge.memory.budget import Budget
-    from ltx2_edge.memory.plan_types import PlanRequest, SecondStage
-    from ltx2_edge.memory.planner import plan
-    from ltx2_edge.memory.profiles import H100
+    from ltx2_edge.plan.budget import Budget
+    from ltx2_edge.plan.plan_types import PlanRequest, SecondStage
+    from ltx2_edge.plan.planner import plan
+    from ltx2_edge.plan.profiles import H100
     from ltx2_edge.quant.policy import QuantPolicy
     from ltx2_edge.stages.upsample import upsample_working_bytes
+    from ltx2_edge.synth.upsampler_writer import upsampler_config
 
     header, gemma = full_headers
     work = upsample_working_bytes(upsampler_config("full"), (1, 128, 13, 9, 16), 2)

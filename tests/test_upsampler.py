@@ -21,15 +21,16 @@ from torch.utils._pytree import tree_flatten
 
 import ltx2_edge  # noqa: F401  (before ltx_core)
 from ltx2_edge.checkpoint.configs import ltx2_config
-from ltx2_edge.checkpoint.generator import UPSAMPLER_FILE, make_checkpoint
 from ltx2_edge.checkpoint.header import read_header
-from ltx2_edge.checkpoint.init_scheme import make_tensor
+from ltx2_edge.checkpoint.names import UPSAMPLER_FILE
 from ltx2_edge.checkpoint.upsampler_file import FIELD, check_upsampler_matches, inspect_upsampler
 from ltx2_edge.checkpoint.upsampler_layout import upsampler_layout
-from ltx2_edge.checkpoint.upsampler_writer import upsampler_config
 from ltx2_edge.errors import CheckpointError, RequestError
 from ltx2_edge.models.loaders import load_spatial_upsampler, load_video_encoder
 from ltx2_edge.stages.upsample import upsample_latent, upsample_working_bytes
+from ltx2_edge.synth.generator import make_checkpoint
+from ltx2_edge.synth.init_scheme import make_tensor
+from ltx2_edge.synth.upsampler_writer import upsampler_config
 
 CPU = torch.device("cpu")
 BINOMIAL_5X5 = torch.tensor([1.0, 4, 6, 4, 1]).outer(torch.tensor([1.0, 4, 6, 4, 1])) / 256

@@ -19,8 +19,9 @@ import torch
 from ltx_core.model.video_vae import TilingConfig
 
 from ltx2_edge.memory import runtime
-from ltx2_edge.memory.plan_types import Plan
 from ltx2_edge.models import loaders
+from ltx2_edge.mp4.mux import MuxStats
+from ltx2_edge.plan.plan_types import Plan
 from ltx2_edge.request import GenerationRequest
 from ltx2_edge.run_types import Latents
 from ltx2_edge.stage_runs import StageRuns
@@ -28,7 +29,6 @@ from ltx2_edge.stages.decode import AudioFuture, decode_overlapped
 from ltx2_edge.stages.decode_audio import decode_audio
 from ltx2_edge.stages.decode_stage import decode_to_mp4
 from ltx2_edge.stages.decode_video import decode_video
-from ltx2_edge.stages.mux import MuxStats
 
 
 class DecodeRuns(StageRuns):

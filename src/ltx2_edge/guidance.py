@@ -15,10 +15,9 @@ from typing import Literal
 from ltx_core.components.guiders import MultiModalGuider, MultiModalGuiderParams
 from ltx_core.guidance.perturbations import Perturbation, PerturbationConfig, PerturbationType
 
+from ltx2_edge.inputs import GUIDANCE_PRESETS, UNGUIDED_PRESET
+
 GuidanceMode = Literal["batched", "sequential"]
-GUIDANCE_PRESETS: tuple[str, ...] = ("cfg", "full")
-# What the distilled pipelines run: one conditional forward per step, no guidance (not a user-facing preset).
-UNGUIDED_PRESET = "none"
 PassName = Literal["cond", "uncond", "perturbed", "isolated"]
 
 # The official LTX-2 (19B) guider parameters (ltx_pipelines.utils.constants.LTX_2_PARAMS).

@@ -14,9 +14,9 @@ import torch
 from ltx_core.conditioning import ConditioningItem
 
 from ltx2_edge.memory import runtime
-from ltx2_edge.memory.budget import Budget
-from ltx2_edge.memory.plan_types import Plan
-from ltx2_edge.memory.profiles import DeviceProfile
+from ltx2_edge.plan.budget import Budget
+from ltx2_edge.plan.plan_types import Plan
+from ltx2_edge.plan.profiles import DeviceProfile
 from ltx2_edge.report import RunReport, StageRecord
 from ltx2_edge.request import GenerationRequest
 from ltx2_edge.run_types import DenoisePass, Latents

@@ -27,26 +27,29 @@ from ltx2_edge.accel import for_run
 from ltx2_edge.accel.compile import COMPILE_MODES
 from ltx2_edge.accel.settings import CUDA_GRAPH_MODES, AccelChoice
 from ltx2_edge.atomic import check_output_path
+from ltx2_edge.checkpoint.names import TRANSFORMER_PREFIX as CHECKPOINT_PREFIX
 from ltx2_edge.checkpoint.upsampler_file import UpsamplerInfo, check_upsampler_matches, inspect_upsampler
 from ltx2_edge.checkpoint.validate import check_text_encoder_fits, inspect_checkpoint, inspect_gemma_folder
 from ltx2_edge.decode_runs import DecodeRuns
 from ltx2_edge.errors import RequestError
-from ltx2_edge.guidance import UNGUIDED_PRESET, Guidance
+from ltx2_edge.guidance import Guidance
+from ltx2_edge.inputs import UNGUIDED_PRESET
 from ltx2_edge.measured_stages import MeasuredStages
 from ltx2_edge.memory import runtime
 from ltx2_edge.memory.allocator import ALLOCATOR_MODES, configure_allocator
-from ltx2_edge.memory.budget import DEFAULT_BUDGET_BYTES
-from ltx2_edge.memory.plan_text import plan_to_json
-from ltx2_edge.memory.plan_types import Plan, PlanRequest, SecondStage
-from ltx2_edge.models.lora import CHECKPOINT_PREFIX, LoraFile, LoraFuser, baked_loras, check_fusable
+from ltx2_edge.models.lora import LoraFile, LoraFuser, baked_loras, check_fusable
 from ltx2_edge.models.lora import inspect_transformer_loras as inspect_loras
+from ltx2_edge.mp4.mux import mp4_metadata
+from ltx2_edge.plan.budget import DEFAULT_BUDGET_BYTES
+from ltx2_edge.plan.plan_text import plan_to_json
+from ltx2_edge.plan.plan_types import Plan, PlanRequest, SecondStage
 from ltx2_edge.progress import Progress
-from ltx2_edge.quant.policy import QuantPolicy, resolve_precision
+from ltx2_edge.quant.policy import QuantPolicy
+from ltx2_edge.quant.precision import resolve_precision
 from ltx2_edge.report import RunReport, device_info, versions
 from ltx2_edge.request import STAGE_2_SCHEDULE, GenerationRequest
 from ltx2_edge.run_types import DenoisePass, Latents, Result, default_device, default_dtype
 from ltx2_edge.stages import conditioning
-from ltx2_edge.stages.mux import mp4_metadata
 from ltx2_edge.stages.schedules import schedule_steps
 from ltx2_edge.stages.text_encode import TextEncoder
 from ltx2_edge.stages.upsample import upsample_flops, upsample_working_bytes

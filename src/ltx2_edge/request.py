@@ -13,9 +13,17 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 
 from ltx2_edge.errors import RequestError
-from ltx2_edge.guidance import GUIDANCE_PRESETS, UNGUIDED_PRESET
-from ltx2_edge.models.lora import LoraSpec
-from ltx2_edge.stages.conditioning import ImageSpec, validate_image_specs
+from ltx2_edge.inputs import (
+    DEFAULT_SEED,
+    DEFAULT_STEPS,
+    GUIDANCE_PRESETS,
+    PIPELINE_SCHEDULES,
+    PIPELINES,
+    UNGUIDED_PRESET,
+    ImageSpec,
+    LoraSpec,
+)
+from ltx2_edge.stages.conditioning import validate_image_specs
 from ltx2_edge.stages.schedules import schedule_steps
 
 # ltx_pipelines.utils.constants.DEFAULT_NEGATIVE_PROMPT (ltx-pipelines 1.0.0), kept verbatim so that our default
@@ -33,19 +41,7 @@ DEFAULT_NEGATIVE_PROMPT = (
     "pauses, incorrect timing, unnatural transitions, inconsistent framing, tilted camera, flat lighting, "
     "inconsistent tone, cinematic oversaturation, stylized filters, or AI artifacts."
 )
-DEFAULT_SEED = 10  # the official pipelines' default
 MAX_SEED = 2**63 - 1
-DEFAULT_STEPS = 20  # W1's one-stage step count
-# Each pipeline's (first stage's) denoising schedule (``stages.schedules``). The two-stage pipelines then upsample
-# the latent x2 and run ``STAGE_2_SCHEDULE`` at the output size, as ltx-pipelines' TI2VidTwoStagesPipeline and
-# DistilledPipeline do.
-PIPELINE_SCHEDULES: dict[str, str] = {
-    "one-stage": "one-stage",
-    "two-stage": "one-stage",
-    "distilled": "distilled",
-    "distilled-one-stage": "distilled",
-}
-PIPELINES: tuple[str, ...] = tuple(PIPELINE_SCHEDULES)
 TWO_STAGE_PIPELINES: tuple[str, ...] = ("two-stage", "distilled")
 UNGUIDED_PIPELINES: tuple[str, ...] = ("distilled", "distilled-one-stage")
 STAGE_2_SCHEDULE = "distilled-stage-2"

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ltx2_edge.guidance import Guidance
-from ltx2_edge.models.lora import LoraSpec
+from ltx2_edge.inputs import LoraSpec
 from ltx2_edge.report import RunReport
 
 

@@ -26,10 +26,10 @@ from ltx2_edge.accel import for_run
 from ltx2_edge.accel.compile import note_compiled
 from ltx2_edge.accel.engine import AccelSettings
 from ltx2_edge.checkpoint.validate import CheckpointInfo
-from ltx2_edge.memory.plan_types import Plan, StagePlan
 from ltx2_edge.models import loaders
 from ltx2_edge.models.lora import LoraFile, LoraFuser
 from ltx2_edge.models.streamed_transformer import load_streamed_transformer
+from ltx2_edge.plan.plan_types import Plan, StagePlan
 from ltx2_edge.progress import Progress
 from ltx2_edge.quant.policy import QuantPolicy
 from ltx2_edge.request import GenerationRequest

@@ -19,10 +19,10 @@ from ltx2_edge.accel.compile import cache_dir, compile_economics, compile_suppor
 from ltx2_edge.accel.engine import AccelSettings
 from ltx2_edge.accel.settings import AccelChoice, AccelInputs, choose_accel
 from ltx2_edge.accel.step_invariants import text_kv_bytes
-from ltx2_edge.checkpoint.configs import TEXT_CONTEXT_TOKENS
+from ltx2_edge.checkpoint.names import TEXT_CONTEXT_TOKENS
 from ltx2_edge.errors import RequestError
 from ltx2_edge.guidance import Guidance
-from ltx2_edge.memory.plan_types import StagePlan
+from ltx2_edge.plan.plan_types import StagePlan
 
 
 def perturbs_single_blocks(guidance: Guidance) -> bool:

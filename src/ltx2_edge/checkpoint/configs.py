@@ -15,8 +15,6 @@ from typing import Any, Literal
 Size = Literal["tiny", "full"]
 SIZES: tuple[str, ...] = ("tiny", "full")
 
-MODEL_VERSION = "2.0.0"  # what LTX-2 (19B) files carry under metadata "model_version"
-TEXT_CONTEXT_TOKENS = 1024  # the tokenizer pads/truncates every prompt to this many tokens
 
 _TRANSFORMER_FULL: dict[str, Any] = {
     "_class_name": "AVTransformer3DModel",

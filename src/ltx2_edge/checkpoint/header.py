@@ -14,8 +14,6 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from ltx2_edge.errors import CheckpointError
 
 # Bytes per element for every dtype string safetensors writes.
@@ -34,22 +32,6 @@ DTYPE_BYTES: dict[str, int] = {
     "BOOL": 1,
 }
 _MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
-
-# safetensors dtype strings -> torch dtypes (bytes are reinterpreted by readers, never converted).
-TORCH_DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "F8_E4M3": torch.float8_e4m3fn,
-    "F8_E5M2": torch.float8_e5m2,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
 
 
 @dataclass(frozen=True)

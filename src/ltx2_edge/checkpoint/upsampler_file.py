@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ltx2_edge.checkpoint.header import Header, read_header
+from ltx2_edge.checkpoint.names import TRANSFORMER_PREFIX, UPSAMPLER_FILE
 from ltx2_edge.checkpoint.upsampler_layout import build_upsampler_meta, resolved_config, spatial_factor
 from ltx2_edge.errors import CheckpointError, RequestError
 
 FIELD = "spatial-upsampler-path"
-OFFICIAL_FILE = "ltx-2-spatial-upscaler-x2-1.0.safetensors"
 FLOAT_DTYPES = frozenset({"BF16", "F16", "F32"})
 _MODEL_SECTIONS = ("transformer", "vae", "audio_vae", "vocoder")  # an LTX-2 model checkpoint's config sections
 
@@ -47,9 +47,9 @@ def _config(header: Header) -> dict:
     path = header.path
     raw = header.metadata.get("config")
     if raw is None:
-        if any(name.startswith("model.diffusion_model.") for name in header.tensors):
-            raise _fail(path, f"this is an LTX-2 transformer checkpoint, not the latent upsampler ({OFFICIAL_FILE})")
-        raise _fail(path, f"the file has no 'config' metadata: not an official latent upsampler (use {OFFICIAL_FILE})")
+        if any(name.startswith(TRANSFORMER_PREFIX) for name in header.tensors):
+            raise _fail(path, f"this is an LTX-2 transformer checkpoint, not the latent upsampler ({UPSAMPLER_FILE})")
+        raise _fail(path, f"the file has no 'config' metadata: not an official latent upsampler (use {UPSAMPLER_FILE})")
     try:
         config = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -61,7 +61,7 @@ def _config(header: Header) -> dict:
         raise _fail(
             path,
             f"this is an LTX-2 model checkpoint (config sections: {', '.join(sections)}), not the latent upsampler; "
-            f"pass {OFFICIAL_FILE} here and the model file as the checkpoint",
+            f"pass {UPSAMPLER_FILE} here and the model file as the checkpoint",
         )
     return config
 
@@ -79,7 +79,7 @@ def inspect_upsampler(path: str | Path) -> UpsamplerInfo:
     """
     path = Path(path)
     if not path.is_file():
-        raise RequestError(FIELD, str(path), f"an existing file: the spatial upsampler x2 ({OFFICIAL_FILE})")
+        raise RequestError(FIELD, str(path), f"an existing file: the spatial upsampler x2 ({UPSAMPLER_FILE})")
     try:
         header = read_header(path)
     except CheckpointError as exc:
@@ -97,7 +97,7 @@ def inspect_upsampler(path: str | Path) -> UpsamplerInfo:
             path,
             f"this is a {kind} upsampler (temporal_upsample=true, spatial_upsample="
             f"{str(resolved['spatial_upsample']).lower()}); the two-stage pipelines need the spatial x2 upsampler "
-            f"({OFFICIAL_FILE})",
+            f"({UPSAMPLER_FILE})",
         )
     if resolved["dims"] != 3:
         # ltx-core's 2-D variant cannot run the rational resampler, and no official file uses it.
@@ -106,7 +106,7 @@ def inspect_upsampler(path: str | Path) -> UpsamplerInfo:
         raise _fail(
             path,
             f"this upsampler scales height and width by {scale:g} (spatial_scale={resolved['spatial_scale']:g}); "
-            f"the two-stage pipelines need x2 ({OFFICIAL_FILE})",
+            f"the two-stage pipelines need x2 ({UPSAMPLER_FILE})",
         )
     expected = {name: tuple(t.shape) for name, t in model.state_dict(keep_vars=True).items()}
     for name, shape in expected.items():

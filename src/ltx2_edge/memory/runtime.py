@@ -16,11 +16,12 @@ import torch
 from ltx_core.model.video_vae import SpatialTilingConfig, TemporalTilingConfig, TilingConfig
 
 from ltx2_edge.checkpoint.header import Header, TensorInfo, read_header
-from ltx2_edge.memory.budget import Budget
-from ltx2_edge.memory.plan_types import Plan, PlanRequest
-from ltx2_edge.memory.planner import plan as make_plan
-from ltx2_edge.memory.profiles import DeviceProfile, profile_for
-from ltx2_edge.memory.tile_plan import VideoTiling
+from ltx2_edge.plan.budget import Budget
+from ltx2_edge.plan.plan_types import Plan, PlanRequest
+from ltx2_edge.plan.planner import plan as make_plan
+from ltx2_edge.plan.planner import quantized_predicate
+from ltx2_edge.plan.profiles import DeviceProfile, profile_for
+from ltx2_edge.plan.tile_plan import VideoTiling
 from ltx2_edge.quant.policy import QuantPolicy
 
 
@@ -53,15 +54,6 @@ def gemma_tensors(shards: tuple[Path, ...]) -> dict[str, TensorInfo]:
     for shard in shards:
         merged.update(read_header(shard).tensors)
     return merged
-
-
-def quantized_predicate(policy: QuantPolicy):  # noqa: ANN201  (planner.IsQuantized)
-    """The planner's ``is_quantized(tensor name)`` for ``policy`` (Linear weights the policy makes 8-bit)."""
-
-    def is_quantized(name: str) -> bool:
-        return name.endswith(".weight") and policy.precision_for(name.removesuffix(".weight")) != "bf16"
-
-    return is_quantized
 
 
 def build_plan(

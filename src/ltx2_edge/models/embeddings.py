@@ -26,10 +26,10 @@ from ltx_core.text_encoders.gemma.encoders.encoder_configurator import EMBEDDING
 from ltx_core.text_encoders.gemma.feature_extractor import FeatureExtractorV1
 
 from ltx2_edge.checkpoint.header import read_config, read_header
+from ltx2_edge.checkpoint.names import AGGREGATE_EMBED_WEIGHT
 from ltx2_edge.errors import CheckpointError
 from ltx2_edge.models.weights import load_into, require_materialized
 
-_AGGREGATE_KEY = "text_embedding_projection.aggregate_embed.weight"
 # Keys whose presence marks ltx-core's FeatureExtractorV2 (the 22B models): not this project's model.
 _V2_CONFIG_KEYS = (
     "caption_proj_before_connector",
@@ -79,10 +79,11 @@ def build_embeddings_processor(ltx_config: dict, gemma_text_config: dict) -> Emb
 def gemma_shape_from_checkpoint(checkpoint_path: Path) -> dict:
     """``{"hidden_size", "num_hidden_layers"}`` of the Gemma the checkpoint's feature extractor was made for."""
     header = read_header(checkpoint_path)
-    info = header.tensors.get(_AGGREGATE_KEY)
+    info = header.tensors.get(AGGREGATE_EMBED_WEIGHT)
     if info is None or len(info.shape) != 2 or info.shape[1] % info.shape[0] != 0:
         raise CheckpointError(
-            f"{checkpoint_path} has no usable {_AGGREGATE_KEY!r}: not an LTX-2 19B checkpoint with a text projection"
+            f"{checkpoint_path} has no usable {AGGREGATE_EMBED_WEIGHT!r}: not an LTX-2 19B checkpoint with a text "
+            "projection"
         )
     hidden, flat = info.shape
     return {"hidden_size": hidden, "num_hidden_layers": flat // hidden - 1}

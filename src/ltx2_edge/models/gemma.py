@@ -23,19 +23,17 @@ import torch
 from transformers.models.gemma3 import Gemma3TextConfig, Gemma3TextModel
 from transformers.models.gemma3.modeling_gemma3 import Gemma3RotaryEmbedding, Gemma3TextScaledWordEmbedding
 
-from ltx2_edge.checkpoint.configs import TEXT_CONTEXT_TOKENS
+from ltx2_edge.checkpoint.names import GEMMA_PREFIX, TEXT_CONTEXT_TOKENS
 from ltx2_edge.errors import CheckpointError, RequestError
-from ltx2_edge.memory.streamer import BlockStreamer
 from ltx2_edge.models.quantized_loading import load_quantized
 from ltx2_edge.models.streamed_blocks import BlockNames, load_streamed, require_loaded_except_streamed
 from ltx2_edge.models.weights import load_into, require_materialized
 from ltx2_edge.quant.policy import QuantPolicy
+from ltx2_edge.streaming.streamer import BlockStreamer
 
 ATTN_IMPLEMENTATION = "sdpa"
 """What transformers 4.57 resolves for the official ``Gemma3ForConditionalGeneration(config)`` (built without an
 ``attn_implementation``): the same kernel keeps our hidden states equal to the official ones."""
-
-_LM_PREFIX = "language_model.model."
 
 
 def find_gemma_files(gemma_root: Path) -> tuple[Path, list[Path], Path]:
@@ -170,7 +168,7 @@ def populate_buffers(model: Gemma3TextModel, device: torch.device) -> None:
 
 def language_model_key(file_name: str) -> str | None:
     """Official Gemma file name -> ``Gemma3TextModel`` name; None for the vision tower, projector and the rest."""
-    return file_name[len(_LM_PREFIX) :] if file_name.startswith(_LM_PREFIX) else None
+    return file_name[len(GEMMA_PREFIX) :] if file_name.startswith(GEMMA_PREFIX) else None
 
 
 def load_gemma_text_model(
@@ -192,13 +190,13 @@ def load_gemma_text_model(
     if policy is None or policy.precision == "bf16":
         load_into(model, weights, language_model_key, dev, dtype)
     else:  # 8-bit Linears, matched by the official file names the policy is written for
-        load_quantized(model, weights, language_model_key, dev, dtype, policy, lambda n: _LM_PREFIX + n)
+        load_quantized(model, weights, language_model_key, dev, dtype, policy, lambda n: GEMMA_PREFIX + n)
     populate_buffers(model, dev)
     require_materialized(model, f"Gemma language model from {gemma_root}")
     return GemmaText(model.eval(), tokenizer if tokenizer is not None else PromptTokenizer(tokenizer_root), dev)
 
 
-GEMMA_LAYERS = BlockNames("layers", _LM_PREFIX + "layers.{i}.", policy=_LM_PREFIX)
+GEMMA_LAYERS = BlockNames("layers", GEMMA_PREFIX + "layers.{i}.", policy=GEMMA_PREFIX)
 
 
 def load_streamed_gemma_text_model(

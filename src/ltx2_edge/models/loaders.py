@@ -18,16 +18,11 @@ from ltx_core.model.upsampler import LatentUpsampler, LatentUpsamplerConfigurato
 from ltx_core.model.video_vae import VideoDecoder, VideoDecoderConfigurator, VideoEncoder, VideoEncoderConfigurator
 
 from ltx2_edge.checkpoint.header import read_config
+from ltx2_edge.checkpoint.names import CONNECTORS, TRANSFORMER_PREFIX
+from ltx2_edge.checkpoint.names import VIDEO_ENCODER as VIDEO_ENCODER_PREFIXES
 from ltx2_edge.models.quantized_loading import load_quantized
 from ltx2_edge.models.weights import WeightTransform, load_into, require_materialized
 from ltx2_edge.quant.policy import QuantPolicy
-
-TRANSFORMER_PREFIX = "model.diffusion_model."
-# The text connectors live under the transformer's prefix in the official file but belong to the text stage.
-_CONNECTOR_PREFIXES = (
-    "model.diffusion_model.video_embeddings_connector.",
-    "model.diffusion_model.audio_embeddings_connector.",
-)
 
 
 def _prefix_map(*pairs: tuple[str, str], exclude: tuple[str, ...] = ()) -> Callable[[str], str | None]:
@@ -75,7 +70,8 @@ def load_transformer(
 
 def transformer_key_map() -> Callable[[str], str | None]:
     """Official file name -> ``LTXModel`` name (the text connectors under the same prefix excluded)."""
-    return _prefix_map((TRANSFORMER_PREFIX, ""), exclude=_CONNECTOR_PREFIXES)
+    # The connectors live under the transformer's prefix in the official file but belong to the text stage.
+    return _prefix_map((TRANSFORMER_PREFIX, ""), exclude=CONNECTORS)
 
 
 def build_transformer_meta(config: dict) -> X0Model:
@@ -92,14 +88,12 @@ def load_video_decoder(checkpoint: Path, device: torch.device, dtype: torch.dtyp
     return model.eval()
 
 
-VIDEO_ENCODER_PREFIXES = ("vae.encoder.", "vae.per_channel_statistics.")
-
-
 def load_video_encoder(checkpoint: Path, device: torch.device, dtype: torch.dtype) -> VideoEncoder:
     """The video VAE encoder (image conditioning, latent upsampling) with the same per-channel latent statistics
     as the decoder. Its file tensors are those under ``VIDEO_ENCODER_PREFIXES`` (what the planner sums)."""
     model = _build(VideoEncoderConfigurator, read_config(checkpoint))
-    key_map = _prefix_map(("vae.encoder.", ""), ("vae.per_channel_statistics.", "per_channel_statistics."))
+    encoder, statistics = VIDEO_ENCODER_PREFIXES
+    key_map = _prefix_map((encoder, ""), (statistics, "per_channel_statistics."))
     load_into(model, [checkpoint], key_map, device, dtype)
     require_materialized(model, "video encoder")
     return model.eval()

@@ -1,4 +1,4 @@
-"""LoRA adapters (``--lora PATH [STRENGTH]``) fused into the transformer's Linear weights as they are read.
+"""LoRA adapters (``--lora PATH [STRENGTH]``: ``inputs.LoraSpec``) fused into the transformer's Linear weights.
 
 For every Linear weight a LoRA names, ``W' = W + sum_i strength_i * (B_i @ A_i)``, computed in fp32 on the
 weight's device right after ``W`` is read and before any quantization, then cast back to ``W``'s dtype (the
@@ -20,61 +20,23 @@ weights (that would requantize them: bake LoRAs into an 8-bit file with ``ltx2-e
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from safetensors import safe_open
 
 from ltx2_edge.checkpoint.header import Header, read_header
+from ltx2_edge.checkpoint.names import LORA_PREFIX
 from ltx2_edge.errors import CheckpointError, RequestError
+from ltx2_edge.inputs import LoraSpec
+from ltx2_edge.models.loaders import build_transformer_meta
 
-DEFAULT_LORA_STRENGTH = 1.0  # ltx_pipelines.utils.constants.DEFAULT_LORA_STRENGTH
-LORA_HELP = (
-    "LoRA file (official format) and optional strength (default 1.0), fused into the transformer's weights at "
-    "load, before 8-bit quantization; repeatable. Example: --lora a.safetensors 0.8 --lora b.safetensors. "
-    "Blocks streaming from the file cannot fuse at run time: bake LoRAs in with `ltx2-edge quantize --lora`"
-)
-CHECKPOINT_PREFIX = "model.diffusion_model."  # = models.loaders.TRANSFORMER_PREFIX (tested)
 BAKED_METADATA_KEY = "ltx2_edge_loras"  # what `quantize --lora` fused into a file (JSON list of describe())
-_FILE_PREFIX = "diffusion_model."
 _A, _B = ".lora_A.weight", ".lora_B.weight"
 _FLOAT_DTYPES = ("F32", "F16", "BF16")
 _CHUNK_BYTES = 32 << 20  # fp32 rows fused at once: bounds the transient for a 16384x4096 FF weight to 2 x 32 MiB
-
-
-@dataclass(frozen=True)
-class LoraSpec:
-    """One ``--lora``: a file and the factor its delta is scaled by (0 turns it off, negative subtracts it)."""
-
-    path: Path
-    strength: float = DEFAULT_LORA_STRENGTH
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "path", Path(self.path))
-        s = self.strength
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s):
-            raise RequestError("lora", f"{self.path} {s!r}", "a finite STRENGTH number, e.g. --lora FILE 0.8")
-        object.__setattr__(self, "strength", float(s))
-
-    def describe(self) -> dict[str, object]:
-        """JSON-ready form (request, report, quantized file metadata)."""
-        return {"path": str(self.path), "strength": self.strength}
-
-
-def parse_lora_arg(values: Sequence[str], flag: str = "lora") -> LoraSpec:
-    """``--lora PATH [STRENGTH]`` (or ``--distilled-lora``, named by ``flag``) as ltx-pipelines parses it: 1 or 2
-    values, strength 1.0 when left out."""
-    if not 1 <= len(values) <= 2:
-        raise RequestError(flag, " ".join(values), f"PATH and an optional STRENGTH (--{flag} FILE 0.8)")
-    try:
-        strength = float(values[1]) if len(values) == 2 else DEFAULT_LORA_STRENGTH
-    except ValueError:
-        raise RequestError(flag, " ".join(values), f"a number as STRENGTH (--{flag} FILE 0.8)") from None
-    return LoraSpec(Path(values[0]), strength)
 
 
 @dataclass(frozen=True)
@@ -110,7 +72,7 @@ def inspect_lora(spec: LoraSpec, targets: Mapping[str, tuple[int, int]]) -> Lora
     where = f"LoRA {path}"
     factors: dict[str, dict[str, str]] = {}
     for name, info in header.tensors.items():
-        stem = name.replace(_FILE_PREFIX, "")
+        stem = name.replace(LORA_PREFIX, "")
         kind = "A" if stem.endswith(_A) else "B" if stem.endswith(_B) else None
         if kind is None:
             raise CheckpointError(f"{where}: tensor {name!r} is not a LoRA factor (*.lora_A.weight / *.lora_B.weight)")
@@ -221,9 +183,6 @@ def check_fusable(header: Header, fuser: LoraFuser, prefix: str = "") -> None:
 
 def inspect_transformer_loras(specs: Sequence[LoraSpec], config: Mapping) -> tuple[LoraFile, ...]:
     """Check every ``spec`` against the transformer the checkpoint ``config`` describes (built on ``meta``)."""
-    # Imported here: models.loaders pulls in quant.convert, which imports this module for `quantize --lora`.
-    from ltx2_edge.models.loaders import build_transformer_meta
-
     if not specs:
         return ()  # building even a meta transformer takes a while at full size
     targets = linear_weight_shapes(build_transformer_meta(dict(config)).velocity_model)

@@ -16,13 +16,13 @@ import torch
 
 from ltx2_edge.checkpoint.header import TensorInfo, read_header
 from ltx2_edge.errors import CheckpointError
-from ltx2_edge.memory.tensor_reader import TensorReader
 from ltx2_edge.models.weights import KeyMap, WeightTransform, load_into
 from ltx2_edge.quant.apply import QuantReport, replace_module, summarize
-from ltx2_edge.quant.convert import check_quantized_file
 from ltx2_edge.quant.kernels import quantize_weight
 from ltx2_edge.quant.linear import QUANT_LINEAR_CLASSES
 from ltx2_edge.quant.policy import QuantPolicy
+from ltx2_edge.quant.quantized_file import check_quantized_file
+from ltx2_edge.streaming.tensor_reader import TensorReader
 
 _EIGHT_BIT = {"F8_E4M3": "fp8", "I8": "int8"}
 _LAYER_TENSORS = (".weight", ".weight_scale", ".bias", ".input_scale")

@@ -1,4 +1,4 @@
-"""Loads a model whose repeated blocks stream: the first K resident, the rest through ``memory.streamer``.
+"""Loads a model whose repeated blocks stream: the first K resident, the rest through ``streaming.streamer``.
 
 Shared by the transformer (48 ``transformer_blocks``) and Gemma (48 ``layers``). Built from the plan's numbers,
 never re-deciding them. Everything outside the streamed blocks loads onto the device (8-bit per the policy);
@@ -20,13 +20,13 @@ import torch
 
 from ltx2_edge.checkpoint.header import read_header
 from ltx2_edge.errors import RequestError
-from ltx2_edge.memory.layout import BlockLayout
-from ltx2_edge.memory.sources import FileSource, PinnedHostSource, WeightSource
-from ltx2_edge.memory.streamer import BlockStreamer
 from ltx2_edge.models.quantized_loading import load_quantized
 from ltx2_edge.models.weights import KeyMap, WeightTransform, load_into, meta_tensors
 from ltx2_edge.quant.apply import QuantReport, quantize_model_
 from ltx2_edge.quant.policy import QuantPolicy
+from ltx2_edge.streaming.layout import BlockLayout
+from ltx2_edge.streaming.sources import FileSource, PinnedHostSource, WeightSource
+from ltx2_edge.streaming.streamer import BlockStreamer
 
 _EIGHT_BIT = ("F8_E4M3", "I8")
 _DTYPE_NAMES = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32"}

@@ -7,13 +7,14 @@ from pathlib import Path
 import torch
 
 from ltx2_edge.checkpoint.header import read_config
-from ltx2_edge.memory.streamer import BlockStreamer
-from ltx2_edge.models.loaders import TRANSFORMER_PREFIX, build_transformer_meta, transformer_key_map
+from ltx2_edge.checkpoint.names import TRANSFORMER_BLOCKS as TRANSFORMER_BLOCKS_PREFIX
+from ltx2_edge.models.loaders import build_transformer_meta, transformer_key_map
 from ltx2_edge.models.streamed_blocks import BlockNames, load_streamed, require_loaded_except_streamed
 from ltx2_edge.models.weights import WeightTransform
 from ltx2_edge.quant.policy import QuantPolicy
+from ltx2_edge.streaming.streamer import BlockStreamer
 
-TRANSFORMER_BLOCKS = BlockNames("transformer_blocks", TRANSFORMER_PREFIX + "transformer_blocks.{i}.")
+TRANSFORMER_BLOCKS = BlockNames("transformer_blocks", TRANSFORMER_BLOCKS_PREFIX + "{i}.")
 
 
 def load_streamed_transformer(

@@ -2,7 +2,7 @@
 
 The habit is gpt-fast's: build the module on ``meta`` (no memory, no random init), then assign each tensor
 read from the file in place of its meta placeholder (``load_state_dict(assign=True)`` semantics). Tensors are
-read in file order through ``memory.tensor_reader`` (pinned staging, reads in flight) onto the target device and
+read in file order through ``streaming.tensor_reader`` (pinned staging, reads in flight) onto the target device and
 cast there one at a time, so no whole state dict ever exists twice, and tensors the key map drops (a vision
 tower, other models in the same file) are never read at all.
 
@@ -21,7 +21,7 @@ import torch
 
 from ltx2_edge.checkpoint.header import TensorInfo, read_header
 from ltx2_edge.errors import CheckpointError
-from ltx2_edge.memory.tensor_reader import TensorReader
+from ltx2_edge.streaming.tensor_reader import TensorReader
 
 KeyMap = Callable[[str], str | None]
 """File tensor name -> module state-dict name, or None to leave the tensor unread."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -26,53 +25,12 @@ from ltx_core.conditioning import ConditioningItem, VideoConditionByKeyframeInde
 from PIL import Image, UnidentifiedImageError
 
 from ltx2_edge.errors import RequestError
-from ltx2_edge.stages.mp4_encoder import require_encoders
+from ltx2_edge.inputs import MAX_CRF, ImageSpec
+from ltx2_edge.mp4.encoder import require_encoders
 
-DEFAULT_IMAGE_CRF = 33  # ltx_pipelines.utils.constants.DEFAULT_IMAGE_CRF
-MAX_CRF = 51  # libx264's CRF scale
 LATENT_PIXELS = 32  # one latent token per 32x32 pixels
 # 8-bit modes PIL converts to RGB without loss of meaning; 16-bit and float images would be clipped, not scaled.
 _EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
-
-IMAGE_FIT_RULE = (
-    "Each image is fitted to the output size as ltx-pipelines 1.0.0 does: first passed once through H.264 at CRF "
-    f"(default {DEFAULT_IMAGE_CRF}, 0 skips it; an odd width or height loses its last column or row there), then "
-    "scaled with bilinear filtering, aspect ratio kept, until it covers WIDTHxHEIGHT, and centre-cropped to exactly "
-    "WIDTHxHEIGHT (never stretched, never letterboxed). Alpha is dropped, grayscale and palette images become RGB, "
-    "EXIF rotation is not applied."
-)
-IMAGE_HELP = (
-    "Condition on an image: PATH FRAME_IDX STRENGTH [CRF]; repeat for keyframes. FRAME_IDX 0 replaces the first "
-    "frame, any other frame (up to num_frames - 1) adds a keyframe there; STRENGTH in [0, 1] (1: the frame keeps "
-    f"the image); CRF 0-{MAX_CRF}. " + IMAGE_FIT_RULE
-)
-
-
-@dataclass(frozen=True)
-class ImageSpec:
-    """One conditioning image: the file, the output frame it conditions, its strength and its H.264 CRF."""
-
-    path: Path
-    frame_idx: int
-    strength: float
-    crf: int = DEFAULT_IMAGE_CRF
-
-    def describe(self) -> dict[str, object]:
-        """JSON-ready form (report, MP4 metadata)."""
-        return {"path": str(self.path), "frame_idx": self.frame_idx, "strength": self.strength, "crf": self.crf}
-
-
-def parse_image_arg(values: Sequence[str], index: int = 0) -> ImageSpec:
-    """``PATH FRAME_IDX STRENGTH [CRF]`` as given on the command line -> ``ImageSpec`` (ranges: ``validate_*``)."""
-    usage = "PATH FRAME_IDX STRENGTH [CRF], e.g. --image first.png 0 1.0"
-    if len(values) not in (3, 4):
-        raise RequestError(f"image[{index}]", " ".join(values), usage)
-    try:
-        frame_idx, strength = int(values[1]), float(values[2])
-        crf = int(values[3]) if len(values) == 4 else DEFAULT_IMAGE_CRF
-    except ValueError:
-        raise RequestError(f"image[{index}]", " ".join(values), usage + " (FRAME_IDX and CRF integers)") from None
-    return ImageSpec(Path(values[0]), frame_idx, strength, crf)
 
 
 def validate_image_specs(specs: Sequence[ImageSpec], width: int, height: int, num_frames: int) -> None:

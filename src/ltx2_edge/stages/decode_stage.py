@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from ltx_core.model.video_vae import TilingConfig
 
-from ltx2_edge.memory.tile_plan import VideoTiling
+from ltx2_edge.mp4.mux import LateAudio, MuxStats, write_mp4
+from ltx2_edge.plan.tile_plan import VideoTiling
 from ltx2_edge.stages.decode import AudioFuture, ChunkMeter
 from ltx2_edge.stages.decode_video import video_chunk_frames
-from ltx2_edge.stages.mux import LateAudio, MuxStats, write_mp4
 
 
 def decode_to_mp4(

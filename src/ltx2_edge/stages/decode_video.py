@@ -8,7 +8,7 @@ import torch
 from ltx_core.model.video_vae import TilingConfig, VideoDecoder
 from ltx_core.model.video_vae import decode_video as _ltx_decode_video
 
-from ltx2_edge.memory.tile_plan import chunk_frames
+from ltx2_edge.plan.tile_plan import chunk_frames
 
 
 @torch.inference_mode()

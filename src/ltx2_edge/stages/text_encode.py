@@ -20,7 +20,6 @@ import torch
 from ltx_core.text_encoders.gemma.embeddings_processor import EmbeddingsProcessor, EmbeddingsProcessorOutput
 
 from ltx2_edge.errors import RequestError
-from ltx2_edge.memory.streamer import StreamStats
 from ltx2_edge.models.embeddings import load_embeddings_processor
 from ltx2_edge.models.gemma import (
     GemmaText,
@@ -31,6 +30,7 @@ from ltx2_edge.models.gemma import (
     read_text_config,
 )
 from ltx2_edge.quant.policy import QuantPolicy
+from ltx2_edge.streaming.streamer import StreamStats
 
 Progress = Callable[[str, float], None]
 """Called once per part ("gemma", then "embeddings") with the seconds it took, loading included."""

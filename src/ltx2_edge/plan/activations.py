@@ -1,8 +1,8 @@
 """Working-set formulas: how many bytes of activations each stage holds at its peak, from config and request.
 
 Every function counts bytes of live tensors at the stage's worst moment (weights are counted by the planner,
-from the header) and names, in its docstring, the measured figure that calibrates it (DESIGN.md, "The
-official pipeline on the same H100": peak allocated with random full-size weights, W1). Activations are
+from the header) and names, in its docstring, the measured figure that calibrates it (docs/benchmarks.md, the
+baseline and the official pipeline on the same H100: peak allocated with random full-size weights, W1). Activations are
 BF16 (2 bytes) unless said otherwise. Pure arithmetic: this module never imports torch or ltx_core, and
 never allocates anything; ``tests/test_planner.py`` checks the token counts and tile splits against ltx-core.
 """
@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ltx2_edge.checkpoint.configs import TEXT_CONTEXT_TOKENS
 from ltx2_edge.checkpoint.header import TensorInfo
+from ltx2_edge.checkpoint.names import TEXT_CONTEXT_TOKENS
 
 ACT_BYTES = 2  # BF16 activations
 _VIDEO_TIME_FACTOR = 8  # latent frame = 8 video frames (the first latent frame = 1 video frame)
@@ -198,7 +198,8 @@ def video_decode_tile_bytes(vae: dict[str, Any], lt: int, lh: int, lw: int) -> i
     The largest level tensor (for LTX-2: 128 channels at full frame rate, 1/4 resolution) times a
     calibrated 7.5 live copies (ResNet input, normed, conv output, depth-to-space rearranged copy + its
     residual, conv3d workspaces), plus the RGB output and its uint8-conversion temporaries (3 copies).
-    Calibration: W1 decoded untiled peaks at 2.8 GiB with 0.98 GiB of decoder weights (DESIGN.md), i.e.
+    Calibration: W1 decoded untiled peaks at 2.8 GiB with 0.98 GiB of decoder weights (docs/benchmarks.md,
+    baseline: decode_video+mux 2.77 GiB), i.e.
     1.82 GiB of activations; the largest level is 229 MB, so 7.5 copies + output give 1.84 GiB.
     """
     levels = video_decoder_levels(vae, lt, lh, lw)

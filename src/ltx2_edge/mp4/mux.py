@@ -30,7 +30,7 @@ import numpy as np
 
 from ltx2_edge.atomic import atomic_output, check_output_path
 from ltx2_edge.errors import EncoderMissingError, RequestError
-from ltx2_edge.stages.mp4_encoder import (
+from ltx2_edge.mp4.encoder import (
     AAC_SAMPLE_RATES,
     AUDIO_ENCODER,
     VIDEO_ENCODER,
@@ -40,7 +40,7 @@ from ltx2_edge.stages.mp4_encoder import (
     host_frames,
     require_encoders,
 )
-from ltx2_edge.stages.mp4_probe import Mp4Probe, fps_fraction, mp4_metadata, probe_mp4
+from ltx2_edge.mp4.probe import Mp4Probe, fps_fraction, mp4_metadata, probe_mp4
 
 # The mux stage's public names. EncoderMissingError (errors.py) and the frame-rate, tag and probe helpers
 # (mp4_probe.py) live elsewhere and are re-exported: the pipeline and tests import them from here.

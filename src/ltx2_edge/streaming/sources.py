@@ -9,7 +9,7 @@ the device) with block ``i``'s tensors in its ``layout(i)`` order. Two tiers imp
   small pinned staging ring when ``dst`` is on a device. For unified memory (Jetson), where "offloading to the
   CPU" frees nothing: the page cache, which the kernel reclaims, is where the weights wait.
 
-Host buffers and the ``preadv`` reads come from ``memory.host_io`` (why they are not PyTorch's pinned allocator:
+Host buffers and the ``preadv`` reads come from ``streaming.host_io`` (why they are not PyTorch's pinned allocator:
 there).
 
 Sources must never materialise a state dict, unpickle anything or convert a dtype (bytes move as they are).
@@ -27,12 +27,10 @@ import torch
 from torch import nn
 
 from ltx2_edge.checkpoint.header import TensorInfo, read_header
+from ltx2_edge.checkpoint.names import LTX2_BLOCK_TENSOR
 from ltx2_edge.errors import CheckpointError
-from ltx2_edge.memory.host_io import PAGE, FileRun, HostBuffer, plan_runs, read_runs, read_runs_parallel
-from ltx2_edge.memory.layout import BlockLayout, module_tensors
-
-LTX2_BLOCK_TENSOR = "model.diffusion_model.transformer_blocks.{i}.{name}"  # the official single file
-GEMMA_LAYER_TENSOR = "language_model.model.layers.{i}.{name}"  # Gemma 3 folder, model-0000k-of-0000N files
+from ltx2_edge.streaming.host_io import PAGE, FileRun, HostBuffer, plan_runs, read_runs, read_runs_parallel
+from ltx2_edge.streaming.layout import BlockLayout, module_tensors
 
 PathLike = str | os.PathLike[str]
 PACK_READERS = 4  # threads filling a pinned pack from the file: one copies page cache at a few GB/s

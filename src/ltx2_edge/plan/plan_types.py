@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ltx2_edge.errors import RequestError
-from ltx2_edge.memory.budget import Budget
-from ltx2_edge.memory.profiles import DeviceProfile
-from ltx2_edge.memory.tile_plan import VideoTiling
+from ltx2_edge.plan.budget import Budget
+from ltx2_edge.plan.profiles import DeviceProfile
+from ltx2_edge.plan.tile_plan import VideoTiling
 
 PRECISIONS: tuple[str, ...] = ("bf16", "fp8", "int8")
 # In run order; encode_image only when the request conditions on images; upsample and denoise_2 only for the

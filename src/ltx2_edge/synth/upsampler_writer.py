@@ -10,8 +10,8 @@ the real one.
 What the full-size config is based on (the real file cannot be downloaded here):
 - ``in_channels=128``, ``mid_channels=1024``, ``num_blocks_per_stage=4``, ``dims=3``: diffusers'
   ``scripts/convert_ltx2_to_diffusers.py`` (``get_ltx2_spatial_latent_upsampler_config("2.0")``), which loads the
-  original file with ``strict=True``; that is 497,867,929 parameters (995.7 MB in BF16), DESIGN.md's measured
-  0.5B / 1.0 GB. Sure.
+  original file with ``strict=True``; that is 497,867,929 parameters (995.7 MB in BF16), the official
+  file's 0.5B / 1.0 GB (docs/checkpoint-generator.md describes the file). Sure.
 - ``rational_resampler=true`` with ``spatial_scale=2.0``: the x2 goes through ``SpatialRationalResampler``
   (tensors ``upsampler.conv.*`` and the 5x5 ``upsampler.blur_down.kernel``; 73 tensors in all), not the
   pixel-shuffle ``Sequential`` (``upsampler.0.*``). The same diffusers script sets ``use_rational_resampler=True``
@@ -34,9 +34,9 @@ import json
 from pathlib import Path
 
 from ltx2_edge.checkpoint.configs import SIZES, ltx2_config
-from ltx2_edge.checkpoint.generator import Progress, generator_tag, keep_existing, write_safetensors
 from ltx2_edge.checkpoint.upsampler_layout import fixed_tensors, upsampler_layout
 from ltx2_edge.errors import RequestError
+from ltx2_edge.synth.safetensors_writer import Progress, generator_tag, keep_existing, write_safetensors
 
 _FULL = {
     "_class_name": "LatentUpsampler",

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ltx2_edge.checkpoint.header import TORCH_DTYPES, TensorInfo
+from ltx2_edge.checkpoint.dtypes import TORCH_DTYPES
+from ltx2_edge.checkpoint.header import TensorInfo
 from ltx2_edge.errors import CheckpointError
 
 ALIGN = 256  # every entry starts on this boundary: aligned for any dtype and for vectorised kernels

@@ -1,36 +1,77 @@
-"""The ``ltx2-edge`` command: argparse -> request -> pipeline -> report. Errors are one line and exit 2.
+"""Every ``ltx2-edge`` argument parser and help text, and the parsing of the multi-value flags (--lora, --image).
 
-Flag names follow ``ltx-pipelines`` where they exist. Every input is validated before any weight is read.
+Imports nothing heavy: building the parser (``--help``, ``generate --help``) must not import torch or ltx-core
+(``tests/test_layout.py`` checks it), so the choices and defaults come from torch-free modules (``inputs``,
+``synth.parts``, ``memory.allocator``). This module never builds a request, never runs anything and never
+validates beyond the shape of a flag's values (ranges are ``request``'s and ``stages.conditioning``'s).
+Flag names follow ``ltx-pipelines`` where they exist.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ltx2_edge import __version__
-from ltx2_edge.checkpoint.generator import PARTS, UPSAMPLER_FILE
-from ltx2_edge.errors import Ltx2EdgeError, RequestError
-from ltx2_edge.guidance import GUIDANCE_PRESETS
+from ltx2_edge.errors import RequestError
+from ltx2_edge.inputs import (
+    DEFAULT_IMAGE_CRF,
+    DEFAULT_LORA_STRENGTH,
+    DEFAULT_SEED,
+    DEFAULT_STEPS,
+    GUIDANCE_PRESETS,
+    IMAGE_FIT_RULE,
+    MAX_CRF,
+    PIPELINES,
+    ImageSpec,
+    LoraSpec,
+)
 from ltx2_edge.memory.allocator import ALLOCATOR_MODES
-from ltx2_edge.models.lora import LORA_HELP, parse_lora_arg
-from ltx2_edge.request import DEFAULT_SEED, DEFAULT_STEPS, PIPELINES
-from ltx2_edge.stages.conditioning import IMAGE_HELP, parse_image_arg
-
-if TYPE_CHECKING:
-    from ltx2_edge.pipeline import Generator
-    from ltx2_edge.request import GenerationRequest
+from ltx2_edge.synth.parts import PARTS
 
 DEMO_PROMPT = "A red kite dances over a windy beach at sunset while waves crash and gulls call."
+LORA_HELP = (
+    "LoRA file (official format) and optional strength (default 1.0), fused into the transformer's weights at "
+    "load, before 8-bit quantization; repeatable. Example: --lora a.safetensors 0.8 --lora b.safetensors. "
+    "Blocks streaming from the file cannot fuse at run time: bake LoRAs in with `ltx2-edge quantize --lora`"
+)
+IMAGE_HELP = (
+    "Condition on an image: PATH FRAME_IDX STRENGTH [CRF]; repeat for keyframes. FRAME_IDX 0 replaces the first "
+    "frame, any other frame (up to num_frames - 1) adds a keyframe there; STRENGTH in [0, 1] (1: the frame keeps "
+    f"the image); CRF 0-{MAX_CRF}. " + IMAGE_FIT_RULE
+)
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, no usage dump
         self.exit(2, f"ltx2-edge: error: {message} (see --help)\n")
+
+
+def parse_lora_arg(values: Sequence[str], flag: str = "lora") -> LoraSpec:
+    """``--lora PATH [STRENGTH]`` (or ``--distilled-lora``, named by ``flag``) as ltx-pipelines parses it: 1 or 2
+    values, strength 1.0 when left out."""
+    if not 1 <= len(values) <= 2:
+        raise RequestError(flag, " ".join(values), f"PATH and an optional STRENGTH (--{flag} FILE 0.8)")
+    try:
+        strength = float(values[1]) if len(values) == 2 else DEFAULT_LORA_STRENGTH
+    except ValueError:
+        raise RequestError(flag, " ".join(values), f"a number as STRENGTH (--{flag} FILE 0.8)") from None
+    return LoraSpec(Path(values[0]), strength)
+
+
+def parse_image_arg(values: Sequence[str], index: int = 0) -> ImageSpec:
+    """``PATH FRAME_IDX STRENGTH [CRF]`` as given on the command line -> ``ImageSpec`` (ranges are checked by
+    ``stages.conditioning.validate_image_specs``)."""
+    usage = "PATH FRAME_IDX STRENGTH [CRF], e.g. --image first.png 0 1.0"
+    if len(values) not in (3, 4):
+        raise RequestError(f"image[{index}]", " ".join(values), usage)
+    try:
+        frame_idx, strength = int(values[1]), float(values[2])
+        crf = int(values[3]) if len(values) == 4 else DEFAULT_IMAGE_CRF
+    except ValueError:
+        raise RequestError(f"image[{index}]", " ".join(values), usage + " (FRAME_IDX and CRF integers)") from None
+    return ImageSpec(Path(values[0]), frame_idx, strength, crf)
 
 
 def _add_clip_args(p: argparse.ArgumentParser) -> None:
@@ -173,23 +214,6 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gemma-root", type=Path, required=True, help="Gemma 3 folder (tokenizer + model*.safetensors)")
 
 
-def _checkpoint(args: argparse.Namespace) -> Path:
-    """The transformer file: --checkpoint-path, or --distilled-checkpoint-path for the distilled pipelines."""
-    distilled = args.pipeline in ("distilled", "distilled-one-stage")
-    given = args.distilled_checkpoint_path
-    if given is not None and not distilled:
-        raise RequestError("distilled-checkpoint-path", str(given), f"unset for --pipeline {args.pipeline} (only the "
-                           "distilled pipelines take it); give the model with --checkpoint-path")  # fmt: skip
-    if given is not None and args.checkpoint_path is not None and args.checkpoint_path != given:
-        raise RequestError("checkpoint-path", str(args.checkpoint_path), "unset when --distilled-checkpoint-path "
-                           "names the model (one transformer file per run)")  # fmt: skip
-    path = given if given is not None else args.checkpoint_path
-    if path is None:
-        which = "--distilled-checkpoint-path (or --checkpoint-path)" if distilled else "--checkpoint-path"
-        raise RequestError("checkpoint-path", None, f"the LTX-2 19B .safetensors file: {which}")
-    return path
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The whole CLI (also used to render --help in the docs)."""
     parser = _Parser(prog="ltx2-edge", description="LTX-2 19B text-to-video+audio inside a memory budget.")
@@ -234,172 +258,3 @@ def build_parser() -> argparse.ArgumentParser:
     ml.add_argument("--seed", type=int, default=0)
     ml.add_argument("--overwrite", action="store_true", help="replace a LoRA generated here before")
     return parser
-
-
-def _run_quantize(args: argparse.Namespace) -> int:
-    from ltx2_edge.quant.convert import quantize_checkpoint, quantize_gemma_folder
-    from ltx2_edge.quant.policy import QuantPolicy
-
-    if (args.checkpoint_path is None) == (args.gemma_root is None):
-        raise RequestError("checkpoint_path", None, "exactly one of --checkpoint-path or --gemma-root")
-    policy = QuantPolicy.from_flags(args.to, tuple(args.keep_bf16), args.quantize_all)
-    loras = tuple(parse_lora_arg(values) for values in args.loras)
-    if loras and args.gemma_root is not None:
-        raise RequestError("lora", str(loras[0].path), "only with --checkpoint-path (LoRAs adapt the transformer)")
-    if args.checkpoint_path is not None:
-        quantize_checkpoint(args.checkpoint_path, args.out, args.to, policy, device=args.device,
-                            overwrite=args.overwrite, loras=loras)  # fmt: skip
-    else:
-        quantize_gemma_folder(args.gemma_root, args.out, args.to, policy, device=args.device)
-    fused = "; LoRAs fused first: " + ", ".join(f"{s.path} x{s.strength:g}" for s in loras) if loras else ""
-    print(f"wrote {args.out} ({args.to}; policy: {policy.summary()}{fused})")
-    return 0
-
-
-def demo_cache_dir() -> Path:
-    """Where the demo's tiny model lives: $XDG_CACHE_HOME/ltx2-edge (default ~/.cache/ltx2-edge)."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "ltx2-edge" / "tiny-v1"
-
-
-def _ensure_demo_model(quiet: bool) -> Path:
-    from ltx2_edge.checkpoint.generator import make_checkpoint
-
-    root = demo_cache_dir()
-    files = (root / "ltx2.safetensors", root / "gemma" / "config.json", root / UPSAMPLER_FILE)
-    if not all(f.is_file() for f in files):
-        if not quiet:
-            print(f"[demo] making the tiny random-weight model in {root} (once)", file=sys.stderr)
-        root.mkdir(parents=True, exist_ok=True)
-        make_checkpoint("tiny", root, seed=0, overwrite=True)
-    return root
-
-
-def _generator(args: argparse.Namespace, checkpoint: Path, gemma_root: Path) -> Generator:
-    from ltx2_edge.memory.budget import parse_size
-    from ltx2_edge.pipeline import Generator  # noqa: F811  (imported lazily: the CLI starts fast)
-    from ltx2_edge.progress import Progress
-
-    host = args.host_budget if args.host_budget == "auto" else parse_size(args.host_budget, "host-budget")
-    return Generator(
-        checkpoint,
-        gemma_root,
-        device=args.device,
-        budget=parse_size(args.budget, "budget"),
-        host_budget=host,
-        unified=args.unified,
-        prefetch_depth=args.prefetch_depth,
-        keep_resident=args.keep_resident,
-        quantization=args.quantization,
-        keep_bf16=tuple(args.keep_bf16),
-        quantize_all=args.quantize_all,
-        compile=args.compile,
-        cuda_graph=args.cuda_graph,
-        cuda_allocator=args.cuda_allocator,
-        progress=Progress(quiet=args.quiet),
-        spatial_upsampler_path=args.spatial_upsampler_path,
-    )
-
-
-def _request(args: argparse.Namespace) -> GenerationRequest:
-    from ltx2_edge.request import GenerationRequest  # noqa: F811
-
-    return GenerationRequest(
-        prompt=args.prompt,
-        negative_prompt=args.negative_prompt,
-        width=args.width,
-        height=args.height,
-        num_frames=args.num_frames,
-        frame_rate=args.frame_rate,
-        num_inference_steps=args.num_inference_steps,
-        seed=args.seed,
-        guidance=args.guidance,
-        audio_channels=args.audio_channels,
-        images=tuple(parse_image_arg(values, i) for i, values in enumerate(args.images)),
-        pipeline=args.pipeline,
-        loras=tuple(parse_lora_arg(values) for values in args.loras),
-        distilled_lora=parse_lora_arg(args.distilled_lora, "distilled-lora") if args.distilled_lora else None,
-    )
-
-
-def _run_plan(args: argparse.Namespace) -> int:
-    from ltx2_edge.memory.plan_text import format_plan
-
-    request = _request(args)
-    generator = _generator(args, _checkpoint(args), args.gemma_root)
-    plan = generator.check(request, None, overwrite=False)  # the plan, after the same checks as generate
-    print(format_plan(plan))
-    for run in generator.passes(request):
-        choice = generator.accel(run, plan)
-        extra = f" (+{choice.extra_peak_bytes / 2**30:.2f} GiB on its peak)" if choice.extra_peak_bytes else ""
-        print(f"{run.stage} forwards: " + "; ".join(choice.settings.reasons) + extra + "; SDPA kernel measured at "
-              "run time")  # fmt: skip
-    print("quantization: " + "; ".join(generator.policy.describe()[:1]))
-    return 0
-
-
-def _run_generate(args: argparse.Namespace, checkpoint: Path, gemma_root: Path) -> int:
-    from ltx2_edge.atomic import install_signal_cleanup
-
-    if not args.prompt:
-        raise RequestError("prompt", args.prompt, "a non-empty text (--prompt)")
-    if args.output_path is None:
-        raise RequestError("output_path", None, "a path ending in .mp4 (--output-path)")
-    request = _request(args)
-    generator = _generator(args, checkpoint, gemma_root)
-    with install_signal_cleanup():
-        result = generator.generate(request, args.output_path, overwrite=args.overwrite)
-    print(result.report.table())
-    print(f"wrote {result.output_path} and {result.report_path}")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``ltx2-edge`` command."""
-    args = build_parser().parse_args(argv)
-    try:
-        if args.command == "generate":
-            return _run_generate(args, _checkpoint(args), args.gemma_root)
-        if args.command == "demo":
-            root = _ensure_demo_model(args.quiet)
-            if args.spatial_upsampler_path is None:
-                args.spatial_upsampler_path = root / UPSAMPLER_FILE
-            return _run_generate(args, root / "ltx2.safetensors", root / "gemma")
-        if args.command == "plan":
-            return _run_plan(args)
-        if args.command == "quantize":
-            return _run_quantize(args)
-        if args.command == "make-lora":
-            from ltx2_edge.checkpoint.lora_writer import make_lora
-
-            print(make_lora(args.size, args.out, args.rank, seed=args.seed, overwrite=args.overwrite))
-            return 0
-        if args.command == "make-checkpoint":
-            from ltx2_edge.checkpoint.generator import make_checkpoint
-
-            parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
-            bad = [p for p in parts if p not in PARTS]
-            if bad or not parts:
-                raise RequestError("parts", args.parts, f"a comma list of {', '.join(PARTS)}")
-            paths = make_checkpoint(
-                args.size,
-                args.out,
-                seed=args.seed,
-                device=args.device,
-                overwrite=args.overwrite,
-                parts=parts,
-                gemma_dir=args.gemma_dir,
-            )
-            print(paths)
-            return 0
-    except Ltx2EdgeError as exc:
-        print(f"ltx2-edge: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("ltx2-edge: interrupted; no output was written", file=sys.stderr)
-        return 130
-    raise AssertionError(f"unhandled command {args.command}")  # argparse's required=True makes this unreachable
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -34,8 +34,8 @@ import torch
 from torch import nn
 
 from ltx2_edge.errors import RequestError
-from ltx2_edge.memory.layout import BlockLayout, module_tensors
-from ltx2_edge.memory.sources import WeightSource
+from ltx2_edge.streaming.layout import BlockLayout, module_tensors
+from ltx2_edge.streaming.sources import WeightSource
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The memory budget: how big it is, what it covers, and how a size on the command line becomes bytes.
 
-Two shapes of budget, as DESIGN.md ("The budget, precisely") defines them:
+Two shapes of budget (README.md, "Memory budget and 8-bit weights"; measured in docs/benchmarks.md):
 
 * **one pool** (unified memory: a Jetson, whose ``is_integrated`` is true, or any GPU with ``--unified``):
   the budget bounds device allocations + pinned host buffers + anonymous host memory holding weights or

@@ -3,8 +3,9 @@
 Linear layers: 2 x M x K x N per weight matrix (M tokens through a K->N weight), split into the FLOPs that
 run on quantized weights and those on BF16 weights (the keep-list), because the two run at different
 rates. Attention: 4 x S_q x S_kv x inner_dim (QK^T and PV) per attention. Convolutions: 2 x k^3 x C_in x
-C_out per output voxel. Check: W1's transformer forward is 57.5 TFLOP (DESIGN.md: 53.1 linear + 4.45
-attention); ``tests/test_planner.py`` holds us to 5 %. Pure arithmetic; never imports torch.
+C_out per output voxel. Check: W1's transformer forward is 57.5 TFLOP (53.1 linear + 4.45 attention; the compute
+floor it gives is in docs/benchmarks.md, "denoising at the compute floor"); ``tests/test_planner.py`` holds us to
+5 %. Pure arithmetic; never imports torch.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ltx2_edge.checkpoint.header import TensorInfo
-from ltx2_edge.memory.activations import TokenCounts, video_decoder_levels
+from ltx2_edge.plan.activations import TokenCounts, video_decoder_levels
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,21 @@ from dataclasses import replace
 from typing import Any
 
 from ltx2_edge.checkpoint.header import Header, TensorInfo
+from ltx2_edge.checkpoint.names import (
+    AUDIO_DECODER,
+    CONNECTORS,
+    EMBEDDINGS,
+    GEMMA_LAYERS,
+    GEMMA_PREFIX,
+    TRANSFORMER_BLOCKS,
+    TRANSFORMER_PREFIX,
+    VIDEO_DECODER,
+    VIDEO_ENCODER,
+)
 from ltx2_edge.errors import BudgetError, CheckpointError
-from ltx2_edge.memory import activations as act
-from ltx2_edge.memory.budget import Budget, GiB, format_gib
-from ltx2_edge.memory.flops import (
+from ltx2_edge.plan import activations as act
+from ltx2_edge.plan.budget import Budget, GiB, format_gib
+from ltx2_edge.plan.flops import (
     FlopCount,
     gemma_attention_flops,
     linear_flops,
@@ -37,32 +48,31 @@ from ltx2_edge.memory.flops import (
     video_decode_flops,
     vocoder_flops,
 )
-from ltx2_edge.memory.plan_types import Plan, PlanRequest, SecondStage, StagePlan
-from ltx2_edge.memory.profiles import DeviceProfile
-from ltx2_edge.memory.stage_fit import FitContext, IsQuantized, MiB, Shortfall, Weights, fit_stage
-from ltx2_edge.memory.tile_plan import VideoTiling, candidate_tilings, frames_bytes
+from ltx2_edge.plan.plan_types import Plan, PlanRequest, SecondStage, StagePlan
+from ltx2_edge.plan.profiles import DeviceProfile
+from ltx2_edge.plan.stage_fit import FitContext, IsQuantized, MiB, Shortfall, Weights, fit_stage
+from ltx2_edge.plan.tile_plan import VideoTiling, candidate_tilings, frames_bytes
+from ltx2_edge.quant.policy import QuantPolicy
 
-DIT = "model.diffusion_model."
-BLOCKS = DIT + "transformer_blocks."
-CONNECTORS = (DIT + "video_embeddings_connector.", DIT + "audio_embeddings_connector.")
-EMBEDDINGS = ("text_embedding_projection.", *CONNECTORS)
-GEMMA = "language_model.model."
-GEMMA_LAYERS = GEMMA + "layers."
-VIDEO_DECODER = ("vae.decoder.", "vae.per_channel_statistics.")
-VIDEO_ENCODER = ("vae.encoder.", "vae.per_channel_statistics.")  # = models.loaders.VIDEO_ENCODER_PREFIXES (tested)
-AUDIO_DECODER = ("audio_vae.decoder.", "audio_vae.per_channel_statistics.", "vocoder.")
 # Video VAE encoder working set per output pixel of one image, bf16: the figure in issue 8's wiring notes for
 # the full-size encoder (its largest level tensors and conv workspaces); not re-measured on a GPU here.
 ENCODE_IMAGE_BYTES_PER_PIXEL = 235
-KEEP_BF16 = ("audio_to_video_attn", "video_to_audio_attn", "scale_shift_table", "norm", "adaln", "av_ca_")
+_DEFAULT_POLICY = QuantPolicy("int8")  # the patterns are what counts here; int8 and fp8 weigh the same 1 byte
 
 
-def default_is_quantized(name: str) -> bool:
-    """Built-in policy: Linear weights of transformer blocks and Gemma layers, except the BF16 keep-list
-    (A/V cross-attention, modulation tables, adaLN, norms). ``quant/policy.py`` may pass its own."""
-    return (
-        name.endswith(".weight") and name.startswith((BLOCKS, GEMMA_LAYERS)) and not any(k in name for k in KEEP_BF16)
-    )
+def quantized_predicate(policy: QuantPolicy) -> IsQuantized:
+    """``is_quantized(tensor name)`` for ``policy``: the Linear weights it makes 8-bit (``quant/policy.py``'s
+    patterns and keep-list, the one list the module swap and the file conversion also read)."""
+
+    def is_quantized(name: str) -> bool:
+        return name.endswith(".weight") and policy.precision_for(name.removesuffix(".weight")) != "bf16"
+
+    return is_quantized
+
+
+default_is_quantized = quantized_predicate(_DEFAULT_POLICY)
+"""The default policy's predicate: Linear weights of transformer blocks and Gemma layers, except the BF16
+keep-list (``quant.policy.DEFAULT_KEEP_BF16``)."""
 
 
 class _Context(FitContext):
@@ -109,7 +119,7 @@ class _Context(FitContext):
     @functools.cached_property
     def gemma_shape(self) -> act.GemmaShape:
         """Gemma's dimensions, read when a text stage is planned (``plan_decode`` needs no Gemma folder)."""
-        return act.GemmaShape.from_tensors(_require(self.gemma, GEMMA_LAYERS, "Gemma folder"), GEMMA)
+        return act.GemmaShape.from_tensors(_require(self.gemma, GEMMA_LAYERS, "Gemma folder"), GEMMA_PREFIX)
 
     def tilings(self) -> list[VideoTiling]:
         """Every candidate decode tiling; budget-independent, so computed once for the minimum-budget search."""
@@ -131,7 +141,7 @@ def _require(tensors: dict[str, TensorInfo], prefixes: str | tuple[str, ...], wh
 
 def _text_encode(ctx: _Context) -> StagePlan | Shortfall:
     r, g = ctx.request, ctx.gemma_shape
-    tensors = _require(ctx.gemma, GEMMA, "Gemma folder")
+    tensors = _require(ctx.gemma, GEMMA_PREFIX, "Gemma folder")
     layers = [t for n, t in tensors.items() if n.startswith(GEMMA_LAYERS)]
     rows = ctx.tokens.text * r.prompts
     flops = linear_flops(layers, lambda _: rows, ctx.quantized)
@@ -198,15 +208,19 @@ def _upsample(ctx: _Context, stage_1: _Context, s2: SecondStage, held: int = 0) 
 
 def _denoise(ctx: _Context, name: str = "denoise") -> StagePlan | Shortfall:
     r = ctx.request
-    tensors = {n: t for n, t in _require(ctx.header.tensors, DIT, "checkpoint").items() if not n.startswith(CONNECTORS)}
+    tensors = {
+        n: t
+        for n, t in _require(ctx.header.tensors, TRANSFORMER_PREFIX, "checkpoint").items()
+        if not n.startswith(CONNECTORS)
+    }
     # Keyframe images add their tokens to every forward (they are cleared before decoding, so only here).
     tokens = replace(ctx.tokens, video=ctx.tokens.video + r.conditioning_tokens)
     rows = transformer_rows(tokens)
-    flops = linear_flops(tensors.values(), lambda n: rows(n[len(DIT) :]), ctx.quantized)
+    flops = linear_flops(tensors.values(), lambda n: rows(n[len(TRANSFORMER_PREFIX) :]), ctx.quantized)
     flops = (flops + FlopCount(attention=transformer_attention_flops(ctx.config, tokens))).scaled(r.guidance_batch)
     activations = act.transformer_activation_bytes(ctx.config, tokens, r.guidance_batch,
                                                    ctx.profile.sdpa_materializes_scores)  # fmt: skip
-    w = ctx.weights(tensors, BLOCKS)
+    w = ctx.weights(tensors, TRANSFORMER_BLOCKS)
     plan = fit_stage(ctx, name, w, activations, flops, r.num_inference_steps, "block")
     keyframes = f"; +{r.conditioning_tokens} keyframe tokens" if r.conditioning_tokens else ""
     return _with_note(plan, f"; {r.guidance_batch} guidance pass(es) in one batched forward per step{keyframes}")

@@ -18,10 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ltx2_edge.checkpoint.header import DTYPE_BYTES, TensorInfo
-from ltx2_edge.memory.budget import Budget, format_gib
-from ltx2_edge.memory.flops import FlopCount
-from ltx2_edge.memory.plan_types import PlanRequest, StagePlan
-from ltx2_edge.memory.profiles import DeviceProfile
+from ltx2_edge.plan.budget import Budget, format_gib
+from ltx2_edge.plan.flops import FlopCount
+from ltx2_edge.plan.plan_types import PlanRequest, StagePlan
+from ltx2_edge.plan.profiles import DeviceProfile
 
 MiB = 1024**2
 # Per stage, beyond the counted bytes: what the allocator reserves but has not allocated, and estimation error.

@@ -15,12 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ltx2_edge.memory.activations import (
-    decoded_frames_bytes,
-    tiled_group_buffers_bytes,
-    video_decode_tile_bytes,
-)
-from ltx2_edge.memory.flops import video_decode_flops
+from ltx2_edge.plan.activations import decoded_frames_bytes, tiled_group_buffers_bytes, video_decode_tile_bytes
+from ltx2_edge.plan.flops import video_decode_flops
 
 _SPACE = 32
 _TIME = 8

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import torch
 
-from ltx2_edge.checkpoint.header import TORCH_DTYPES, TensorInfo
-from ltx2_edge.memory.host_io import FileRun, HostBuffer, plan_runs, read_runs
+from ltx2_edge.checkpoint.dtypes import TORCH_DTYPES
+from ltx2_edge.checkpoint.header import TensorInfo
+from ltx2_edge.streaming.host_io import FileRun, HostBuffer, plan_runs, read_runs
 
 CHUNK_BYTES = 32 * 1024**2  # one staging buffer: big enough for long reads, small beside any stage's activations
 DEPTH = 4  # staging buffers (and reads in flight)

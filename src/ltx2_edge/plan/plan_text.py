@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from ltx2_edge.memory.budget import GiB
-from ltx2_edge.memory.plan_types import Plan, StagePlan
-from ltx2_edge.memory.stage_fit import allowance
+from ltx2_edge.plan.budget import GiB
+from ltx2_edge.plan.plan_types import Plan, StagePlan
+from ltx2_edge.plan.stage_fit import allowance
 
 _HEADERS = ("stage", "peak", "resident", "streamed", "slots", "source", "moved/step", "bound", "seconds", "technique")
 

@@ -18,10 +18,12 @@ import torch
 from safetensors.torch import save_file
 
 from ltx2_edge.checkpoint.configs import SIZES, ltx2_config
-from ltx2_edge.checkpoint.generator import generator_tag
 from ltx2_edge.checkpoint.header import read_header
+from ltx2_edge.checkpoint.names import LORA_PREFIX
 from ltx2_edge.errors import CheckpointError, RequestError
+from ltx2_edge.models.loaders import build_transformer_meta
 from ltx2_edge.models.lora import linear_weight_shapes
+from ltx2_edge.synth.safetensors_writer import generator_tag
 
 _TARGETS = re.compile(
     r"transformer_blocks\.\d+\.(\w*attn\w*\.(to_q|to_k|to_v|to_out\.0)|\w*ff\.net\.(0\.proj|2))\.weight"
@@ -48,15 +50,13 @@ def make_lora(size: str, out: Path, rank: int, *, seed: int = 0, overwrite: bool
             raise CheckpointError(f"refusing to replace {out}: it was not written by this generator; move it away")
         if not overwrite:
             raise RequestError("out", str(out), "a new path, or pass --overwrite to replace the generated LoRA there")
-    from ltx2_edge.models.loaders import build_transformer_meta  # heavy (ltx-core's model), needed here only
-
     shapes = linear_weight_shapes(build_transformer_meta(ltx2_config(size)).velocity_model)
     g = torch.Generator().manual_seed(seed)
     tensors: dict[str, torch.Tensor] = {}
     bound_b = DELTA_FRACTION * math.sqrt(3.0 / rank)
     for name in sorted(n for n in shapes if _TARGETS.fullmatch(n)):
         out_features, in_features = shapes[name]
-        stem = "diffusion_model." + name.removesuffix(".weight")
+        stem = LORA_PREFIX + name.removesuffix(".weight")
         bound_a = 1.0 / math.sqrt(in_features)
         a = (torch.rand(rank, in_features, generator=g) * 2 - 1) * bound_a
         b = (torch.rand(out_features, rank, generator=g) * 2 - 1) * bound_b

@@ -1,7 +1,7 @@
 """One MP4 being encoded: H.264 video + AAC audio through PyAV, on whichever thread calls it.
 
 The settings live here (libx264 CRF 18, preset "medium", yuv420p BT.709 limited range; AAC at the vocoder's
-rate), with the array conversions and the stats record. ``stages/mux.py`` drives an ``Mp4Encoder`` from the
+rate), with the array conversions and the stats record. ``mp4/mux.py`` drives an ``Mp4Encoder`` from the
 caller's thread or a writer thread and makes the output atomic; this module only ever deletes its own partial
 file (``discard``), never renames anything, and never switches codecs when one is missing.
 """
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ltx2_edge.errors import EncoderMissingError, RequestError
-from ltx2_edge.stages.mp4_probe import fps_fraction
+from ltx2_edge.mp4.probe import fps_fraction
 
 VIDEO_ENCODER, AUDIO_ENCODER = "libx264", "aac"
 CRF, PRESET = 18, "medium"

@@ -1,5 +1,5 @@
 """Writes random-weight checkpoints in the exact official format: ``ltx2.safetensors``, a Gemma 3 folder and the
-spatial latent upsampler (``upsampler_writer``).
+spatial latent upsampler (``upsampler_writer``); the file writer itself is ``safetensors_writer``.
 
 No machine here can download weights, so tests, the demo (``tiny``) and GPU benchmarks (``full``: the real
 LTX-2 19B and Gemma 3 12B shapes) run on files made here; our loaders and ltx-core load them unchanged.
@@ -13,29 +13,22 @@ only when complete: a reader never sees a half-written file. Writing never delet
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from ltx2_edge.checkpoint.configs import MODEL_VERSION, SIZES, Size, gemma_config, ltx2_config
+from ltx2_edge.checkpoint.configs import SIZES, Size, gemma_config, ltx2_config
 from ltx2_edge.checkpoint.gemma_folder import gemma_folder_plan
-from ltx2_edge.checkpoint.header import read_header
-from ltx2_edge.checkpoint.init_scheme import CHUNK_ELEMENTS, init_rule, tensor_chunks
-from ltx2_edge.checkpoint.layout import Shape, expected_tensors
+from ltx2_edge.checkpoint.layout import expected_tensors
+from ltx2_edge.checkpoint.names import MODEL_VERSION, UPSAMPLER_FILE
 from ltx2_edge.errors import CheckpointError, RequestError
+from ltx2_edge.synth.parts import LTX2_FILE, PARTS
+from ltx2_edge.synth.safetensors_writer import Progress, generated_tag, generator_tag, keep_existing, write_safetensors
+from ltx2_edge.synth.upsampler_writer import write_spatial_upsampler
 
-Progress = Callable[[str, int, int], None]  # (file name, bytes written, bytes in that file)
-PARTS = ("ltx2", "gemma", "upsampler")
-LTX2_FILE = "ltx2.safetensors"
-UPSAMPLER_FILE = "ltx-2-spatial-upscaler-x2-1.0.safetensors"  # the official file's name, beside LTX2_FILE
-# The official files' dtype, used for every tensor: safetensors name, torch dtype, bytes per value.
-STORAGE_DTYPE, _TORCH_DTYPE, _ITEM_BYTES = "BF16", torch.bfloat16, 2
 _SHARD_NAME = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
 
 
@@ -53,109 +46,8 @@ class CheckpointPaths:
         return self.ltx2.with_name(UPSAMPLER_FILE)
 
 
-def generator_tag(seed: int) -> str:
-    """The ``_generator`` metadata value: marks files this module wrote, and with which seed."""
-    return f"ltx2-edge random weights, seed {seed}"
-
-
-def _header_bytes(tensors: dict[str, Shape], metadata: dict[str, str]) -> tuple[bytes, list[str]]:
-    """The safetensors header as the reference writer lays it out, and the tensor order it implies."""
-    # All tensors share one dtype, so the reference order (by alignment, then name) is by name.
-    order = sorted(tensors)
-    doc: dict[str, object] = {"__metadata__": metadata}
-    offset = 0
-    for name in order:
-        size = math.prod(tensors[name]) * _ITEM_BYTES
-        doc[name] = {"dtype": STORAGE_DTYPE, "shape": list(tensors[name]), "data_offsets": [offset, offset + size]}
-        offset += size
-    raw = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
-    raw += b" " * (-len(raw) % 8)  # the data section starts 8-byte aligned
-    return len(raw).to_bytes(8, "little") + raw, order
-
-
-def write_safetensors(
-    path: Path,
-    layout: dict[str, tuple[Shape, str]],
-    metadata: dict[str, str],
-    *,
-    seed: int,
-    device: str | torch.device = "cpu",
-    progress: Progress | None = None,
-    chunk_elements: int = CHUNK_ELEMENTS,
-    fixed: Mapping[str, torch.Tensor] | None = None,
-) -> int:
-    """Stream every tensor of ``layout`` (random, by ``init_scheme``) into the safetensors file ``path``.
-
-    ``fixed`` names tensors whose values the model itself defines (a filter kernel): they are written as given,
-    cast to the storage dtype, instead of drawn. At most ``chunk_elements`` random values exist in memory at
-    once. Writes ``path`` through a temporary sibling and renames it at the end. Returns the file's size in bytes.
-    """
-    fixed = fixed or {}
-    for name, value in fixed.items():
-        if name not in layout or tuple(value.shape) != tuple(layout[name][0]):
-            raise ValueError(f"fixed tensor {name} {list(value.shape)} is not in the layout with that shape")
-    header, order = _header_bytes({name: shape for name, (shape, _) in layout.items()}, metadata)
-    total = len(header) + sum(math.prod(layout[name][0]) for name in order) * _ITEM_BYTES
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with tmp.open("wb") as f:
-            f.write(header)
-            for name in order:
-                if name in fixed:
-                    chunks: Iterable[torch.Tensor] = (fixed[name].to(_TORCH_DTYPE).reshape(-1),)
-                else:
-                    chunks = tensor_chunks(
-                        name,
-                        layout[name][0],
-                        init_rule(name, layout),
-                        seed=seed,
-                        dtype=_TORCH_DTYPE,
-                        device=device,
-                        chunk_elements=chunk_elements,
-                    )
-                for chunk in chunks:
-                    f.write(chunk.cpu().view(torch.uint8).numpy())
-                if progress is not None:
-                    progress(path.name, f.tell(), total)
-            f.flush()
-            os.fsync(f.fileno())  # the rename must not publish a file whose bytes are still in flight
-        if tmp.stat().st_size != total:
-            raise CheckpointError(f"{tmp}: wrote {tmp.stat().st_size} bytes, expected {total} (disk full?)")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return total
-
-
-def _ours(path: Path) -> str | None:
-    """The ``_generator`` tag of a safetensors file this module wrote, else None."""
-    try:
-        return read_header(path).metadata.get("_generator")
-    except CheckpointError:
-        return None
-
-
 def _ltx2_metadata(size: Size, seed: int) -> dict[str, str]:
     return {"config": json.dumps(ltx2_config(size)), "model_version": MODEL_VERSION, "_generator": generator_tag(seed)}
-
-
-def keep_existing(path: Path, metadata: dict[str, str], overwrite: bool) -> bool:
-    """Whether the single file ``path`` already holds what ``metadata`` describes, so writing it can be skipped.
-
-    False when ``path`` does not exist, or holds another generated file and ``overwrite`` is set (it will be
-    replaced). Raises ``CheckpointError`` for a file this generator did not write, or another generated file
-    without ``overwrite``.
-    """
-    if not path.exists():
-        return False
-    tag = _ours(path)
-    if tag is None:
-        raise CheckpointError(f"refusing to replace {path}: it was not written by this generator; move it away")
-    if overwrite:
-        return False
-    if read_header(path).metadata == metadata:
-        return True  # generated here before with the same size and seed: the bytes would be identical
-    raise CheckpointError(f"{path} holds another generated checkpoint ({tag}); pass overwrite=True to replace it")
 
 
 def _write_ltx2(size: Size, path: Path, seed: int, device: str, overwrite: bool, progress: Progress | None) -> None:
@@ -170,7 +62,7 @@ def _gemma_is(folder: Path, plan_files: dict[str, bytes], shard_names: Iterable[
     """True when ``folder`` is a complete generated Gemma folder with this plan and tag."""
     if not all((folder / n).is_file() and (folder / n).read_bytes() == b for n, b in plan_files.items()):
         return False
-    return all((folder / n).is_file() and _ours(folder / n) == tag for n in shard_names)
+    return all((folder / n).is_file() and generated_tag(folder / n) == tag for n in shard_names)
 
 
 def _write_gemma(size: Size, folder: Path, seed: int, device: str, overwrite: bool, progress: Progress | None) -> None:
@@ -180,7 +72,7 @@ def _write_gemma(size: Size, folder: Path, seed: int, device: str, overwrite: bo
     if folder.exists() and any(folder.iterdir()):
         weights = list(folder.glob("*.safetensors"))
         foreign = [p.name for p in folder.iterdir() if p.name not in plan.files and not _SHARD_NAME.fullmatch(p.name)]
-        if not weights or foreign or any(_ours(p) is None for p in weights):
+        if not weights or foreign or any(generated_tag(p) is None for p in weights):
             raise CheckpointError(
                 f"refusing to replace {folder}: it is not a Gemma folder written by this generator "
                 f"(or holds other files: {', '.join(sorted(foreign)[:3]) or 'none'}); move it away"
@@ -249,9 +141,6 @@ def make_checkpoint(
     if "gemma" in parts:
         _write_gemma(size, paths.gemma_dir, seed, device, overwrite, progress)
     if "upsampler" in parts:
-        # Imported here: upsampler_writer builds on this module's writer (an import cycle at module level).
-        from ltx2_edge.checkpoint.upsampler_writer import write_spatial_upsampler
-
         out_dir.mkdir(parents=True, exist_ok=True)
         write_spatial_upsampler(size, paths.upsampler, seed, device=device, overwrite=overwrite, progress=progress)
     return paths

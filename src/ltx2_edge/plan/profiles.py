@@ -48,10 +48,11 @@ class DeviceProfile:
         return {"bf16": self.bf16_tflops, "fp8": self.fp8_rowwise_tflops, "int8": self.int8_tops}[precision]
 
 
-# Measured on the lent H100 80GB (DESIGN.md): GEMM rates are the middle of the measured ranges (bf16
-# 730-785, FP8 rowwise 1025-1150, torch._int_mm 760-850), copies 55 GB/s pinned and 8-18 pageable, cold disk
-# 0.8 GB/s. Derived: attention 600 TFLOP/s from DESIGN's stated compute floor (2.9 s bf16 / 2.3 s FP8 for
-# W1's 40 forwards), conv 200 TFLOP/s from W1's measured 0.09 s video decode (18.2 TFLOP). Published: HBM3
+# Measured on the lent H100 80GB (docs/benchmarks.md, "8-bit quantization: kernels" for the GEMMs): GEMM rates are
+# the middle of the measured ranges (bf16 730-785, FP8 rowwise 1025-1150, torch._int_mm 760-850), copies 55 GB/s
+# pinned and 8-18 pageable, cold disk 0.8 GB/s. Derived: attention 600 TFLOP/s from the compute floor of W1's 40
+# forwards (2.9 s bf16 / 2.3 s FP8; docs/benchmarks.md, "W1 under memory budgets"), conv 200 TFLOP/s from W1's
+# measured 0.1 s video decode of 18.2 TFLOP (docs/benchmarks.md, "decode within the budget"). Published: HBM3
 # 3350 GB/s. Warm (page-cache) reads 9.7-10.5 GB/s with 4 reader threads into pinned staging (bench/load_speed.py,
 # 2026-11-24; one thread 3.4). Runtime (CUDA context + library workspaces outside the allocator) 0.75 GiB: NVML's
 # peak less the allocator's reserved peak of the same stage, 2026-11-24.
@@ -73,7 +74,8 @@ H100 = DeviceProfile(
     source="measured by ltx2-edge on the lent H100 80GB (attention/conv derived)",
 )
 
-# Jetson AGX Thor T5000, published figures (DESIGN.md, "checked facts"): 273 GB/s LPDDR5X, dense 258 TFLOP/s
+# Jetson AGX Thor T5000, NVIDIA's published figures (nothing in docs/ is measured on a Thor yet): 273 GB/s LPDDR5X,
+# dense 258 TFLOP/s
 # BF16 and 517 FP8/INT8. Attention and conv keep the H100's ratio to its bf16 GEMM rate. Assumed, not
 # measured: copies within DRAM at 100 GB/s, NVMe reads 3 GB/s cold (a PCIe Gen4 x4 drive) and 20 GB/s warm,
 # CUDA context and runtime heap 1.5 GiB.

@@ -1,0 +1,145 @@
+"""The run commands (generate, demo, plan): parsed flags -> request and generator -> the report, printed.
+
+``_generator`` is the one place the CLI builds the engine from its flags; ``_request`` the one place it builds a
+``GenerationRequest``. The engine is imported inside these functions, so that ``--help`` never imports torch.
+This module never decides anything about a run (the engine plans) and never catches errors (``cli.main`` does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ltx2_edge.checkpoint.names import UPSAMPLER_FILE
+from ltx2_edge.cli.parser import parse_image_arg, parse_lora_arg
+from ltx2_edge.errors import RequestError
+
+if TYPE_CHECKING:
+    from ltx2_edge.pipeline import Generator
+    from ltx2_edge.request import GenerationRequest
+
+
+def _checkpoint(args: argparse.Namespace) -> Path:
+    """The transformer file: --checkpoint-path, or --distilled-checkpoint-path for the distilled pipelines."""
+    distilled = args.pipeline in ("distilled", "distilled-one-stage")
+    given = args.distilled_checkpoint_path
+    if given is not None and not distilled:
+        raise RequestError("distilled-checkpoint-path", str(given), f"unset for --pipeline {args.pipeline} (only the "
+                           "distilled pipelines take it); give the model with --checkpoint-path")  # fmt: skip
+    if given is not None and args.checkpoint_path is not None and args.checkpoint_path != given:
+        raise RequestError("checkpoint-path", str(args.checkpoint_path), "unset when --distilled-checkpoint-path "
+                           "names the model (one transformer file per run)")  # fmt: skip
+    path = given if given is not None else args.checkpoint_path
+    if path is None:
+        which = "--distilled-checkpoint-path (or --checkpoint-path)" if distilled else "--checkpoint-path"
+        raise RequestError("checkpoint-path", None, f"the LTX-2 19B .safetensors file: {which}")
+    return path
+
+
+def demo_cache_dir() -> Path:
+    """Where the demo's tiny model lives: $XDG_CACHE_HOME/ltx2-edge (default ~/.cache/ltx2-edge)."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "ltx2-edge" / "tiny-v1"
+
+
+def _ensure_demo_model(quiet: bool) -> Path:
+    from ltx2_edge.synth.generator import make_checkpoint
+
+    root = demo_cache_dir()
+    files = (root / "ltx2.safetensors", root / "gemma" / "config.json", root / UPSAMPLER_FILE)
+    if not all(f.is_file() for f in files):
+        if not quiet:
+            print(f"[demo] making the tiny random-weight model in {root} (once)", file=sys.stderr)
+        root.mkdir(parents=True, exist_ok=True)
+        make_checkpoint("tiny", root, seed=0, overwrite=True)
+    return root
+
+
+def _generator(args: argparse.Namespace, checkpoint: Path, gemma_root: Path) -> Generator:
+    from ltx2_edge.pipeline import Generator  # noqa: F811  (imported lazily: the CLI starts fast)
+    from ltx2_edge.plan.budget import parse_size
+    from ltx2_edge.progress import Progress
+
+    host = args.host_budget if args.host_budget == "auto" else parse_size(args.host_budget, "host-budget")
+    return Generator(
+        checkpoint,
+        gemma_root,
+        device=args.device,
+        budget=parse_size(args.budget, "budget"),
+        host_budget=host,
+        unified=args.unified,
+        prefetch_depth=args.prefetch_depth,
+        keep_resident=args.keep_resident,
+        quantization=args.quantization,
+        keep_bf16=tuple(args.keep_bf16),
+        quantize_all=args.quantize_all,
+        compile=args.compile,
+        cuda_graph=args.cuda_graph,
+        cuda_allocator=args.cuda_allocator,
+        progress=Progress(quiet=args.quiet),
+        spatial_upsampler_path=args.spatial_upsampler_path,
+    )
+
+
+def _request(args: argparse.Namespace) -> GenerationRequest:
+    from ltx2_edge.request import GenerationRequest  # noqa: F811
+
+    return GenerationRequest(
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        width=args.width,
+        height=args.height,
+        num_frames=args.num_frames,
+        frame_rate=args.frame_rate,
+        num_inference_steps=args.num_inference_steps,
+        seed=args.seed,
+        guidance=args.guidance,
+        audio_channels=args.audio_channels,
+        images=tuple(parse_image_arg(values, i) for i, values in enumerate(args.images)),
+        pipeline=args.pipeline,
+        loras=tuple(parse_lora_arg(values) for values in args.loras),
+        distilled_lora=parse_lora_arg(args.distilled_lora, "distilled-lora") if args.distilled_lora else None,
+    )
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    from ltx2_edge.plan.plan_text import format_plan
+
+    request = _request(args)
+    generator = _generator(args, _checkpoint(args), args.gemma_root)
+    plan = generator.check(request, None, overwrite=False)  # the plan, after the same checks as generate
+    print(format_plan(plan))
+    for run in generator.passes(request):
+        choice = generator.accel(run, plan)
+        extra = f" (+{choice.extra_peak_bytes / 2**30:.2f} GiB on its peak)" if choice.extra_peak_bytes else ""
+        print(f"{run.stage} forwards: " + "; ".join(choice.settings.reasons) + extra + "; SDPA kernel measured at "
+              "run time")  # fmt: skip
+    print("quantization: " + "; ".join(generator.policy.describe()[:1]))
+    return 0
+
+
+def _run_generate(args: argparse.Namespace, checkpoint: Path, gemma_root: Path) -> int:
+    from ltx2_edge.atomic import install_signal_cleanup
+
+    if not args.prompt:
+        raise RequestError("prompt", args.prompt, "a non-empty text (--prompt)")
+    if args.output_path is None:
+        raise RequestError("output_path", None, "a path ending in .mp4 (--output-path)")
+    request = _request(args)
+    generator = _generator(args, checkpoint, gemma_root)
+    with install_signal_cleanup():
+        result = generator.generate(request, args.output_path, overwrite=args.overwrite)
+    print(result.report.table())
+    print(f"wrote {result.output_path} and {result.report_path}")
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """``demo``: the tiny random-weight model (made once in ``demo_cache_dir()``), then ``generate`` on it."""
+    root = _ensure_demo_model(args.quiet)
+    if args.spatial_upsampler_path is None:
+        args.spatial_upsampler_path = root / UPSAMPLER_FILE
+    return _run_generate(args, root / "ltx2.safetensors", root / "gemma")

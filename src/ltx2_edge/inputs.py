@@ -1,0 +1,74 @@
+"""What a request is made of before any check: the choices, the defaults and the file specs the CLI parses.
+
+The pipelines and guidance presets one may choose, the default seed, steps, LoRA strength and image CRF, and the
+frozen ``LoraSpec``/``ImageSpec`` a request holds. Pure names, numbers and dataclasses: this module never imports
+torch (the CLI builds its parser and help texts from it without loading the engine), never opens a file and
+never decides how a run goes (``request.py`` validates, the engine plans).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from ltx2_edge.errors import RequestError
+
+DEFAULT_SEED = 10  # the official pipelines' default
+DEFAULT_STEPS = 20  # W1's one-stage step count
+# Each pipeline's (first stage's) denoising schedule (``stages.schedules``). The two-stage pipelines then upsample
+# the latent x2 and run ``STAGE_2_SCHEDULE`` at the output size, as ltx-pipelines' TI2VidTwoStagesPipeline and
+# DistilledPipeline do.
+PIPELINE_SCHEDULES: dict[str, str] = {
+    "one-stage": "one-stage",
+    "two-stage": "one-stage",
+    "distilled": "distilled",
+    "distilled-one-stage": "distilled",
+}
+PIPELINES: tuple[str, ...] = tuple(PIPELINE_SCHEDULES)
+GUIDANCE_PRESETS: tuple[str, ...] = ("cfg", "full")
+# What the distilled pipelines run: one conditional forward per step, no guidance (not a user-facing preset).
+UNGUIDED_PRESET = "none"
+DEFAULT_LORA_STRENGTH = 1.0  # ltx_pipelines.utils.constants.DEFAULT_LORA_STRENGTH
+DEFAULT_IMAGE_CRF = 33  # ltx_pipelines.utils.constants.DEFAULT_IMAGE_CRF
+MAX_CRF = 51  # libx264's CRF scale
+IMAGE_FIT_RULE = (
+    "Each image is fitted to the output size as ltx-pipelines 1.0.0 does: first passed once through H.264 at CRF "
+    f"(default {DEFAULT_IMAGE_CRF}, 0 skips it; an odd width or height loses its last column or row there), then "
+    "scaled with bilinear filtering, aspect ratio kept, until it covers WIDTHxHEIGHT, and centre-cropped to exactly "
+    "WIDTHxHEIGHT (never stretched, never letterboxed). Alpha is dropped, grayscale and palette images become RGB, "
+    "EXIF rotation is not applied."
+)
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """One ``--lora``: a file and the factor its delta is scaled by (0 turns it off, negative subtracts it)."""
+
+    path: Path
+    strength: float = DEFAULT_LORA_STRENGTH
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+        s = self.strength
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s):
+            raise RequestError("lora", f"{self.path} {s!r}", "a finite STRENGTH number, e.g. --lora FILE 0.8")
+        object.__setattr__(self, "strength", float(s))
+
+    def describe(self) -> dict[str, object]:
+        """JSON-ready form (request, report, quantized file metadata)."""
+        return {"path": str(self.path), "strength": self.strength}
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One conditioning image: the file, the output frame it conditions, its strength and its H.264 CRF."""
+
+    path: Path
+    frame_idx: int
+    strength: float
+    crf: int = DEFAULT_IMAGE_CRF
+
+    def describe(self) -> dict[str, object]:
+        """JSON-ready form (report, MP4 metadata)."""
+        return {"path": str(self.path), "frame_idx": self.frame_idx, "strength": self.strength, "crf": self.crf}

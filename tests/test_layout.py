@@ -1,0 +1,172 @@
+"""The package layout holds (docs/architecture.md): no import circle, a torch-free planner and CLI parser.
+
+The import graph is read from the source with ``ast`` (top-level imports only: imports inside functions and under
+``if TYPE_CHECKING`` are how a module defers a heavy dependency, and they never run at import time).
+"""
+
+from __future__ import annotations
+
+import ast
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = SRC / "ltx2_edge"
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(SRC).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _top_level_imports(name: str) -> set[str]:
+    """Every module ``name`` imports when it is imported (absolute dotted names, ours and others')."""
+    path = MODULES[name]
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    module = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    module = node.module or ""
+                found.add(module)
+                found.update(f"{module}.{a.name}" for a in node.names if f"{module}.{a.name}" in MODULES)
+            elif isinstance(node, ast.If):
+                visit(node.orelse if _is_type_checking(node.test) else node.body + node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body + node.orelse + node.finalbody + [s for h in node.handlers for s in h.body])
+
+    visit(ast.parse(path.read_text()).body)
+    return found
+
+
+def _ours(imported: str) -> str | None:
+    """The ltx2_edge module an import names (``ltx2_edge.plan.budget.GiB`` -> ``ltx2_edge.plan.budget``)."""
+    parts = imported.split(".")
+    for k in range(len(parts), 0, -1):
+        head = ".".join(parts[:k])
+        if head in MODULES:
+            return head
+    return None
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the ltx2_edge modules it imports at import time (a package's ``__init__`` counts as imported)."""
+    graph: dict[str, set[str]] = {}
+    for name in MODULES:
+        edges = set()
+        for imported in _top_level_imports(name):
+            target = _ours(imported)
+            if target is None:
+                continue
+            parts = target.split(".")
+            edges.update(".".join(parts[:k]) for k in range(1, len(parts) + 1))  # importing a.b.c runs a, a.b
+        graph[name] = {t for t in edges if t != name and not name.startswith(t + ".")}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle as ``[a, b, ..., a]``, or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt) :] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)) is not None:
+                return cycle
+        state[node] = 2
+        path.pop()
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start)) is not None:
+            return cycle
+    return None
+
+
+def test_no_import_circle_among_ltx2_edge_modules():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import circle: " + " -> ".join(cycle or [])
+
+
+def test_the_cycle_finder_finds_a_circle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def _run_fresh(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_the_planner_package_imports_no_torch():
+    import ltx2_edge.plan
+
+    names = ["ltx2_edge.plan"] + [f"ltx2_edge.plan.{m.name}" for m in pkgutil.iter_modules(ltx2_edge.plan.__path__)]
+    assert len(names) >= 10  # planner, plan_types, stage_fit, tile_plan, activations, flops, profiles, budget, ...
+    code = (
+        "import importlib, sys\n"
+        f"for name in {names!r}:\n"
+        "    importlib.import_module(name)\n"
+        "    assert 'torch' not in sys.modules, f'importing {name} imported torch'\n"
+        "    assert 'ltx_core' not in sys.modules, f'importing {name} imported ltx_core'\n"
+        "print('ok')\n"
+    )
+    done = _run_fresh(code)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_building_the_cli_parser_imports_no_torch():
+    code = (
+        "import sys\n"
+        "from ltx2_edge.cli import build_parser\n"
+        "build_parser()\n"
+        "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('ltx2_edge'))\n"
+        "print('ok')\n"
+    )
+    done = _run_fresh(code)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["generate", "--help"]])
+def test_help_imports_no_torch(argv):
+    code = (
+        "import sys\n"
+        "from ltx2_edge.cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        "assert 'torch' not in sys.modules\n"
+        "print('ok', file=sys.stderr)\n"
+    )
+    done = _run_fresh(code)
+    assert done.returncode == 0 and done.stderr.strip() == "ok", done.stderr
+    assert "usage: ltx2-edge" in done.stdout
