@@ -19,9 +19,9 @@ import torch
 from safetensors import safe_open
 
 import ltx2_edge  # noqa: F401  (torchaudio placeholder before ltx_core)
+from ltx2_edge.inputs import DEFAULT_NEGATIVE_PROMPT
 from ltx2_edge.models import gemma
 from ltx2_edge.models.weights import load_into
-from ltx2_edge.request import DEFAULT_NEGATIVE_PROMPT
 
 
 def timed(fn, sync: bool) -> tuple[object, float]:  # noqa: ANN001

@@ -94,7 +94,7 @@ def ours_runs(a: argparse.Namespace) -> list[Run]:
 
 def peer_runs(a: argparse.Namespace) -> list[Run]:
     """The peers, most important first: the baseline, what users pick under a 32 GiB cap, then the rest."""
-    from ltx2_edge.request import DEFAULT_NEGATIVE_PROMPT
+    from ltx2_edge.inputs import DEFAULT_NEGATIVE_PROMPT
 
     def official(label: str, setting: str, extra: list[str], estimate: float, **meta: Any) -> Run:
         argv = [str(BENCH / "peer_official.py"), *flags(checkpoint_path=a.checkpoint_path, gemma_root=a.gemma_root)]

@@ -19,7 +19,7 @@ from ltx2_edge.checkpoint.configs import gemma_config, ltx2_config
 from ltx2_edge.checkpoint.header import read_header
 from ltx2_edge.checkpoint.layout import expected_tensors, gemma_expected_tensors, gemma_layout
 from ltx2_edge.errors import CheckpointError, RequestError
-from ltx2_edge.request import DEFAULT_NEGATIVE_PROMPT
+from ltx2_edge.inputs import DEFAULT_NEGATIVE_PROMPT
 from ltx2_edge.synth import generator
 from ltx2_edge.synth.generator import CheckpointPaths, make_checkpoint
 from ltx2_edge.synth.init_scheme import init_rule, make_tensor, tensor_chunks

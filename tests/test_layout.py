@@ -170,3 +170,108 @@ def test_help_imports_no_torch(argv):
     done = _run_fresh(code)
     assert done.returncode == 0 and done.stderr.strip() == "ok", done.stderr
     assert "usage: ltx2-edge" in done.stdout
+
+
+# The import rules of docs/architecture.md: package -> the ltx2_edge packages/modules it may import at top level.
+# A name is allowed when it equals an entry or lies under it (``checkpoint`` allows ``checkpoint.header``).
+ALLOWED = {
+    "plan": ("plan", "errors", "checkpoint.header", "checkpoint.names", "checkpoint.configs", "quant.policy"),
+    "streaming": ("streaming", "checkpoint", "errors"),
+    "checkpoint": ("checkpoint", "errors", "inputs"),
+    "synth": ("synth", "checkpoint", "models", "errors"),
+    "mp4": ("mp4", "errors", "atomic"),
+    "cli": ("cli", "errors", "inputs", "checkpoint.names", "synth.parts", "memory.allocator"),
+}
+# Layer-0 modules: nothing third-party that is heavy (torch, ltx-core, numpy, av, transformers, safetensors).
+TORCH_FREE = (
+    "errors",
+    "inputs",
+    "progress",
+    "checkpoint.names",
+    "checkpoint.header",
+    "checkpoint.configs",
+    "quant.policy",
+    "synth.parts",
+    "memory.allocator",
+)
+HEAVY = ("torch", "ltx_core", "numpy", "av", "transformers", "safetensors", "triton", "PIL")
+# The engine and the front ends: nothing below them imports these.
+TOP = ("engine", "pipeline", "run_types", "stage_runs", "measured_stages", "decode_runs", "cli", "service", "phased")
+BELOW_TOP = ("plan", "streaming", "checkpoint", "synth", "mp4", "quant", "models", "stages", "accel", "memory")
+
+
+def _rel(module: str) -> str:
+    return module.removeprefix("ltx2_edge.").removeprefix("ltx2_edge")
+
+
+def _under(name: str, entries: tuple[str, ...]) -> bool:
+    return any(name == e or name.startswith(e + ".") for e in entries)
+
+
+def _ours_imported(module: str) -> set[str]:
+    return {_rel(t) for i in _top_level_imports(module) if (t := _ours(i)) is not None and t != "ltx2_edge"}
+
+
+def _in_package(package: str) -> list[str]:
+    return sorted(m for m in MODULES if _under(_rel(m), (package,)))
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_package_imports_only_what_the_architecture_allows(package):
+    assert _in_package(package), f"no modules under ltx2_edge.{package}"
+    bad = {m: sorted(d for d in _ours_imported(m) if not _under(d, ALLOWED[package])) for m in _in_package(package)}
+    bad = {m: d for m, d in bad.items() if d}
+    assert not bad, f"ltx2_edge.{package} may import only {ALLOWED[package]}; found {bad}"
+
+
+def test_the_planner_imports_no_third_party_package():
+    third = {
+        m: sorted(
+            i for i in _top_level_imports(m) if i.split(".")[0] not in sys.stdlib_module_names and _ours(i) is None
+        )
+        for m in _in_package("plan")
+    }
+    third = {m: i for m, i in third.items() if i}
+    assert not third, f"plan/ must run without third-party packages: {third}"
+
+
+def test_layer_zero_modules_import_nothing_heavy():
+    heavy = {m: sorted(i for i in _top_level_imports(f"ltx2_edge.{m}") if _under(i, HEAVY)) for m in TORCH_FREE}
+    heavy = {m: i for m, i in heavy.items() if i}
+    assert not heavy, f"layer-0 modules must stay torch-free: {heavy}"
+    graph = import_graph()
+    for m in TORCH_FREE:  # and nothing they import does either
+        seen, todo = set(), [f"ltx2_edge.{m}"]
+        while todo:
+            cur = todo.pop()
+            if cur in seen:
+                continue
+            seen.add(cur)
+            found = sorted(i for i in _top_level_imports(cur) if _under(i, HEAVY))
+            assert not found, f"ltx2_edge.{m} imports {cur}, which imports {found}"
+            todo.extend(graph[cur])
+
+
+def test_nothing_below_the_engine_imports_the_engine_or_a_front_end():
+    bad = {
+        m: sorted(d for d in _ours_imported(m) if _under(d, TOP)) for package in BELOW_TOP for m in _in_package(package)
+    }
+    bad = {m: d for m, d in bad.items() if d}
+    assert not bad, f"layers 0-2 must not import the engine or the CLI/service: {bad}"
+
+
+def test_quant_imports_models_only_in_the_quantize_command():
+    bad = {
+        m: sorted(d for d in _ours_imported(m) if _under(d, ("models",)))
+        for m in _in_package("quant")
+        if m != "ltx2_edge.quant.convert"
+    }
+    bad = {m: d for m, d in bad.items() if d}
+    assert not bad, f"quant/ (outside convert.py) must not import models/: {bad}"
+
+
+def test_the_rules_catch_a_violation():
+    # The checks above see through relative and "from package import module" imports.
+    assert _under("checkpoint.header", ALLOWED["plan"]) and not _under("checkpoint.layout", ALLOWED["plan"])
+    assert not _under("streaming.sources", ALLOWED["checkpoint"])
+    assert "plan.budget" in _ours_imported("ltx2_edge.plan.stage_fit")

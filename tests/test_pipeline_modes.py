@@ -23,7 +23,7 @@ from ltx2_edge import cli
 from ltx2_edge.checkpoint.configs import ltx2_config
 from ltx2_edge.checkpoint.names import VIDEO_ENCODER
 from ltx2_edge.errors import RequestError
-from ltx2_edge.inputs import ImageSpec, LoraSpec
+from ltx2_edge.inputs import DEFAULT_NEGATIVE_PROMPT, ImageSpec, LoraSpec
 from ltx2_edge.models import loaders, weights
 from ltx2_edge.mp4.mux import probe_mp4
 from ltx2_edge.pipeline import Generator
@@ -32,7 +32,7 @@ from ltx2_edge.plan.budget import Budget, GiB
 from ltx2_edge.plan.plan_types import PlanRequest
 from ltx2_edge.plan.planner import ENCODE_IMAGE_BYTES_PER_PIXEL, plan
 from ltx2_edge.plan.profiles import CPU, H100
-from ltx2_edge.request import DEFAULT_NEGATIVE_PROMPT, GenerationRequest
+from ltx2_edge.request import GenerationRequest
 from ltx2_edge.stages import text_encode
 from ltx2_edge.stages.conditioning import image_device_pixels, load_image
 from ltx2_edge.stages.schedules import DISTILLED_SIGMA_VALUES

@@ -14,6 +14,21 @@ from pathlib import Path
 
 from ltx2_edge.errors import RequestError
 
+# ltx_pipelines.utils.constants.DEFAULT_NEGATIVE_PROMPT (ltx-pipelines 1.0.0), kept verbatim so that our default
+# run conditions on exactly what the official pipeline does.
+DEFAULT_NEGATIVE_PROMPT = (
+    "blurry, out of focus, overexposed, underexposed, low contrast, washed out colors, excessive noise, "
+    "grainy texture, poor lighting, flickering, motion blur, distorted proportions, unnatural skin tones, "
+    "deformed facial features, asymmetrical face, missing facial features, extra limbs, disfigured hands, "
+    "wrong hand count, artifacts around text, inconsistent perspective, camera shake, incorrect depth of "
+    "field, background too sharp, background clutter, distracting reflections, harsh shadows, inconsistent "
+    "lighting direction, color banding, cartoonish rendering, 3D CGI look, unrealistic materials, uncanny "
+    "valley effect, incorrect ethnicity, wrong gender, exaggerated expressions, wrong gaze direction, "
+    "mismatched lip sync, silent or muted audio, distorted voice, robotic voice, echo, background noise, "
+    "off-sync audio, incorrect dialogue, added dialogue, repetitive speech, jittery movement, awkward "
+    "pauses, incorrect timing, unnatural transitions, inconsistent framing, tilted camera, flat lighting, "
+    "inconsistent tone, cinematic oversaturation, stylized filters, or AI artifacts."
+)
 DEFAULT_SEED = 10  # the official pipelines' default
 DEFAULT_STEPS = 20  # W1's one-stage step count
 # Each pipeline's (first stage's) denoising schedule (``stages.schedules``). The two-stage pipelines then upsample

@@ -21,7 +21,7 @@ import itertools
 import tempfile
 from pathlib import Path
 
-from ltx2_edge.request import DEFAULT_NEGATIVE_PROMPT
+from ltx2_edge.inputs import DEFAULT_NEGATIVE_PROMPT
 
 VOCAB_SIZE = 4096
 TOKENIZER_FILES = (

@@ -7,12 +7,12 @@
 # `run` with carry [".whl"]. $OUT gets: peers.json, peers.log, make_full.log, peers_table.md.
 set -o pipefail
 CALL_START=$(date +%s)  # reference.py starts no run expected to end after 540 s from here, kills one at 585 s
-source bench/gpu_prelude.sh
+source bench/device/prelude.sh
 python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/dsite .whl/diffusers/*.whl \
   .whl/av-*.whl || echo "diffusers not installed: carry .whl/diffusers/diffusers-0.42.1-py3-none-any.whl"
 PYTHONPATH=/tmp/dsite:$PWD/src python3 -c "import diffusers, transformers, huggingface_hub, accelerate, av; print(
   'diffusers env:', diffusers.__version__, transformers.__version__, huggingface_hub.__version__, accelerate.__version__)"
-source bench/gpu_make_full.sh >/dev/null
+source bench/device/make_full.sh >/dev/null
 python3 bench/reference.py peers --checkpoint-path "$CKPT_DIR/ltx2.safetensors" --gemma-root "$GEMMA_DIR" \
   --out-dir "$OUT" --call-start "$CALL_START" --diffusers-path /tmp/dsite
 python3 bench/reference_table.py "$OUT/peers.json" | tee "$OUT/peers_table.md"

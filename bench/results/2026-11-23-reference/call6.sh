@@ -3,8 +3,8 @@
 # ours.json, ours.log, ours_table.md, make_full.log.
 set -o pipefail
 CALL_START=$(date +%s)
-source bench/gpu_prelude.sh
-source bench/gpu_make_full.sh >/dev/null
+source bench/device/prelude.sh
+source bench/device/make_full.sh >/dev/null
 timeout 240 python3 bench/step_speed.py --checkpoint-path "$CKPT_DIR/ltx2.safetensors" --gemma-root "$GEMMA_DIR" \
   --out "$OUT/step_speed.json" --variants graph_fp8,compiled_graph_fp8,compiled_graph_bf16 2>&1 \
   | tee "$OUT/step_speed.log" | grep -v "^\s*$" | cut -c1-700

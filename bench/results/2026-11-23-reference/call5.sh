@@ -4,8 +4,8 @@
 # ours.log, make_full.log, ours_table.md.
 set -o pipefail
 CALL_START=$(date +%s)
-source bench/gpu_prelude.sh
-source bench/gpu_make_full.sh >/dev/null
+source bench/device/prelude.sh
+source bench/device/make_full.sh >/dev/null
 python3 bench/gemma_load_profile.py --gemma-root "$GEMMA_DIR" --out "$OUT/gemma_profile.json" 2>&1 | tail -2
 python3 bench/reference.py ours --checkpoint-path "$CKPT_DIR/ltx2.safetensors" --gemma-root "$GEMMA_DIR" \
   --out-dir "$OUT" --call-start "$CALL_START" --quantized-path /dev/shm/ltx2-fp8.safetensors \

@@ -4,8 +4,8 @@
 # plus 8 GiB, where the planner tiles the 1280x704 clip (4 temporal tiles), so the chunked path runs on the GPU
 # too. Logs and the JSON land in $OUT. ~85 s checkpoint generation (when absent) + ~2-3 min of cases.
 set -o pipefail
-source bench/gpu_prelude.sh
-source bench/gpu_make_full.sh
+source bench/device/prelude.sh
+source bench/device/make_full.sh
 T0=$(date +%s)
 python3 bench/decode_bench.py --checkpoint-path "$CKPT_DIR/ltx2.safetensors" --device cuda \
   --sizes 512x288x97,1280x704x121 --budgets 32,16,8 --repeats 3 --encode-repeats 1 \

@@ -4,8 +4,8 @@
 # `run` with carry [".whl", ".snap"]. $OUT: load_speed.json/.log, ours.json, peers.json, samebox_table.md.
 set -o pipefail
 CALL_START=$(date +%s)
-source bench/gpu_prelude.sh
-source bench/gpu_make_full.sh >/dev/null
+source bench/device/prelude.sh
+source bench/device/make_full.sh >/dev/null
 python3 bench/load_speed.py --checkpoint-path "$CKPT_DIR/ltx2.safetensors" --gemma-root "$GEMMA_DIR" \
   --out "$OUT/load_speed.json" --repeats 2 2>&1 | tee "$OUT/load_speed.log" | grep "^\[load_speed\]"
 COMMON=(--checkpoint-path "$CKPT_DIR/ltx2.safetensors" --gemma-root "$GEMMA_DIR" --out-dir "$OUT"

@@ -3,8 +3,8 @@
 # session's last device time. `run` with carry [".whl"]. $OUT: peers.json, ours.json, logs, samebox_table.md.
 set -o pipefail
 CALL_START=$(date +%s)
-source bench/gpu_prelude.sh
-source bench/gpu_make_full.sh >/dev/null
+source bench/device/prelude.sh
+source bench/device/make_full.sh >/dev/null
 python3 bench/reference.py peers --checkpoint-path "$CKPT_DIR/ltx2.safetensors" --gemma-root "$GEMMA_DIR" \
   --out-dir "$OUT" --call-start "$CALL_START" --deadline-s 330 --hard-deadline-s 380 --only official-bf16-cfg
 python3 bench/reference.py ours --checkpoint-path "$CKPT_DIR/ltx2.safetensors" --gemma-root "$GEMMA_DIR" \

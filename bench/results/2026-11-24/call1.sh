@@ -4,8 +4,8 @@
 # "attention" classes hold once Inductor names fused kernels after their consumers), and Inductor's
 # coordinate-descent tuning of its Triton kernels last (the variant most likely to run out of call time).
 set -o pipefail
-source bench/gpu_prelude.sh
-source bench/gpu_make_full.sh >/dev/null
+source bench/device/prelude.sh
+source bench/device/make_full.sh >/dev/null
 timeout 90 python3 bench/decode_bench.py --checkpoint-path "$CKPT_DIR/ltx2.safetensors" --device cuda \
   --sizes 512x288x97 --budgets 32,16 --repeats 3 --encode-repeats 1 \
   --out "$OUT/decode_bench_w1.json" 2>&1 | tee "$OUT/decode_bench_w1.log" | tail -4

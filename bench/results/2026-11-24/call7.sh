@@ -2,8 +2,8 @@
 # (bench/pipelines.py), then ltx2-edge bf16 --unified at 32 / 24 / 16 GiB (bench/reference.py ours), one deadline.
 set -o pipefail
 CALL_START=$(date +%s)
-source bench/gpu_prelude.sh
-source bench/gpu_make_full.sh >/dev/null
+source bench/device/prelude.sh
+source bench/device/make_full.sh >/dev/null
 LORA="$CKPT_DIR/ltx-2-19b-distilled-lora-384.safetensors"
 [ -f "$LORA" ] || python3 -m ltx2_edge make-lora --size full --rank 384 --out "$LORA" >/dev/null
 ln -sf "$CKPT_DIR/ltx2.safetensors" "$CKPT_DIR/ltx-2-19b-distilled.safetensors"

@@ -4,8 +4,8 @@
 # `run` with carry [".whl", ".snap"]. $OUT: pipelines.json, ours.json, budget_proof.md, logs.
 set -o pipefail
 CALL_START=$(date +%s)
-source bench/gpu_prelude.sh
-source bench/gpu_make_full.sh >/dev/null
+source bench/device/prelude.sh
+source bench/device/make_full.sh >/dev/null
 ln -sf "$CKPT_DIR/ltx2.safetensors" "$CKPT_DIR/ltx-2-19b-distilled.safetensors"
 PYTHONPATH=$PYTHONPATH:$PWD/bench python3 bench/pipelines.py --checkpoint-path "$CKPT_DIR/ltx2.safetensors" \
   --distilled-checkpoint-path "$CKPT_DIR/ltx-2-19b-distilled.safetensors" --gemma-root "$GEMMA_DIR" \

@@ -4,8 +4,8 @@
 # `run` with carry [".whl"]. $OUT: pipelines.json, pipelines.log, pipelines_table.md, make_full.log, lora.log.
 set -o pipefail
 CALL_START=$(date +%s)
-source bench/gpu_prelude.sh
-source bench/gpu_make_full.sh >/dev/null
+source bench/device/prelude.sh
+source bench/device/make_full.sh >/dev/null
 LORA="$CKPT_DIR/ltx-2-19b-distilled-lora-384.safetensors"
 [ -f "$LORA" ] || /usr/bin/time -f "make-lora: %e s, max RSS %M KB" python3 -m ltx2_edge make-lora --size full \
   --rank 384 --out "$LORA" 2>&1 | tail -2 | tee "$OUT/lora.log"

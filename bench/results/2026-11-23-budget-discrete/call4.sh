@@ -1,8 +1,8 @@
 # Device command (issue 3, discrete GPU): W1 with fp8 at 32, 24 and 16 GiB (allocator capped), bf16 with no
 # budget in the same call for the per-step ratio, then a CUDA-graph experiment of one step (issue 5 groundwork).
 set -o pipefail
-source bench/gpu_prelude.sh
-source bench/gpu_make_full.sh
+source bench/device/prelude.sh
+source bench/device/make_full.sh
 T0=$(date +%s)
 PROMPT="A red kite dances over a windy beach at sunset while waves crash and gulls call."
 mkdir -p /tmp/reports

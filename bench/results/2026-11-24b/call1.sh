@@ -4,8 +4,8 @@
 # `run` with carry [".whl", ".snap"]. $OUT: ours.json, caching/ours.json, budget_proof.md, logs.
 set -o pipefail
 CALL_START=$(date +%s)
-source bench/gpu_prelude.sh
-source bench/gpu_make_full.sh >/dev/null
+source bench/device/prelude.sh
+source bench/device/make_full.sh >/dev/null
 REF=(python3 bench/reference.py ours --checkpoint-path "$CKPT_DIR/ltx2.safetensors" --gemma-root "$GEMMA_DIR"
      --call-start "$CALL_START" --deadline-s 560 --hard-deadline-s 590)
 "${REF[@]}" --out-dir "$OUT" --only ours-auto-32-discrete-cold,ours-auto-32-discrete,ours-auto-24-discrete,ours-auto-16-discrete

@@ -3,8 +3,8 @@
 # then the ltx-pipelines bf16 CFG baseline on the same box. `run` with carry [".whl", ".snap"].
 set -o pipefail
 CALL_START=$(date +%s)
-source bench/gpu_prelude.sh
-source bench/gpu_make_full.sh >/dev/null
+source bench/device/prelude.sh
+source bench/device/make_full.sh >/dev/null
 COMMON=(--checkpoint-path "$CKPT_DIR/ltx2.safetensors" --gemma-root "$GEMMA_DIR" --out-dir "$OUT"
         --call-start "$CALL_START" --deadline-s 545 --hard-deadline-s 590)
 python3 bench/reference.py ours "${COMMON[@]}" \

@@ -3,8 +3,8 @@
 # (bench/fused_ff_check.py), the LoRA fused-vs-side-path measurement (bench/lora_paths.py), and the W1 decode
 # again with the CUDA audio queued after the first video chunk. `run` with carry [".whl"].
 set -o pipefail
-source bench/gpu_prelude.sh
-source bench/gpu_make_full.sh >/dev/null
+source bench/device/prelude.sh
+source bench/device/make_full.sh >/dev/null
 timeout 260 python3 bench/step_speed.py --checkpoint-path "$CKPT_DIR/ltx2.safetensors" --gemma-root "$GEMMA_DIR" \
   --out "$OUT/step_speed.json" --variants graph_fp8,compiled_graph_fp8,compiled_graph_fp8_unfused 2>&1 \
   | tee "$OUT/step_speed.log" | grep -E "^(eager|graph|compiled)" | cut -c1-330

@@ -1,8 +1,8 @@
 # Device command (issue 4 proof): 8-bit GEMM kernels at W1 shapes, W1 end to end with fp8 (auto), then
 # fidelity + speed of every quantization policy against bf16 over three seeds. Results land in $OUT.
 set -o pipefail
-source bench/gpu_prelude.sh
-source bench/gpu_make_full.sh
+source bench/device/prelude.sh
+source bench/device/make_full.sh
 python3 bench/quant_kernels.py "$OUT/quant_kernels_h100.json" 2>&1 | tail -30
 PROMPT="A red kite dances over a windy beach at sunset while waves crash and gulls call."
 for run in w1_fp8_a w1_fp8_b; do

@@ -2,8 +2,8 @@
 # right after the page cache is dropped (cold, where the box allows dropping it) and a second warm run; then the
 # official pipeline on the same files as the peer. Logs and reports land in $OUT.
 set -o pipefail
-source bench/gpu_prelude.sh
-source bench/gpu_make_full.sh
+source bench/device/prelude.sh
+source bench/device/make_full.sh
 PROMPT="A red kite dances over a windy beach at sunset while waves crash and gulls call."
 run_ours() {  # $1 = label, rest = extra flags
   local label=$1; shift

@@ -3,8 +3,8 @@
 # (reference, same call), the plans that bf16 gets at 24/16 GiB, and the unified rehearsal (one pool, blocks
 # streamed from a pre-quantized file) at 16 GiB. Logs and reports land in $OUT.
 set -o pipefail
-source bench/gpu_prelude.sh
-source bench/gpu_make_full.sh
+source bench/device/prelude.sh
+source bench/device/make_full.sh
 T0=$(date +%s)
 python3 bench/quant_kernels.py /tmp/quant_kernels_fused.json 2>&1 | grep -E "^video|^audio|fused|bf16 " | head -40
 PROMPT="A red kite dances over a windy beach at sunset while waves crash and gulls call."
