@@ -20,6 +20,12 @@ finish() {
 trap finish EXIT
 start=$SECONDS
 bash scripts/setup.sh --test
+# The web page test drives a real browser: Debian's chromium (Playwright's own browser download is not used).
+if ! command -v chromium >/dev/null; then
+  sudo=$([ "$(id -u)" = 0 ] || echo sudo)
+  { $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium >/dev/null; } ||
+    echo "scripts/test.sh: could not install chromium; the page test will be skipped" >&2
+fi
 .venv/bin/ruff check src tests bench scripts
 .venv/bin/ruff format --check src tests bench scripts
 .venv/bin/python -m pytest -q --junitxml="$junit" "$@"

@@ -86,15 +86,20 @@ BAD_INPUTS = [
     ({"prompt": "p", "model": "sora-2"}, "model", "model='sora-2' is not allowed: ltx-2"),
     ({"prompt": "p", "images": [{"data": "***", "frame_idx": 0}]}, "images[0].data", "base64 of an image file"),
     ({"prompt": "p", "images": [{"data": base64.b64encode(b"text").decode()}]}, "images[0]", "PNG, JPEG, WebP"),
-    ({"prompt": "p", **SMALL, "images": [{"data": base64.b64encode(_png()).decode(), "frame_idx": 99}]},
-     "images[0].frame_idx", "frame_idx=99"),
+    (
+        {"prompt": "p", **SMALL, "images": [{"data": base64.b64encode(_png()).decode(), "frame_idx": 99}]},
+        "images[0].frame_idx",
+        "frame_idx=99",
+    ),
     ({"prompt": "p", "images": [{"frame_idx": 0}]}, "images[0]", "exactly one of data (base64, in JSON) or file"),
     ({"prompt": "p", "loras": [{"name": "style"}]}, "loras[0]", "this server was started without --lora-dir"),
     ({"prompt": "a red kite " * 400}, "prompt", "at most 1024 Gemma tokens"),
-]  # fmt: skip
+]
 
 
-@pytest.mark.parametrize("body, param, message", BAD_INPUTS, ids=[b[1] + "-" + str(i) for i, b in enumerate(BAD_INPUTS)])
+@pytest.mark.parametrize(
+    "body, param, message", BAD_INPUTS, ids=[b[1] + "-" + str(i) for i, b in enumerate(BAD_INPUTS)]
+)
 def test_bad_input_is_refused_with_one_message_and_leaves_nothing(serve, body, param, message):
     service, client = serve()
     err = _one_error(client.post("/v1/videos", json=body), 422)
@@ -148,7 +153,9 @@ def test_twenty_concurrent_posts_are_held_within_the_queue_limit(serve):
     refused = [r for r in answers if r.status_code == 429]
     assert len(accepted) == 5 and len(refused) == 15
     for r in refused:
-        assert int(r.headers["Retry-After"]) >= 1 and "the queue is full (5 jobs waiting" in r.json()["error"]["message"]
+        assert (
+            int(r.headers["Retry-After"]) >= 1 and "the queue is full (5 jobs waiting" in r.json()["error"]["message"]
+        )
     assert service.store.counts() == {"queued": 5}
     assert len({r.json()["id"] for r in accepted}) == 5
 
@@ -167,8 +174,14 @@ def test_idempotency_key(serve):
 
 def test_multipart_create_as_the_openai_client_sends_it(serve):
     service, client = serve()
-    form = {"prompt": "from a form", "size": "64x64", "num_frames": "9", "num_inference_steps": "2", "seed": "3",
-            "images": json.dumps([{"file": "key", "frame_idx": 8, "strength": 0.5}])}  # fmt: skip
+    form = {
+        "prompt": "from a form",
+        "size": "64x64",
+        "num_frames": "9",
+        "num_inference_steps": "2",
+        "seed": "3",
+        "images": json.dumps([{"file": "key", "frame_idx": 8, "strength": 0.5}]),
+    }
     files = {"input_reference": ("ref.png", _png(), "image/png"), "key": ("k.png", _png(), "image/png")}
     res = client.post("/v1/videos", data=form, files=files)
     assert res.status_code == 200, res.text
@@ -232,8 +245,10 @@ def test_token_is_required_and_compared(serve):
 
 def test_host_and_origin_guards_and_no_cors(serve):
     _, client = serve()
-    assert "not this server's name" in _one_error(client.get("/v1/videos", headers={"Host": "evil.example"}),
-                                                  403)["message"]  # fmt: skip
+    assert (
+        "not this server's name"
+        in _one_error(client.get("/v1/videos", headers={"Host": "evil.example"}), 403)["message"]
+    )
     evil = {"Origin": "http://evil.example"}
     assert "CORS is off" in _one_error(client.post("/v1/videos", json={"prompt": "p"}, headers=evil), 403)["message"]
     own = {"Origin": str(client.base_url).rstrip("/")}

@@ -144,7 +144,9 @@ def test_event_hub_replays_then_streams_in_order():
         late = asyncio.create_task(listen(0))
         resumed = asyncio.create_task(listen(2))  # Last-Event-ID: 2
         await asyncio.sleep(0.05)
-        worker = threading.Thread(target=lambda: [hub.publish(job, "step", {"i": 3}), hub.publish(job, "completed", {})])
+        worker = threading.Thread(
+            target=lambda: [hub.publish(job, "step", {"i": 3}), hub.publish(job, "completed", {})]
+        )
         worker.start()
         worker.join()
         return await asyncio.wait_for(late, 5), await asyncio.wait_for(resumed, 5)
@@ -182,4 +184,6 @@ def test_body_translation():
         api_models.to_params(api_models.parse_body({"prompt": "p", "loras": [{"name": "../x"}]}), [])
     err = RequestError("image[0].path", "/srv/data/uploads/video_1-0.png", "an existing image file (see --image)")
     param, message = api_models.request_error(err, {"/srv/data/uploads/video_1-0.png": "images[0]"})
-    assert param == "images[0]" and message == "images[0]='images[0]' is not allowed: an existing image file (see image)"
+    assert (
+        param == "images[0]" and message == "images[0]='images[0]' is not allowed: an existing image file (see images)"
+    )

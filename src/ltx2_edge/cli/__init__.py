@@ -29,6 +29,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "demo":
                 return generate.run_demo(args)
             return generate._run_plan(args)
+        if args.command in ("serve", "submit"):
+            from ltx2_edge.cli import serve
+
+            return serve.run_serve(args) if args.command == "serve" else serve.run_submit(args)
         from ltx2_edge.cli import tools
 
         if args.command == "quantize":

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ltx2_edge import __version__
+from ltx2_edge.cli.serve import add_commands as add_service_commands
 from ltx2_edge.errors import RequestError
 from ltx2_edge.inputs import (
     DEFAULT_IMAGE_CRF,
@@ -257,4 +258,5 @@ def build_parser() -> argparse.ArgumentParser:
     ml.add_argument("--out", type=Path, required=True, help="the .safetensors file to write")
     ml.add_argument("--seed", type=int, default=0)
     ml.add_argument("--overwrite", action="store_true", help="replace a LoRA generated here before")
+    add_service_commands(sub, _add_model_args, _add_clip_args)  # serve, submit: cli/serve.py
     return parser

@@ -76,6 +76,7 @@ class ServiceConfig:
     lora_dir: Path | None = None
     distilled_lora: tuple[Path, float] | None = None
     poll_after_ms: int = 500
+    pipelines: tuple[str, ...] | None = None  # what this server's checkpoint runs, its default first; None: all
 
     def __post_init__(self) -> None:
         for name in ("queue_limit", "max_attempts", "max_body_bytes", "max_image_bytes", "max_images"):
@@ -260,6 +261,17 @@ class VideoService:
             )
         raw.pop("input_reference", None)
         body = api_models.parse_body(raw)
+        allowed = self.config.pipelines
+        if allowed is not None:
+            if body.pipeline is None:
+                body = body.model_copy(update={"pipeline": allowed[0]})
+            elif body.pipeline not in allowed:
+                raise RequestError(
+                    "pipeline",
+                    body.pipeline,
+                    f"{' or '.join(allowed)} on this server (the others "
+                    "need the other checkpoint: --checkpoint-path or --distilled-checkpoint-path)",
+                )
         if body.model not in (None, "ltx-2", self._require_engine().model):
             raise RequestError("model", body.model, f"{self.engine.model} (or leave it unset)")
         return body

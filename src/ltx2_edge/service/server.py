@@ -3,17 +3,20 @@
 The port opens at once and ``/health`` answers ``starting`` while the model files are checked (headers only) on a
 thread; then admission opens, the worker starts and health says ``ready`` (or ``busy``). Without ``--token`` a
 server on a loopback address needs none; on any other address a token is generated and printed once, on stderr.
-SIGINT/SIGTERM stop it in order: the running job stops at its next denoising step and goes back to the queue;
-``kill -9`` loses nothing either (the store and the atomic outputs see to it), it only costs the job's attempt.
+SIGINT/SIGTERM stop it in order: the running job stops at its next denoising step and goes back to the queue,
+then the process ends by that signal (status 130 or 143 in a shell). ``kill -9`` loses nothing either (the store
+and the atomic outputs see to it); it only costs the job an attempt.
 
 This module must never print the token twice, and never bind beyond loopback without a token.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import uvicorn
@@ -36,6 +39,27 @@ class ListenConfig:
     port: int = 8000
     token: str | None = None
     log_level: str = "info"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, stopping the service inside its own shutdown: uvicorn re-raises SIGTERM/SIGINT once it is done
+    (the exit status says which signal stopped it), so code after ``run()`` would never run."""
+
+    def __init__(self, config: uvicorn.Config, on_stop: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_stop = on_stop
+
+    async def shutdown(self, sockets: list | None = None) -> None:
+        await super().shutdown(sockets)
+        await asyncio.to_thread(self._on_stop)
+
+
+def _stop(service: VideoService) -> None:
+    """The running job stops at its next denoising step and goes back to the queue; then the engine is freed."""
+    service.close()
+    if service.engine is not None:
+        service.engine.close()
+    print("ltx2-edge serve: stopped; unfinished jobs stay queued for the next start", file=sys.stderr, flush=True)
 
 
 def _load_engine(engine_config: EngineConfig, service: VideoService, server: uvicorn.Server, failed: list[str]) -> None:
@@ -76,16 +100,21 @@ def serve(engine_config: EngineConfig, service_config: ServiceConfig, listen: Li
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         server_header=False,
     )
-    server = uvicorn.Server(config)
+    stopped = threading.Event()
+
+    def stop_once() -> None:
+        if not stopped.is_set():
+            stopped.set()
+            _stop(service)
+
+    server = _Server(config, stop_once)
     failed: list[str] = []
     loader = threading.Thread(target=_load_engine, args=(engine_config, service, server, failed), daemon=True)
     loader.start()
     try:
         server.run()
     finally:
-        service.close()
-        if service.engine is not None:
-            service.engine.close()
+        stop_once()
     if failed:
         print(f"ltx2-edge: error: {failed[0]}", file=sys.stderr)
         return 2
