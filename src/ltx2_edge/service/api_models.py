@@ -268,6 +268,7 @@ def public_message(exc: Exception, replacements: Mapping[str, str]) -> str:
 def request_error(exc: RequestError, replacements: Mapping[str, str]) -> tuple[str, str]:
     """(the API field, the one-line message) of a refused value."""
     param = exc.param.replace("image[", "images[").replace(".path", "")
+    param = {"image": "images", "lora": "loras"}.get(param, param)  # the CLI's flags are singular
     value = public_text(exc.value, replacements) if isinstance(exc.value, str) else exc.value
     shown = repr(value) if len(repr(value)) <= 120 else repr(value)[:100] + "..."
     allowed = public_message(Exception(exc.allowed), replacements)

@@ -59,7 +59,7 @@ def _stop(service: VideoService) -> None:
     service.close()
     if service.engine is not None:
         service.engine.close()
-    print("ltx2-edge serve: stopped; unfinished jobs stay queued for the next start", file=sys.stderr, flush=True)
+        print("ltx2-edge serve: stopped; unfinished jobs stay queued for the next start", file=sys.stderr, flush=True)
 
 
 def _load_engine(engine_config: EngineConfig, service: VideoService, server: uvicorn.Server, failed: list[str]) -> None:
