@@ -4,6 +4,7 @@ the web page in headless Chromium (submit, watch the progress, the video plays).
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import av
 import httpx
 import pytest
+from PIL import Image
 
 from ltx2_edge.pipeline import RunSettings
 from ltx2_edge.service.app import create_app
@@ -75,12 +77,23 @@ def test_openai_client_creates_polls_and_downloads(live, tmp_path):
 
     service, server = live
     client = OpenAI(base_url=f"{server.url}/v1", api_key="unused-on-loopback", max_retries=0)
-    video = client.videos.create(prompt="a red kite over a beach", size="64x64", extra_body=CLIP)
+    frame = io.BytesIO()
+    Image.new("RGB", (80, 64), (30, 120, 200)).save(frame, format="PNG")
+    video = client.videos.create(
+        prompt="a red kite over a beach",
+        size="64x64",
+        extra_body=CLIP,
+        input_reference=("first.png", frame.getvalue(), "image/png"),
+    )
     assert video.status == "queued" and video.object == "video" and video.size == "64x64"
     done = client.videos.poll(video.id)  # the server's openai-poll-after-ms paces it
     assert done.status == "completed" and done.progress == 100 and done.error is None
     assert done.completed_at >= done.created_at and done.expires_at > done.completed_at
-    assert [s["stage"] for s in done.model_extra["report"]["stages"]] == ["text_encode", "denoise", "decode"]
+    stages = [s["stage"] for s in done.model_extra["report"]["stages"]]
+    assert stages == ["text_encode", "encode_image", "denoise", "decode"]  # the upload conditioned frame 0
+    assert list(service.files.uploads.iterdir()) == []  # the upload is gone once the job ended
+    assert str(service.files.root) not in json.dumps(done.model_extra["report"])  # no server path for clients
+    assert done.model_extra["report"]["output_path"] == f"<data-dir>/outputs/{video.id}.mp4"
     assert client.videos.retrieve(video.id).id == video.id
     assert video.id in [v.id for v in client.videos.list()]
     path = tmp_path / "clip.mp4"

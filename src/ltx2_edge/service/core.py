@@ -108,6 +108,7 @@ class VideoService:
             self.files,
             self.hub,
             self.request_for,
+            self.public_text,
             ttl_seconds=config.ttl_seconds,
             batch_limit=config.queue_limit,
         )
@@ -200,6 +201,10 @@ class VideoService:
         if self.config.distilled_lora is not None:
             out[str(self.config.distilled_lora[0])] = "<the server's --distilled-lora>"
         return out
+
+    def public_text(self, params: Mapping[str, Any], text: str) -> str:
+        """``text`` with the server paths of a job's files replaced by the names its client knows."""
+        return api_models.public_message(Exception(text), self._replacements(params))
 
     def request_for(self, params: Mapping[str, Any]) -> GenerationRequest:
         """``GenerationRequest`` of stored ``params`` (``RequestError`` with public names in its message)."""

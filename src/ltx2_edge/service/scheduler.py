@@ -4,7 +4,8 @@ A batch is every job waiting when the worker becomes free, oldest first, at most
 passes its queue limit, so every waiting job is in the next batch). A job that arrives while a batch runs waits
 for that batch only: it never waits behind more than one batch, and a stream of new jobs cannot starve it.
 
-Events from the engine (``engine.py`` lists them) become store updates and server-sent events. Each job ends in
+Events from the engine (``engine.py`` lists them) become store updates and server-sent events; error messages
+and reports pass ``public`` first (server paths replaced by the names a client knows). Each job ends in
 one terminal state; when the engine reports none for a job (it raised), the job fails with the reason. On
 ``stop`` (server shutdown) the running job is stopped at its next denoising step and put back in the queue with
 its attempt not counted; a restart runs it again.
@@ -14,6 +15,7 @@ This module must never call the generator except through ``Engine.run_batch``, a
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -39,12 +41,13 @@ class Scheduler:
         files: DataDir,
         hub: EventHub,
         request_for: Callable[[Mapping[str, Any]], Any],
+        public: Callable[[Mapping[str, Any], str], str],
         *,
         ttl_seconds: float | None,
         batch_limit: int,
     ) -> None:
         self.store, self.files, self.hub = store, files, hub
-        self._request_for = request_for
+        self._request_for, self._public = request_for, public
         self.ttl_seconds, self.batch_limit = ttl_seconds, batch_limit
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -167,8 +170,12 @@ class Scheduler:
 
     def _finish(self, job_id: str, kind: str, data: dict[str, Any], now: float) -> None:
         status = _TERMINAL[kind]
-        error = (data["code"], data["message"]) if kind == "failed" else None
+        before = self.store.get(job_id)
+        params = before.params if before is not None else {}
+        error = (data["code"], self._public(params, data["message"])) if kind == "failed" else None
         report = data.get("report") if kind == "completed" else None
+        if report is not None:  # the report names the output and the uploads by their server paths
+            report = json.loads(self._public(params, json.dumps(report, default=str)))
         expires = now + self.ttl_seconds if kind == "completed" and self.ttl_seconds is not None else None
         kept = self.store.finish(job_id, status, now, error=error, report=report, expires_at=expires)
         if kind != "completed" or not kept:  # failed, cancelled, or deleted while it ran: no file of it stays
