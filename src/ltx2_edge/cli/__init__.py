@@ -33,6 +33,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ltx2_edge.cli import serve
 
             return serve.run_serve(args) if args.command == "serve" else serve.run_submit(args)
+        if args.command == "calibrate":
+            from ltx2_edge.cli import calibrate
+
+            return calibrate.run_calibrate(args)
         from ltx2_edge.cli import tools
 
         if args.command == "quantize":

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ltx2_edge import __version__
+from ltx2_edge.cli.calibrate import add_calibrate_parser
 from ltx2_edge.cli.serve import add_commands as add_service_commands
 from ltx2_edge.errors import RequestError
 from ltx2_edge.inputs import (
@@ -259,4 +260,5 @@ def build_parser() -> argparse.ArgumentParser:
     ml.add_argument("--seed", type=int, default=0)
     ml.add_argument("--overwrite", action="store_true", help="replace a LoRA generated here before")
     add_service_commands(sub, _add_model_args, _add_clip_args)  # serve, submit: cli/serve.py
+    add_calibrate_parser(sub)  # calibrate: cli/calibrate.py
     return parser

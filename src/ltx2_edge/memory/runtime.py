@@ -15,26 +15,23 @@ import psutil
 import torch
 from ltx_core.model.video_vae import SpatialTilingConfig, TemporalTilingConfig, TilingConfig
 
+from ltx2_edge.calibrate.choice import choose_profile
+from ltx2_edge.calibrate.identity import device_identity
 from ltx2_edge.checkpoint.header import Header, TensorInfo, read_header
 from ltx2_edge.plan.budget import Budget
 from ltx2_edge.plan.plan_types import Plan, PlanRequest
 from ltx2_edge.plan.planner import plan as make_plan
 from ltx2_edge.plan.planner import quantized_predicate
-from ltx2_edge.plan.profiles import DeviceProfile, profile_for
+from ltx2_edge.plan.profiles import DeviceProfile
 from ltx2_edge.plan.tile_plan import VideoTiling
 from ltx2_edge.quant.policy import QuantPolicy
 
 
-def device_profile(device: torch.device) -> tuple[DeviceProfile, str]:
-    """The profile that predicts times on ``device`` and a note when it is only the nearest one."""
-    if device.type != "cuda":
-        return profile_for("cpu"), ""
-    props = torch.cuda.get_device_properties(device)
-    if getattr(props, "is_integrated", False):
-        return profile_for("thor-t5000"), "integrated GPU: Jetson Thor T5000 profile (published figures)"
-    if "H100" in props.name:
-        return profile_for("h100"), ""
-    return profile_for("h100"), f"{props.name} has no measured profile: times are predicted with the H100's rates"
+def device_profile(device: torch.device, cache_dir: Path | None = None) -> tuple[DeviceProfile, str]:
+    """The profile that predicts times on ``device`` and the note the report carries ("" when the rates are this
+    device's own): this device's calibrated profile (``ltx2-edge calibrate``, in ``cache_dir``, default the user's
+    cache), else one shipped for it, else the nearest shipped one (``calibrate.choice``)."""
+    return choose_profile(device_identity(device), cache_dir)
 
 
 def is_integrated(device: torch.device) -> bool:

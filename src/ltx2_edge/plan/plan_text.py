@@ -7,6 +7,7 @@ from typing import Any
 
 from ltx2_edge.plan.budget import GiB
 from ltx2_edge.plan.plan_types import Plan, StagePlan
+from ltx2_edge.plan.provenance import origin_line, profile_origin
 from ltx2_edge.plan.stage_fit import allowance
 
 _HEADERS = ("stage", "peak", "resident", "streamed", "slots", "source", "moved/step", "bound", "seconds", "technique")
@@ -37,7 +38,8 @@ def _row(s: StagePlan) -> tuple[str, ...]:
 
 
 def format_plan(plan: Plan) -> str:
-    """The plan as an aligned text table, one row per stage, then the totals and where the rates come from."""
+    """The plan as an aligned text table, one row per stage, then the totals and where the rates come from (the
+    profile, and ``provenance.origin_line``: whose rates, chosen how, which are measured, published, assumed)."""
     rows = [_HEADERS, *(_row(s) for s in plan.stages)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(_HEADERS) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in rows]
@@ -57,6 +59,7 @@ def format_plan(plan: Plan) -> str:
         f"total: peak {_gib(plan.peak_bytes)}{host}; predicted {plan.total_seconds:.2f} s warm"
         f" (+ {plan.cold_load_seconds:.1f} s to read the weights from a cold disk)",
         f"profile {plan.profile.name}: {plan.profile.source}",
+        f"rates: {origin_line(plan.profile)}",
     ]
     slack, runtime = allowance(r, plan.profile)
     allocator = " (CUDA expandable segments)" if r.expandable_segments else ""
@@ -66,7 +69,8 @@ def format_plan(plan: Plan) -> str:
 
 
 def plan_to_json(plan: Plan) -> dict[str, Any]:
-    """The plan as plain JSON types: request, budget, profile, every stage field, and the totals."""
+    """The plan as plain JSON types: request, budget, profile (and ``profile_origin``: where each rate comes from),
+    every stage field, and the totals."""
     stages = []
     for s in plan.stages:
         d = asdict(s)
@@ -76,6 +80,7 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         "request": asdict(plan.request),
         "budget": {**asdict(plan.budget), "description": plan.budget.describe()},
         "profile": asdict(plan.profile),
+        "profile_origin": profile_origin(plan.profile),
         "stages": stages,
         "peak_bytes": plan.peak_bytes,
         "host_peak_bytes": plan.host_peak_bytes,
