@@ -121,6 +121,12 @@ def create_app(
         hint = "; the API is under /v1/videos" if exc.status_code == 404 else ""
         return _error(exc.status_code, f"{exc.detail}{hint}", code="http_error", headers=exc.headers)
 
+    @api.exception_handler(Exception)
+    async def _internal(_request: Request, exc: Exception) -> JSONResponse:  # logged with its traceback by Starlette
+        return _error(
+            500, f"internal error ({type(exc).__name__}); the server's log has the traceback", code="internal"
+        )
+
     @api.get("/", include_in_schema=False)
     async def index() -> Response:
         return Response(_page("index.html"), media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
