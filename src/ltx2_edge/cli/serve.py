@@ -174,7 +174,7 @@ def add_commands(
 def run_serve(args: argparse.Namespace) -> int:
     from ltx2_edge.cli.generate import _settings
     from ltx2_edge.cli.parser import parse_lora_arg
-    from ltx2_edge.service.core import MIB, ServiceConfig
+    from ltx2_edge.service.config import MIB, ServiceConfig
     from ltx2_edge.service.engine import EngineConfig
     from ltx2_edge.service.server import ListenConfig, serve
 

@@ -25,7 +25,8 @@ from starlette.formparsers import MultiPartException
 from ltx2_edge import __version__
 from ltx2_edge.errors import RequestError
 from ltx2_edge.service.api_models import error_body, request_error, video_object
-from ltx2_edge.service.core import ApiError, VideoService
+from ltx2_edge.service.config import ApiError
+from ltx2_edge.service.core import VideoService
 from ltx2_edge.service.guards import Guards
 
 _PAGE_HEADERS = {

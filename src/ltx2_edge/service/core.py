@@ -5,25 +5,23 @@ Admission runs every check before anything enters the queue, cheapest first: the
 (``RequestError`` / ``BudgetError`` with the smallest budget that works), then the queue limit, in the same
 store transaction as the insert. A refused request leaves nothing behind: its uploads are deleted.
 
-``ApiError`` carries the HTTP status and the one-line message a client gets; ``app`` only translates.
+``admission.RequestReader`` says what a body means; ``ApiError`` (``config``) carries the HTTP status and the
+one-line message a client gets; ``app`` only translates.
 This module must never speak HTTP itself, and never hand a server path to a client.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import json
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ltx2_edge.errors import BudgetError, RequestError
 from ltx2_edge.service import api_models
+from ltx2_edge.service.admission import RequestReader, body_hash
+from ltx2_edge.service.config import MIB, ApiError, ServiceConfig
 from ltx2_edge.service.events import TERMINAL_EVENTS, EventHub
 from ltx2_edge.service.expiry import Janitor
 from ltx2_edge.service.files import DataDir, check_job_id, new_job_id
@@ -40,51 +38,7 @@ from ltx2_edge.service.store import (
     SqliteJobStore,
 )
 
-if TYPE_CHECKING:
-    from ltx2_edge.request import GenerationRequest
-
-MIB = 1024**2
-
-
-class ApiError(Exception):
-    """A refusal: HTTP ``status``, one-line ``message``, the ``param`` it is about, extra ``headers``."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        param: str | None = None,
-        code: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        self.status, self.message, self.param, self.code = status, message, param, code
-        self.headers = dict(headers or {})
-        super().__init__(message)
-
-
-@dataclass(frozen=True)
-class ServiceConfig:
-    """The service's own settings (``ltx2-edge serve``'s flags beyond the model's)."""
-
-    data_dir: Path
-    queue_limit: int = 16
-    max_attempts: int = 3
-    ttl_seconds: float | None = 24 * 3600.0
-    max_body_bytes: int = 32 * MIB
-    max_image_bytes: int = 16 * MIB
-    max_images: int = 8
-    lora_dir: Path | None = None
-    distilled_lora: tuple[Path, float] | None = None
-    poll_after_ms: int = 500
-    pipelines: tuple[str, ...] | None = None  # what this server's checkpoint runs, its default first; None: all
-
-    def __post_init__(self) -> None:
-        for name in ("queue_limit", "max_attempts", "max_body_bytes", "max_image_bytes", "max_images"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise RequestError(name.replace("_", "-"), value, "a positive integer")
-        if self.ttl_seconds is not None and not (math.isfinite(self.ttl_seconds) and self.ttl_seconds > 0):
-            raise RequestError("ttl", self.ttl_seconds, "a positive duration such as 24h, 30m, 3600s, or none")
+__all__ = ["MIB", "ApiError", "ServiceConfig", "VideoService"]
 
 
 def _unprocessable(exc: RequestError | BudgetError, replacements: Mapping[str, str]) -> ApiError:
@@ -102,13 +56,14 @@ class VideoService:
         self.files = DataDir(config.data_dir)
         self.store = store if store is not None else SqliteJobStore(self.files.db_path)
         self.hub = EventHub()
+        self.reader = RequestReader(config, self.files)
         self.engine: Any = None  # service.engine.Engine once ready (None: starting)
         self.scheduler = Scheduler(
             self.store,
             self.files,
             self.hub,
-            self.request_for,
-            self.public_text,
+            self.reader.request_for,
+            self.reader.public_text,
             ttl_seconds=config.ttl_seconds,
             batch_limit=config.queue_limit,
         )
@@ -174,113 +129,6 @@ class VideoService:
             )
         return self.engine
 
-    # ---- requests ----
-    def _lora_paths(self, params: Mapping[str, Any]) -> list[Path]:
-        paths = []
-        for i, lora in enumerate(params.get("loras", ())):
-            if self.config.lora_dir is None:
-                raise RequestError(f"loras[{i}]", lora["name"], "none: this server was started without --lora-dir")
-            path = self.config.lora_dir / f"{lora['name']}.safetensors"
-            if not path.is_file():
-                names = sorted(p.stem for p in self.config.lora_dir.glob("*.safetensors"))[:20]
-                raise RequestError(
-                    f"loras[{i}].name",
-                    lora["name"],
-                    "one of " + (", ".join(names) or "(none: the --lora-dir holds no .safetensors file)"),
-                )
-            paths.append(path)
-        return paths
-
-    def _replacements(self, params: Mapping[str, Any]) -> dict[str, str]:
-        out = {str(self.files.root): "<data-dir>"}
-        for i, img in enumerate(params.get("images", ())):
-            out[str(self.files.upload_path(img["upload"]))] = f"images[{i}]"
-        for lora in params.get("loras", ()):
-            if self.config.lora_dir is not None:
-                out[str(self.config.lora_dir / f"{lora['name']}.safetensors")] = lora["name"]
-        if self.config.distilled_lora is not None:
-            out[str(self.config.distilled_lora[0])] = "<the server's --distilled-lora>"
-        return out
-
-    def public_text(self, params: Mapping[str, Any], text: str) -> str:
-        """``text`` with the server paths of a job's files replaced by the names its client knows."""
-        return api_models.public_message(Exception(text), self._replacements(params))
-
-    def request_for(self, params: Mapping[str, Any]) -> GenerationRequest:
-        """``GenerationRequest`` of stored ``params`` (``RequestError`` with public names in its message)."""
-        try:
-            images = [self.files.upload_path(img["upload"]) for img in params.get("images", ())]
-            return api_models.request_from_params(params, images, self._lora_paths(params), self.config.distilled_lora)
-        except RequestError as exc:  # its value and text may hold the paths of uploads and LoRAs
-            rep = self._replacements(params)
-            value = api_models.public_text(exc.value, rep) if isinstance(exc.value, str) else exc.value
-            raise RequestError(exc.field, value, api_models.public_text(exc.allowed, rep)) from None
-
-    def _images(self, body: api_models.CreateBody, files: Mapping[str, bytes]) -> list[tuple[str, bytes]]:
-        """(public name, bytes) of each image of ``body``."""
-        if len(body.images) > self.config.max_images:
-            raise RequestError("images", f"<{len(body.images)} images>", f"at most {self.config.max_images}")
-        out = []
-        for i, img in enumerate(body.images):
-            field = f"images[{i}]"
-            if (img.data is None) == (img.file is None):
-                raise RequestError(
-                    field,
-                    "(data and file)" if img.data else None,
-                    "exactly one of data (base64, in JSON) or file (the name of a multipart file part)",
-                )
-            if img.data is not None:
-                try:
-                    data = base64.b64decode(img.data, validate=True)
-                except (binascii.Error, ValueError):
-                    raise RequestError(
-                        f"{field}.data", f"<{len(img.data)} characters>", "base64 of an image file"
-                    ) from None
-            elif img.file in files:
-                data = files[img.file]
-            else:
-                raise RequestError(
-                    f"{field}.file",
-                    img.file,
-                    f"the name of a file part of this multipart request ({', '.join(sorted(files)) or 'it has none'})",
-                )
-            if len(data) > self.config.max_image_bytes:
-                raise ApiError(
-                    413,
-                    f"{field} is {len(data) / MIB:.1f} MiB; at most "
-                    f"{self.config.max_image_bytes / MIB:.0f} MiB per image (--max-image-mb)",
-                    field,
-                )
-            out.append((field, data))
-        return out
-
-    def _parse(self, fields: Mapping[str, Any], files: Mapping[str, bytes]) -> api_models.CreateBody:
-        raw = dict(fields)
-        if "input_reference" in files:  # the OpenAI field: the clip's first frame, kept exactly
-            raw["images"] = [{"file": "input_reference", "frame_idx": 0, "strength": 1.0}, *raw.get("images", [])]
-        elif raw.get("input_reference") is not None:
-            raise RequestError(
-                "input_reference",
-                "(not a file)",
-                "an uploaded image file (multipart); image URLs and file ids cannot be fetched by an offline server",
-            )
-        raw.pop("input_reference", None)
-        body = api_models.parse_body(raw)
-        allowed = self.config.pipelines
-        if allowed is not None:
-            if body.pipeline is None:
-                body = body.model_copy(update={"pipeline": allowed[0]})
-            elif body.pipeline not in allowed:
-                raise RequestError(
-                    "pipeline",
-                    body.pipeline,
-                    f"{' or '.join(allowed)} on this server (the others "
-                    "need the other checkpoint: --checkpoint-path or --distilled-checkpoint-path)",
-                )
-        if body.model not in (None, "ltx-2", self._require_engine().model):
-            raise RequestError("model", body.model, f"{self.engine.model} (or leave it unset)")
-        return body
-
     def create(
         self, fields: Mapping[str, Any], files: Mapping[str, bytes], idempotency_key: str | None
     ) -> tuple[JobRecord, bool]:
@@ -291,16 +139,16 @@ class VideoService:
         job_id, names, params = new_job_id(), [], {}
         try:
             try:
-                body = self._parse(fields, files)
-                images = self._images(body, files)
-                body_hash = _body_hash(body, images)
+                body = self.reader.parse(fields, files, engine.model)
+                images = self.reader.images(body, files)
+                digest = body_hash(body, images)
                 names = [self.files.save_upload(job_id, i, data, field) for i, (field, data) in enumerate(images)]
                 params = api_models.to_params(body, names)
-                request = self.request_for(params)
+                request = self.reader.request_for(params)
                 summary = engine.admit(request)
             except (RequestError, BudgetError) as exc:
-                raise _unprocessable(exc, self._replacements(params) if params else {}) from None
-            job = NewJob(job_id, params, summary, idempotency_key, body_hash if idempotency_key else None)
+                raise _unprocessable(exc, self.reader.replacements(params) if params else {}) from None
+            job = NewJob(job_id, params, summary, idempotency_key, digest if idempotency_key else None)
             try:
                 record, created = self.store.add(job, self.config.queue_limit)
             except QueueFull as exc:
@@ -418,20 +266,10 @@ class VideoService:
         engine = self._require_engine()
         params: dict[str, Any] = {}
         try:
-            body = self._parse({"prompt": "(plan only)", **fields}, {})
+            body = self.reader.parse({"prompt": "(plan only)", **fields}, {}, engine.model)
             if body.images:
                 raise RequestError("images", "(given)", "none here: GET /v1/plan plans text-to-video requests")
             params = api_models.to_params(body, [])
-            return engine.plan(self.request_for(params))
+            return engine.plan(self.reader.request_for(params))
         except (RequestError, BudgetError) as exc:
-            raise _unprocessable(exc, self._replacements(params) if params else {}) from None
-
-
-def _body_hash(body: api_models.CreateBody, images: list[tuple[str, bytes]]) -> str:
-    """What makes two requests the same for ``Idempotency-Key``: the fields, and each image by its digest."""
-    doc = body.model_dump(exclude={"images"})
-    doc["images"] = [
-        {**img.model_dump(exclude={"data", "file"}), "sha256": hashlib.sha256(data).hexdigest()}
-        for img, (_, data) in zip(body.images, images, strict=True)
-    ]
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+            raise _unprocessable(exc, self.reader.replacements(params) if params else {}) from None
