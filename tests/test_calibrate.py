@@ -116,7 +116,7 @@ def test_calibrate_refuses_a_missing_device_or_checkpoint_in_one_line(cache, cap
     err = capsys.readouterr().err.strip()
     assert err.startswith("ltx2-edge: error: ") and f"device='cuda:{gpus}'" in err and len(err.splitlines()) == 1
     assert main(["calibrate", "--device", "cpu", "--checkpoint-path", str(tmp_path / "none.safetensors")]) == 2
-    assert "--checkpoint-path" in capsys.readouterr().err
+    assert "checkpoint-path=" in capsys.readouterr().err
     assert not cache.exists() or not list(cache.glob("*.json"))
 
 

@@ -4,8 +4,9 @@ Shared by the transformer (48 ``transformer_blocks``) and Gemma (48 ``layers``).
 never re-deciding them. Everything outside the streamed blocks loads onto the device (8-bit per the policy);
 the streamed blocks wait in pinned host memory (each materialised on the device once, quantized there, packed
 and dropped, so the host buffer is their only full copy) or in the checkpoint files themselves, read by offset
-at every use. Reading from the files streams their bytes as stored, so an 8-bit run needs files quantized with
-the same policy (``ltx2-edge quantize``) and the run's dtype must be the files' dtype.
+at every use. On an integrated GPU (one DRAM pool) only the files: a pinned copy there is refused. Reading from
+the files streams their bytes as stored, so an 8-bit run needs files quantized with the same policy
+(``ltx2-edge quantize``) and the run's dtype must be the files' dtype.
 """
 
 from __future__ import annotations
@@ -98,6 +99,10 @@ def load_streamed(
     """
     if tier not in ("pinned", "file"):
         raise ValueError(f"tier={tier!r}: pinned or file")
+    if tier == "pinned" and is_integrated_device(device):
+        # One pool (Jetson): a pinned host copy of the blocks would be a second copy in the same DRAM. The planner
+        # never chooses it there (plan/stage_fit.py); refuse rather than double the weights' memory.
+        raise ValueError(f"tier='pinned' on {device}, an integrated GPU: blocks stream from the file there")
     if tier == "file" and transform is not None:
         raise RequestError("lora", "with blocks streaming from the file",
                            "LoRAs baked into the file: `ltx2-edge quantize --lora PATH STRENGTH ...` once, then run "
@@ -152,6 +157,11 @@ def load_streamed(
         source = FileSource(list(sources), streamed, template=names.file + "{name}")
     streamer = BlockStreamer(blocks, source, range(resident), device=device, prefetch=prefetch)
     return report, streamer
+
+
+def is_integrated_device(device: torch.device) -> bool:
+    """True for an integrated GPU (Jetson: one DRAM pool for CPU and GPU)."""
+    return device.type == "cuda" and bool(getattr(torch.cuda.get_device_properties(device), "is_integrated", False))
 
 
 def require_loaded_except_streamed(model: torch.nn.Module, names: BlockNames, streamer: BlockStreamer) -> None:

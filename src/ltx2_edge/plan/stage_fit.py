@@ -5,8 +5,11 @@ The rule, for a stage of fixed tensors + N equal-role blocks + an activation wor
 * else K resident blocks, K maximal, and N - K streamed through min(P + 1, N - K) preallocated slots of
   the largest streamed block's size (P = prefetch depth);
 * streamed blocks wait in pinned host memory when a discrete GPU's host budget holds them; else in the
-  checkpoint file (one pinned bounce buffer on a discrete GPU; none with one memory pool, where pinned host
-  would count against the pool and the page cache does not).
+  checkpoint file (one pinned bounce buffer on a discrete GPU).
+* with one memory pool (a Jetson, or ``--unified``) no pinned host copy of a block is ever made: it would be a
+  second copy in the same DRAM, counted against the pool, while the page cache of the file is not. Streamed
+  blocks are read from the file into their slots through ``FileSource``'s staging ring (two pinned buffers of
+  at most 64 MiB), which is counted inside the pool; the technique says so (``ONE_POOL_NOTE``).
 Time per step is max(compute, copy): prefetch overlaps the copy of the next blocks with this block's
 compute. Pure arithmetic over header bytes; never allocates, never reads a weight.
 """
@@ -30,6 +33,12 @@ MiB = 1024**2
 SLACK_BYTES = 512 * MiB
 SLACK_EXPANDABLE_BYTES = 256 * MiB
 SCALE_BYTES = 4  # one FP32 scale per output channel of a quantized weight
+# streaming.sources.FileSource's staging ring: 2 pinned buffers of min(64 MiB, the largest streamed block).
+FILE_STAGING_BUFFERS, FILE_STAGING_CHUNK = 2, 64 * MiB
+ONE_POOL_NOTE = (
+    "; one pool: no pinned host copy of a block (it would be a second copy in the same DRAM), blocks read from the "
+    "file's page cache (not counted) into their slots through a {ring} staging ring (counted)"
+)
 
 IsQuantized = Callable[[str], bool]
 
@@ -102,13 +111,20 @@ class FitContext:
         return (linear + flops.attention / p.attention_tflops + flops.conv / p.conv_tflops) / 1e12
 
 
+def file_staging_bytes(slot: int) -> int:
+    """Pinned bytes of ``FileSource``'s staging ring for blocks of at most ``slot`` bytes (0 when none stream)."""
+    return FILE_STAGING_BUFFERS * min(FILE_STAGING_CHUNK, slot)
+
+
 def _residency(ctx: FitContext, base: int, units: tuple[int, ...]) -> tuple[int, int, int] | None:
-    """(K resident, slots, slot bytes) with K maximal such that base + resident + slots fit; None if K=0 fails."""
+    """(K resident, slots, slot bytes) with K maximal such that base + resident + slots (+ the staging ring inside
+    one pool, when blocks stream) fit; None if K=0 fails."""
     for k in range(len(units), -1, -1):
         streamed = units[k:]
         slots = min(ctx.request.prefetch_depth + 1, len(streamed))
         slot = max(streamed, default=0)
-        if base + sum(units[:k]) + slots * slot <= ctx.avail():
+        ring = file_staging_bytes(slot) if ctx.budget.unified else 0
+        if base + sum(units[:k]) + slots * slot + ring <= ctx.avail():
             return k, slots, slot
     return None
 
@@ -131,13 +147,15 @@ def fit_stage(
     choice = _residency(ctx, base, w.units)
     if choice is None:
         slots, slot = min(ctx.request.prefetch_depth + 1, n), max(w.units, default=0)
+        ring = file_staging_bytes(slot) if budget.unified else 0
         parts = [f"non-{unit_word} weights {format_gib(w.fixed)}", f"{slots} slots of {format_gib(slot)}"]
         parts = parts if n else [f"weights {format_gib(w.fixed)}"]
         why = ", ".join([*parts, f"activations {format_gib(activations)}", f"slack {format_gib(in_pool)}"])
-        return Shortfall(name, base + slots * slot, why)
+        return Shortfall(name, base + slots * slot + ring, why + (f", staging {format_gib(ring)}" if ring else ""))
     k, slots, slot = choice
     streamed = sum(w.units[k:])
     slots, slot = (slots, slot) if streamed else (0, 0)
+    ring = file_staging_bytes(slot) if streamed and budget.unified else 0
     host = host_held + (0 if budget.unified else p.runtime_overhead_bytes)
     tier = "resident"
     if streamed and not budget.unified and (budget.host_bytes is None or host + streamed <= budget.host_bytes):
@@ -154,6 +172,8 @@ def fit_stage(
             f"{k} of {n} {unit_word}s resident, {n - k} streamed from {source} through {slots} slots"
             f" (prefetch depth {ctx.request.prefetch_depth})"
         )
+        if ring:
+            technique += ONE_POOL_NOTE.format(ring=f"{ring // MiB} MiB")
     else:
         technique = f"all resident ({n} {unit_word}s)" if n else "all resident"
     resident = w.fixed + sum(w.units[:k])
@@ -164,7 +184,7 @@ def fit_stage(
         slot_bytes=slot,
         n_slots=slots,
         activations_bytes=activations,
-        predicted_peak_bytes=resident + slots * slot + activations + in_pool,
+        predicted_peak_bytes=resident + slots * slot + activations + in_pool + ring,
         resident_units=k,
         streamed_units=n - k,
         source_tier=tier,
