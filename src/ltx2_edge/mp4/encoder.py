@@ -1,9 +1,11 @@
 """One MP4 being encoded: H.264 video + AAC audio through PyAV, on whichever thread calls it.
 
 The settings live here (libx264 CRF 18, preset "medium", yuv420p BT.709 limited range; AAC at the vocoder's
-rate), with the array conversions and the stats record. ``mp4/mux.py`` drives an ``Mp4Encoder`` from the
-caller's thread or a writer thread and makes the output atomic; this module only ever deletes its own partial
-file (``discard``), never renames anything, and never switches codecs when one is missing.
+rate; a hardware H.264 encoder's options come from ``mp4.video_encoders``, which also decides when one runs),
+with the array conversions and the stats record (which names the video encoder that ran). ``mp4/mux.py``
+drives an ``Mp4Encoder`` from the caller's thread or a writer thread and makes the output atomic; this module
+only ever deletes its own partial file (``discard``), never renames anything, and never switches codecs when
+one is missing.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 
 from ltx2_edge.errors import EncoderMissingError, RequestError
 from ltx2_edge.mp4.probe import fps_fraction
+from ltx2_edge.mp4.video_encoders import encoder_options
 
 VIDEO_ENCODER, AUDIO_ENCODER = "libx264", "aac"
 CRF, PRESET = 18, "medium"
@@ -64,6 +67,7 @@ class MuxStats:
     video_encode_s: float
     audio_encode_s: float
     file_bytes: int
+    video_encoder: str = VIDEO_ENCODER  # the H.264 encoder that wrote the video (libx264 or a hardware one)
 
 
 def host_frames(frames: object) -> np.ndarray:
@@ -89,8 +93,10 @@ class Mp4Encoder:
         audio_sample_rate: int | None,
         audio_channels: int,
         metadata: Mapping[str, str],
+        video_encoder: str = VIDEO_ENCODER,
     ) -> None:
-        require_encoders()
+        require_encoders((video_encoder, AUDIO_ENCODER))
+        self.video_encoder = video_encoder
         self.fps = fps_fraction(fps)
         if width <= 0 or height <= 0 or width % 2 or height % 2:
             raise RequestError("width x height", f"{width}x{height}", "positive even sizes (yuv420p halves both)")
@@ -109,9 +115,15 @@ class Mp4Encoder:
         try:  # av.open has created the file: a failure below must not leave it behind
             for key, value in metadata.items():
                 self._container.metadata[str(key)] = str(value)
-            self._video = self._container.add_stream(VIDEO_ENCODER, rate=self.fps)
+            self._video = self._container.add_stream(video_encoder, rate=self.fps)
             self._video.width, self._video.height, self._video.pix_fmt = width, height, "yuv420p"
-            self._video.options = dict(X264_OPTIONS)
+            if video_encoder == VIDEO_ENCODER:
+                self._video.options = dict(X264_OPTIONS)
+            else:
+                options, bit_rate = encoder_options(video_encoder, width, height, float(self.fps))
+                self._video.options = options
+                if bit_rate is not None:
+                    self._video.bit_rate = bit_rate
             cc = self._video.codec_context
             cc.colorspace = cc.color_primaries = cc.color_trc = cc.color_range = _BT709
             if audio_sample_rate is not None:
@@ -197,6 +209,7 @@ class Mp4Encoder:
             video_encode_s=self.video_s,
             audio_encode_s=self.audio_s,
             file_bytes=self.path.stat().st_size,
+            video_encoder=self.video_encoder,
         )
 
     def discard(self) -> None:

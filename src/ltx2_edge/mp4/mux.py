@@ -83,8 +83,10 @@ class Mp4Writer:
         audio_sample_rate: int | None,
         audio_channels: int,
         metadata: Mapping[str, str],
+        video_encoder: str = VIDEO_ENCODER,
     ) -> None:
-        self._encoder = Mp4Encoder(Path(path), width, height, fps, audio_sample_rate, audio_channels, metadata)
+        self._encoder = Mp4Encoder(Path(path), width, height, fps, audio_sample_rate, audio_channels, metadata,
+                                   video_encoder)  # fmt: skip
         self._done = False
 
     def write_frames(self, frames: object) -> None:
@@ -229,6 +231,7 @@ def write_mp4(
     metadata: Mapping[str, str],
     overwrite: bool,
     queue_chunks: int = 2,
+    video_encoder: str = VIDEO_ENCODER,
 ) -> MuxStats:
     """Stream ``frames`` (chunks of uint8 [F, H, W, 3]) and ``waveform`` into ``path``, atomically.
 
@@ -238,7 +241,8 @@ def write_mp4(
     keep streaming into the encoder while it decodes; ``sample_rate`` must be known up front. None writes
     video only. The size comes from the first chunk. Nothing exists at ``path`` until the file is complete; on
     any failure (interrupts, the writer thread's errors and the late waveform's exception included) neither
-    the file nor its temporary remains, and the exception propagates unchanged.
+    the file nor its temporary remains, and the exception propagates unchanged. ``video_encoder``: the H.264
+    encoder (``mp4.video_encoders.resolve_video_encoder`` decides it; libx264 by default), named in the stats.
     """
     path = Path(path)
     check_output_path(path, overwrite)  # before the first chunk, which may cost a whole decode
@@ -260,6 +264,7 @@ def write_mp4(
             audio_sample_rate=sample_rate if audio is not None else None,
             audio_channels=audio_channels,
             metadata=metadata,
+            video_encoder=video_encoder,
         )
         with writer:
             for chunk in itertools.chain([first], chunks):

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from ltx_core.model.video_vae import TilingConfig
 
-from ltx2_edge.mp4.mux import LateAudio, MuxStats, write_mp4
+from ltx2_edge.mp4.mux import VIDEO_ENCODER, LateAudio, MuxStats, write_mp4
 from ltx2_edge.plan.tile_plan import VideoTiling
 from ltx2_edge.stages.decode import AudioFuture, ChunkMeter
 from ltx2_edge.stages.decode_video import video_chunk_frames
@@ -28,14 +28,16 @@ def decode_to_mp4(
     chunks: Generator[torch.Tensor, None, None], audio: AudioFuture, video_latent: torch.Tensor,
     tiling: TilingConfig | None, tiles: VideoTiling | None, frame_rate: float, audio_channels: int,
     output_path: Path, metadata: Mapping[str, str], overwrite: bool, on_line: Callable[[str], None], details: dict,
+    video_encoder: str = VIDEO_ENCODER,
 ) -> MuxStats:  # fmt: skip
-    """Encode ``chunks`` and ``audio`` into ``output_path``; ``details`` gets video, audio, hidden-audio and
-    encode seconds, the tiles and the audio format, with what the writer wrote."""
+    """Encode ``chunks`` and ``audio`` into ``output_path`` with ``video_encoder`` (``mp4.video_encoders``);
+    ``details`` gets video, audio, hidden-audio and encode seconds, the tiles and the audio format, with what the
+    writer wrote (the video encoder that ran included)."""
     meter = ChunkMeter(chunks, video_chunk_frames(video_latent, tiling), on_line)
     waveform = LateAudio(get=lambda: audio.result().waveform, ready=audio.done)
     with contextlib.closing(chunks):
         stats = write_mp4(output_path, meter, waveform, audio.sample_rate, frame_rate, audio_channels, metadata,
-                          overwrite)  # fmt: skip
+                          overwrite, video_encoder=video_encoder)  # fmt: skip
     ended = time.perf_counter()
     result = audio.result()
     details.update(
