@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 import ltx2_edge  # noqa: F401  (torchaudio placeholder before ltx_core)
+from ltx2_edge.engine.settings import RunSettings
 from ltx2_edge.guidance import Guidance
 from ltx2_edge.models import loaders
 from ltx2_edge.pipeline import Generator
@@ -87,8 +88,8 @@ def main() -> None:
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     request = GenerationRequest(prompt="A red kite dances over a windy beach at sunset while waves crash.",
                                 num_inference_steps=args.steps)  # fmt: skip
-    gen = Generator(args.checkpoint_path, args.gemma_root, device=dev, quantization="bf16")
-    contexts = gen.encode_text(request)
+    gen = Generator(args.checkpoint_path, args.gemma_root, RunSettings(device=str(dev), quantization="bf16"))
+    contexts, _ = gen.runner.encode_text(gen.prepare(request))
     gen.close()
     guidance = Guidance.preset_named("cfg")
     sigmas = official_sigmas(args.steps, dev)

@@ -233,19 +233,22 @@ def test_report_table_gives_compile_its_own_line():
 
 
 def test_generator_refuses_compile_on_before_loading(tiny_dir: Path):
+    from ltx2_edge.engine.settings import RunSettings
     from ltx2_edge.errors import RequestError
     from ltx2_edge.pipeline import Generator
     from ltx2_edge.request import GenerationRequest
 
-    gen = Generator(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma", device="cpu", budget=None, compile="on")
+    gen = Generator(
+        tiny_dir / "ltx2.safetensors", tiny_dir / "gemma", RunSettings(device="cpu", budget=None, compile="on")
+    )
     with pytest.raises(RequestError, match=r"compile='on' is not allowed: compiling pays off on CUDA devices only"):
         gen.check(GenerationRequest(prompt="a kite"), None, overwrite=False)
-    auto = Generator(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma", device="cpu", budget=None)
+    auto = Generator(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma", RunSettings(device="cpu", budget=None))
     request = GenerationRequest(prompt="a kite")
-    reasons = auto.accel(auto.passes(request)[0], auto.plan(request)).settings.reasons
+    reasons = auto.prepare(request).passes[0].accel.settings.reasons
     assert reasons[0].startswith("eager: compiling pays off on CUDA devices only")
     with pytest.raises(RequestError, match="compile='maybe'"):
-        Generator(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma", device="cpu", compile="maybe")
+        Generator(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma", RunSettings(device="cpu", compile="maybe"))
 
 
 def test_batched_forward_is_what_the_engine_runs(tiny_transformer_fp32, tiny_config):

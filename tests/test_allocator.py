@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from ltx2_edge import cli
+from ltx2_edge.engine.settings import RunSettings
 from ltx2_edge.errors import RequestError
 from ltx2_edge.memory import allocator
 from ltx2_edge.memory.allocator import resolve_allocator, user_alloc_conf
@@ -67,7 +68,7 @@ def test_configure_applies_the_choice(monkeypatch):
 
 def test_generator_refuses_a_bad_allocator_before_weights(tiny_dir):
     with pytest.raises(RequestError, match="cuda-allocator.*auto, expandable, caching"):
-        Generator(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma", cuda_allocator="turbo")
+        Generator(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma", RunSettings(cuda_allocator="turbo"))
 
 
 def test_cli_refuses_a_bad_allocator(tiny_dir, tmp_path, capsys):

@@ -37,11 +37,16 @@ def run(tiny_dir: Path):
     """A generator, its plan for REQUEST, a tiled variant of the plan, and the final latents of one denoise."""
     stream = io.StringIO()
     gen = Generator(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma", progress=Progress(stream))
-    plan = gen.plan(REQUEST)
-    latents = gen.denoise(REQUEST, gen.encode_text(REQUEST), plan=plan)
-    tiles = plan_tiling(gen.checkpoint.config["vae"], 5, 2, 4, (64, 32), (16, 8))
+    run_plan = gen.prepare(REQUEST)
+    plan = run_plan.memory
+    latents, _ = gen.runner.denoise(run_plan.passes[0], REQUEST.seed, gen.runner.encode_text(run_plan)[0])
+    tiles = plan_tiling(gen.setup.checkpoint.config["vae"], 5, 2, 4, (64, 32), (16, 8))
     tiled = replace(plan, stages=tuple(replace(s, tiles=tiles) if s.name == "decode" else s for s in plan.stages))
     return gen, plan, tiled, latents, stream
+
+
+def _decode_into(gen, latents, request, path, plan):
+    return gen.decoders.decode_into(latents, plan, request.frame_rate, request.audio_channels, path, {})
 
 
 def _deterministic_x264(monkeypatch) -> None:
@@ -84,14 +89,13 @@ def test_stage_output_equals_the_serial_path(run, tmp_path, monkeypatch, tiled, 
     monkeypatch.setattr(decode_stage, "write_mp4", recording)
     request = replace(REQUEST, audio_channels=channels)
     state = latents.generator.get_state()
-    details: dict = {}
     stream.seek(0)
     stream.truncate(0)
-    stats = gen.decode_into(latents, request, tmp_path / "stage.mp4", {}, plan=plan, details=details)
+    stats, details = _decode_into(gen, latents, request, tmp_path / "stage.mp4", plan)
 
     latents.generator.set_state(state)
-    want_chunks = list(gen.decode_video(latents, plan))
-    want_wave, want_rate = gen.decode_audio(latents)
+    want_chunks = list(gen.decoders.decode_video(latents, plan))
+    want_wave, want_rate = gen.decoders.decode_audio(latents)
     got_chunks = fed["chunks"]
     assert len(got_chunks) == len(want_chunks) == (3 if tiled else 1)
     assert all(torch.equal(g, w) for g, w in zip(got_chunks, want_chunks, strict=True))
@@ -137,7 +141,7 @@ def test_audio_worker_failure_leaves_no_mp4_no_temp_no_thread(run, tmp_path, mon
 
     monkeypatch.setattr(decode_module, "decode_audio", failing)  # what the CPU worker runs
     with pytest.raises(RuntimeError, match="vocoder failed on purpose"):
-        gen.decode_into(latents, REQUEST, tmp_path / "x.mp4", {}, plan=tiled_plan)
+        _decode_into(gen, latents, REQUEST, tmp_path / "x.mp4", tiled_plan)
     assert list(tmp_path.iterdir()) == []
     assert _threads() <= before
     gc.collect()
@@ -159,7 +163,7 @@ def test_writer_failure_leaves_no_mp4_no_temp_no_thread(run, tmp_path, monkeypat
 
     monkeypatch.setattr(mp4_encoder.Mp4Encoder, "write_frames", failing)
     with pytest.raises(OSError, match="disk full"):
-        gen.decode_into(latents, REQUEST, tmp_path / "x.mp4", {}, plan=tiled_plan)
+        _decode_into(gen, latents, REQUEST, tmp_path / "x.mp4", tiled_plan)
     assert calls[1] == "ltx2-edge-mp4-writer"  # it failed on the writer thread, not the caller's
     assert list(tmp_path.iterdir()) == []
     assert _threads() <= before

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from ltx2_edge import cli
+from ltx2_edge.engine.settings import RunSettings
 from ltx2_edge.models import weights
 from ltx2_edge.mp4.mux import probe_mp4
 from ltx2_edge.pipeline import Generator
@@ -205,7 +206,7 @@ def test_long_lived_generator_reuses_resident_stages(tiny_dir, tmp_path, monkeyp
         return real(*a, **k)
 
     monkeypatch.setattr(loaders, "load_transformer", counting)
-    gen = Generator(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma", keep_resident=True, budget=None)
+    gen = Generator(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma", RunSettings(keep_resident=True, budget=None))
     request = GenerationRequest(prompt="rain on a tin roof", width=64, height=64, num_frames=9, num_inference_steps=2)
     first = gen.generate(request, tmp_path / "a.mp4")
     second = gen.generate(request, tmp_path / "b.mp4")
@@ -216,8 +217,8 @@ def test_long_lived_generator_reuses_resident_stages(tiny_dir, tmp_path, monkeyp
 
 
 def test_keep_resident_is_refused_loudly_under_a_budget(tiny_dir):
-    gen = Generator(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma", keep_resident=True)
-    assert gen.keep_resident is False and any("keep_resident" in n for n in gen.notes)
+    gen = Generator(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma", RunSettings(keep_resident=True))
+    assert gen.setup.keep_resident is False and any("keep_resident" in n for n in gen.setup.notes)
 
 
 def test_plan_command_prints_every_stage(tiny_dir, capsys):

@@ -19,6 +19,8 @@ from safetensors.torch import save_file
 from ltx2_edge import cli
 from ltx2_edge.checkpoint.header import read_header
 from ltx2_edge.checkpoint.names import TRANSFORMER_PREFIX as CHECKPOINT_PREFIX
+from ltx2_edge.engine.run_plan import check_loras, denoise_passes
+from ltx2_edge.engine.settings import RunSettings
 from ltx2_edge.errors import CheckpointError, RequestError
 from ltx2_edge.guidance import Guidance
 from ltx2_edge.inputs import LoraSpec
@@ -138,16 +140,16 @@ def test_file_tier_refuses_lora(loras, tiny_dir, tiny_config):
     with _fuser(loras, tiny_config) as fuser, pytest.raises(RequestError, match="quantize --lora"):
         load_streamed_transformer(_ckpt(tiny_dir), CPU, torch.bfloat16, QuantPolicy.from_flags("int8"), 1, "file", 2,
                                   fuser)  # fmt: skip
-    gen = Generator(_ckpt(tiny_dir), tiny_dir / "gemma", device="cpu")
+    gen = Generator(_ckpt(tiny_dir), tiny_dir / "gemma", RunSettings(device="cpu"))
     request = GenerationRequest(prompt="a kite", loras=loras, **SMALL)
-    plan = gen.plan(request)
-    assert len(gen.loras(gen.passes(request)[0], plan)) == 2  # resident: accepted
-    on_file = replace(plan, stages=tuple(replace(s, streamed_units=1, resident_units=1, source_tier="file")
-                                         if s.name == "denoise" else s for s in plan.stages))  # fmt: skip
+    run_plan = gen.prepare(request)
+    assert len(run_plan.passes[0].loras) == 2  # resident: accepted
+    on_file = replace(run_plan.passes[0].stage, streamed_units=1, resident_units=1, source_tier="file")
     with pytest.raises(RequestError, match="ltx2-edge quantize --checkpoint-path BF16_FILE"):
-        gen.loras(gen.passes(request)[0], on_file)
+        check_loras(gen.setup, run_plan.passes[0].run, on_file)
     off = replace(request, loras=tuple(replace(s, strength=0.0) for s in loras))
-    assert len(gen.loras(gen.passes(off)[0], on_file)) == 2  # strength 0 fuses nothing, so the file tier is fine
+    # strength 0 fuses nothing, so the file tier is fine
+    assert len(check_loras(gen.setup, gen.prepare(off).passes[0].run, on_file)) == 2
 
 
 def test_quantize_with_lora_bakes_it_in(loras, tiny_dir, tiny_config, tmp_path, capsys):
@@ -166,14 +168,14 @@ def test_quantize_with_lora_bakes_it_in(loras, tiny_dir, tiny_config, tmp_path, 
     ref = at_load.velocity_model.state_dict()
     assert from_file.keys() == ref.keys() and all(torch.equal(from_file[n], ref[n]) for n in ref)
     # The baked file cannot take another LoRA at load (its weights are 8-bit): refused before any weight.
-    gen = Generator(out, tiny_dir / "gemma", device="cpu", quantization="int8")
+    gen = Generator(out, tiny_dir / "gemma", RunSettings(device="cpu", quantization="int8"))
     with pytest.raises(RequestError, match="quantize"):
         request = GenerationRequest(prompt="a kite", loras=loras[:1], **SMALL)
-        gen.loras(gen.passes(request)[0], None)
+        check_loras(gen.setup, denoise_passes(request, "batched")[0], None)
 
 
 def test_generate_with_lora_makes_mp4_with_sound_and_moves_the_latents(loras, tiny_dir, tmp_path):
-    gen = Generator(_ckpt(tiny_dir), tiny_dir / "gemma", device="cpu")
+    gen = Generator(_ckpt(tiny_dir), tiny_dir / "gemma", RunSettings(device="cpu"))
     base = gen.generate(GenerationRequest(prompt="a kite", **SMALL), tmp_path / "base.mp4")
     with_lora = gen.generate(GenerationRequest(prompt="a kite", loras=loras, **SMALL), tmp_path / "lora.mp4")
     off = tuple(replace(s, strength=0.0) for s in loras)

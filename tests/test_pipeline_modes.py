@@ -22,11 +22,11 @@ from PIL import Image
 from ltx2_edge import cli
 from ltx2_edge.checkpoint.configs import ltx2_config
 from ltx2_edge.checkpoint.names import VIDEO_ENCODER
+from ltx2_edge.engine.runner import StageRunner
 from ltx2_edge.errors import RequestError
 from ltx2_edge.inputs import DEFAULT_NEGATIVE_PROMPT, ImageSpec, LoraSpec
 from ltx2_edge.models import loaders, weights
 from ltx2_edge.mp4.mux import probe_mp4
-from ltx2_edge.pipeline import Generator
 from ltx2_edge.plan import activations as act
 from ltx2_edge.plan.budget import Budget, GiB
 from ltx2_edge.plan.plan_types import PlanRequest
@@ -104,13 +104,14 @@ def _assert_mp4_with_sound(out: Path) -> None:
 def test_image_to_video_generates_with_an_encode_image_stage(tiny_dir, tmp_path, images, monkeypatch):
     log = _ForwardLog(monkeypatch)
     latents = []
-    real_denoise = Generator.denoise
+    real_denoise = StageRunner.denoise
 
     def keep_latents(self, *a, **k):
-        latents.append(real_denoise(self, *a, **k))
-        return latents[-1]
+        out, details = real_denoise(self, *a, **k)
+        latents.append(out)
+        return out, details
 
-    monkeypatch.setattr(Generator, "denoise", keep_latents)
+    monkeypatch.setattr(StageRunner, "denoise", keep_latents)
     first, key = images
     out = tmp_path / "i2v.mp4"
     argv = _args(tiny_dir, out, "--num-inference-steps", "2", "--image", str(first), "0", "1.0",
@@ -141,9 +142,9 @@ def test_distilled_one_stage_runs_8_unguided_forwards_on_the_prompt_alone(tiny_d
     encoded: list[list[str]] = []
     real_encode = text_encode.TextEncoder.encode
 
-    def recording(self, prompts, progress=None):
+    def recording(self, prompts, progress=None, keep=()):
         encoded.append(list(prompts))
-        return real_encode(self, prompts, progress)
+        return real_encode(self, prompts, progress, keep)
 
     monkeypatch.setattr(text_encode.TextEncoder, "encode", recording)
     out = tmp_path / "distilled.mp4"

@@ -200,12 +200,13 @@ def test_count_tokens_and_long_prompt_refused(files, monkeypatch):
 def test_same_prompt_twice_identical(files, keep_resident):
     encoder = TextEncoder(files[0], files[1], CPU, torch.float32, keep_resident=keep_resident)
     first = encoder.encode(["a prompt"])[0]
-    assert (encoder._gemma is not None, encoder._processor is not None) == (keep_resident, keep_resident)
+    assert (encoder.cache.holds("gemma"), encoder.cache.holds("embeddings")) == (keep_resident, keep_resident)
     second = encoder.encode(["a prompt"])[0]
+    assert encoder.cache.loads == {"gemma": 1 if keep_resident else 2, "embeddings": 1 if keep_resident else 2}
     for a, b in zip(first, second, strict=True):
         assert torch.equal(a, b)
     encoder.close()
-    assert encoder._gemma is None and encoder._processor is None
+    assert encoder.cache.loaded() == ()
 
 
 # weights.load_into strictness ----------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from PIL import Image
 
 from ltx2_edge import cli
 from ltx2_edge.checkpoint.names import UPSAMPLER_FILE
+from ltx2_edge.engine.settings import RunSettings
 from ltx2_edge.errors import BudgetError, RequestError
 from ltx2_edge.inputs import ImageSpec, LoraSpec
 from ltx2_edge.models.loaders import load_transformer
@@ -65,8 +66,8 @@ def image(tmp_path_factory) -> Path:
 
 
 def _generator(tiny_dir: Path, **kwargs) -> Generator:
-    return Generator(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma", device="cpu", budget=None,
-                     quantization="bf16", spatial_upsampler_path=tiny_dir / UPSAMPLER_FILE, **kwargs)  # fmt: skip
+    return Generator(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma", RunSettings(device="cpu", budget=None,
+                     quantization="bf16", spatial_upsampler_path=tiny_dir / UPSAMPLER_FILE, **kwargs))  # fmt: skip
 
 
 @torch.inference_mode()  # as the official pipelines' main() runs
@@ -76,7 +77,8 @@ def _official(
     """The official pipeline's composition at float32 on the CPU, with ``gen``'s text contexts. Two-stage's stage 2
     transformer has the distilled LoRA fused by us (``fuse="ours"``, fp32 once: what the composition is checked
     with) or by ltx-core's loader (``"ltx-core"``: it fuses in bf16, so only close)."""
-    ctx = gen.encode_text(request)
+    run_plan = gen.prepare(request)
+    ctx, _ = gen.runner.encode_text(run_plan)
     ledger = ModelLedger(dtype=torch.float32, device=CPU, checkpoint_path=str(tiny_dir / "ltx2.safetensors"),
                          spatial_upsampler_path=str(tiny_dir / UPSAMPLER_FILE))  # fmt: skip
     noiser, stepper = GaussianNoiser(generator=torch.Generator(device=CPU).manual_seed(SEED)), EulerDiffusionStep()
@@ -85,7 +87,7 @@ def _official(
     transformer = ledger.transformer()
     if request.pipeline == "two-stage":
         sigmas = LTX2Scheduler().execute(steps=STEPS).to(dtype=torch.float32, device=CPU)
-        guidance = gen.guidance(request)
+        guidance = run_plan.guidance
         fn = multi_modal_guider_factory_denoising_func(
             create_multimodal_guider_factory(params=guidance.video, negative_context=ctx.video_negative),
             create_multimodal_guider_factory(params=guidance.audio, negative_context=ctx.audio_negative),
@@ -109,7 +111,7 @@ def _official(
         if fuse == "ltx-core":  # its fused weights come out partly bf16 under a float32 ledger: cast as a user would
             transformer = ledger.with_additional_loras((lora,)).transformer().float()
         else:
-            files = inspect_transformer_loras((request.distilled_lora,), gen.checkpoint.config)
+            files = inspect_transformer_loras((request.distilled_lora,), gen.setup.checkpoint.config)
             with LoraFuser(files) as fuser:
                 transformer = load_transformer(tiny_dir / "ltx2.safetensors", CPU, torch.float32, None, fuser)
     sigmas = torch.Tensor(STAGE_2_DISTILLED_SIGMA_VALUES).to(CPU)
@@ -222,10 +224,10 @@ def test_plan_two_stage_at_1024x576_on_full_headers(full_headers, monkeypatch):
 
 
 def test_generator_refuses_two_stage_without_upsampler(tiny_dir, distilled_lora):
-    gen = Generator(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma", device="cpu", budget=None)
+    gen = Generator(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma", RunSettings(device="cpu", budget=None))
     request = GenerationRequest(prompt="x", width=W, height=H, num_frames=F, pipeline="distilled")
     with pytest.raises(RequestError) as info:
-        gen.plan(request)
+        gen.prepare(request)
     assert info.value.field == "spatial-upsampler-path"
 
 
@@ -265,7 +267,7 @@ def test_distilled_keeps_its_transformer_through_the_upsample(tiny_dir, distille
     assert rows["denoise"]["details"]["held_for_next_stage"]
     assert "weights kept resident" in rows["denoise_2"]["technique"]
     gc.collect()
-    assert all(ref() is None for ref in loads) and "transformer" not in gen._resident
+    assert all(ref() is None for ref in loads) and not gen.cache.holds("transformer")
     # Two-stage fuses the distilled LoRA into stage 2 only: other weights, loaded twice.
     two = GenerationRequest(prompt="rain", width=W, height=H, num_frames=F, pipeline="two-stage",
                             num_inference_steps=2, distilled_lora=LoraSpec(distilled_lora))  # fmt: skip

@@ -15,7 +15,7 @@ from dataclasses import replace
 import torch
 
 from ltx2_edge.accel import attention
-from ltx2_edge.accel.compile import cache_dir, compile_economics, compile_support
+from ltx2_edge.accel.compile import CompileRefused, cache_dir, compile_economics, compile_support
 from ltx2_edge.accel.engine import AccelSettings
 from ltx2_edge.accel.settings import AccelChoice, AccelInputs, choose_accel
 from ltx2_edge.accel.step_invariants import text_kv_bytes
@@ -34,10 +34,12 @@ def perturbs_single_blocks(guidance: Guidance) -> bool:
 
 def choose_for_run(
     *, compile_mode: str, cuda_graph_mode: str, device: torch.device, dtype: torch.dtype, guidance: Guidance,
-    denoise: StagePlan, budget_bytes: int | None, config: dict, shape_key: tuple,
+    denoise: StagePlan, budget_bytes: int | None, config: dict, shape_key: tuple, runs_ahead: int = 1,
 ) -> AccelChoice:  # fmt: skip
-    """The run's accelerations; ``RequestError`` for a ``--compile on`` that cannot run."""
-    economics = compile_economics(shape_key, denoise.predicted_seconds, denoise.bottleneck != "compute")
+    """The run's accelerations; ``RequestError`` for a ``--compile on`` that cannot run. ``runs_ahead``: runs of
+    the same shapes this process is known to make, this one included (a service's batch): compiling once pays
+    for all of them."""
+    economics = compile_economics(shape_key, denoise.predicted_seconds * runs_ahead, denoise.bottleneck != "compute")
     inputs = AccelInputs(
         compile_mode=compile_mode, compile_support=compile_support(device), compile_economics=economics,
         cuda_graph_mode=cuda_graph_mode, device_type=device.type, batched=guidance.mode == "batched",
@@ -47,8 +49,8 @@ def choose_for_run(
     )  # fmt: skip
     try:
         return choose_accel(inputs)
-    except ValueError as exc:
-        raise RequestError("compile", compile_mode, str(exc).split(": ", 1)[-1]) from None
+    except CompileRefused as exc:
+        raise RequestError("--compile", compile_mode, exc.reason) from None
 
 
 def measured_settings(

@@ -18,6 +18,7 @@ from ltx2_edge.cli.parser import parse_image_arg, parse_lora_arg
 from ltx2_edge.errors import RequestError
 
 if TYPE_CHECKING:
+    from ltx2_edge.engine.settings import RunSettings
     from ltx2_edge.pipeline import Generator
     from ltx2_edge.request import GenerationRequest
 
@@ -58,15 +59,12 @@ def _ensure_demo_model(quiet: bool) -> Path:
     return root
 
 
-def _generator(args: argparse.Namespace, checkpoint: Path, gemma_root: Path) -> Generator:
-    from ltx2_edge.pipeline import Generator  # noqa: F811  (imported lazily: the CLI starts fast)
+def _settings(args: argparse.Namespace) -> RunSettings:
+    from ltx2_edge.engine.settings import RunSettings  # noqa: F811  (imported lazily: the CLI starts fast)
     from ltx2_edge.plan.budget import parse_size
-    from ltx2_edge.progress import Progress
 
     host = args.host_budget if args.host_budget == "auto" else parse_size(args.host_budget, "host-budget")
-    return Generator(
-        checkpoint,
-        gemma_root,
+    return RunSettings(
         device=args.device,
         budget=parse_size(args.budget, "budget"),
         host_budget=host,
@@ -79,9 +77,15 @@ def _generator(args: argparse.Namespace, checkpoint: Path, gemma_root: Path) -> 
         compile=args.compile,
         cuda_graph=args.cuda_graph,
         cuda_allocator=args.cuda_allocator,
-        progress=Progress(quiet=args.quiet),
         spatial_upsampler_path=args.spatial_upsampler_path,
     )
+
+
+def _generator(args: argparse.Namespace, checkpoint: Path, gemma_root: Path) -> Generator:
+    from ltx2_edge.pipeline import Generator  # noqa: F811  (imported lazily: the CLI starts fast)
+    from ltx2_edge.progress import Progress
+
+    return Generator(checkpoint, gemma_root, _settings(args), Progress(quiet=args.quiet))
 
 
 def _request(args: argparse.Namespace) -> GenerationRequest:
@@ -110,14 +114,11 @@ def _run_plan(args: argparse.Namespace) -> int:
 
     request = _request(args)
     generator = _generator(args, _checkpoint(args), args.gemma_root)
-    plan = generator.check(request, None, overwrite=False)  # the plan, after the same checks as generate
-    print(format_plan(plan))
-    for run in generator.passes(request):
-        choice = generator.accel(run, plan)
-        extra = f" (+{choice.extra_peak_bytes / 2**30:.2f} GiB on its peak)" if choice.extra_peak_bytes else ""
-        print(f"{run.stage} forwards: " + "; ".join(choice.settings.reasons) + extra + "; SDPA kernel measured at "
-              "run time")  # fmt: skip
-    print("quantization: " + "; ".join(generator.policy.describe()[:1]))
+    plan = generator.prepare(request)  # the same checks as generate, before any weight
+    print(format_plan(plan.memory))
+    for line in plan.forwards_lines():
+        print(line)
+    print("quantization: " + "; ".join(generator.setup.policy.describe()[:1]))
     return 0
 
 

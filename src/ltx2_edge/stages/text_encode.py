@@ -3,7 +3,8 @@
 Same result as ``ltx_pipelines.utils.helpers.encode_prompts`` (one ``EmbeddingsProcessorOutput`` per prompt,
 in order), with less memory: only Gemma's language model is loaded, the prompts (positive and negative) go
 through it in one batched forward, and Gemma is freed before the embeddings processor is loaded, so the two
-never share the memory budget. A long-lived generator can keep both resident instead (``keep_resident``).
+never share the memory budget. Both come from a ``ModelCache``: the run's plan (or a long-lived owner pinning them)
+decides whether they stay loaded between calls.
 
 Prompts are checked against the 1024-token context before any weight is loaded: a long prompt is refused,
 never truncated. This stage never plans memory itself; the pipeline decides whether it may keep weights.
@@ -11,7 +12,6 @@ never truncated. This stage never plans memory itself; the pipeline decides whet
 
 from __future__ import annotations
 
-import gc
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,13 +22,13 @@ from ltx_core.text_encoders.gemma.embeddings_processor import EmbeddingsProcesso
 from ltx2_edge.errors import RequestError
 from ltx2_edge.models.embeddings import load_embeddings_processor
 from ltx2_edge.models.gemma import (
-    GemmaText,
     PromptTokenizer,
     find_gemma_files,
     load_gemma_text_model,
     load_streamed_gemma_text_model,
     read_text_config,
 )
+from ltx2_edge.models.model_cache import ModelCache
 from ltx2_edge.quant.policy import QuantPolicy
 from ltx2_edge.streaming.streamer import StreamStats
 
@@ -37,11 +37,13 @@ Progress = Callable[[str, float], None]
 
 
 class TextEncoder:
-    """Turns prompts into LTX-2 text contexts; loads Gemma and the embeddings processor on demand.
+    """Turns prompts into LTX-2 text contexts; loads Gemma and the embeddings processor on demand through ``cache``.
 
-    With ``keep_resident=False`` (the staged default) each ``encode`` loads Gemma, runs it, frees it, then loads,
-    runs and frees the embeddings processor. With ``keep_resident=True`` both stay loaded after the first call
-    until ``close()``, for a generator serving many requests with memory to spare.
+    Each ``encode`` loads Gemma (or finds it in the cache), runs it, and tells the cache it is done with it, then
+    the same for the embeddings processor: by default both are dropped before the next part loads (the staged
+    path). ``keep`` names the parts the run's plan keeps loaded after the call; a cache owner may also pin them
+    (``ModelCache.hold``). ``keep_resident=True`` pins both, for a standalone encoder serving many requests.
+    Gemma with streamed layers is never kept: its slots exist for one call.
     """
 
     def __init__(
@@ -52,30 +54,35 @@ class TextEncoder:
         dtype: torch.dtype,
         keep_resident: bool = False,
         policy: QuantPolicy | None = None,
+        cache: ModelCache | None = None,
     ) -> None:
         self.gemma_root = Path(gemma_root)
         self.policy = policy
         self.checkpoint_path = Path(checkpoint_path)
         self.device = torch.device(device)
         self.dtype = dtype
-        self.keep_resident = keep_resident
+        self.cache = cache if cache is not None else ModelCache(self.device)
+        if keep_resident:
+            self.cache.hold("gemma")
+            self.cache.hold("embeddings")
         config_path, _, tokenizer_root = find_gemma_files(self.gemma_root)
         self._text_config = read_text_config(config_path)
         self.tokenizer = PromptTokenizer(tokenizer_root)
-        self._gemma: GemmaText | None = None
         # (resident layers, source tier, prefetch depth) when the plan streams Gemma's layers; set per request.
         self.layer_streaming: tuple[int, str, int] | None = None
         self.last_stream_stats: StreamStats | None = None  # of the last encode that streamed layers
-        self._processor: EmbeddingsProcessor | None = None
 
     def count_tokens(self, prompt: str) -> int:
         """Tokens ``prompt`` takes in the 1024-token context (``<bos>`` included); loads no weights."""
         return self.tokenizer.count_tokens(prompt)
 
-    def encode(self, prompts: Sequence[str], progress: Progress | None = None) -> list[EmbeddingsProcessorOutput]:
+    def encode(
+        self, prompts: Sequence[str], progress: Progress | None = None, keep: tuple[str, ...] = ()
+    ) -> list[EmbeddingsProcessorOutput]:
         """One ``EmbeddingsProcessorOutput`` per prompt, equal to the official ``encode_prompts``.
 
         Raises ``RequestError`` (before loading anything) for an empty list or a prompt over 1024 tokens.
+        ``keep``: of "gemma" and "embeddings", what stays loaded after the call.
         """
         if not prompts:
             raise RequestError("prompts", list(prompts), "at least one prompt")
@@ -83,32 +90,30 @@ class TextEncoder:
             self.tokenizer.check(prompt, field=f"prompts[{i}]" if len(prompts) > 1 else "prompt")
 
         start = time.perf_counter()
-        gemma, streamer = self._gemma, None
-        if gemma is None and self.layer_streaming is not None:
+        streamer = None
+        if not self.cache.holds("gemma") and self.layer_streaming is not None:
             resident, tier, prefetch = self.layer_streaming
             gemma, streamer = load_streamed_gemma_text_model(self.gemma_root, self.device, self.dtype, self.tokenizer,
                                                              self.policy, resident, tier, prefetch)  # fmt: skip
-        elif gemma is None:
-            gemma = load_gemma_text_model(self.gemma_root, self.device, self.dtype, self.tokenizer, self.policy)
+        else:
+            gemma = self.cache.get("gemma", lambda: load_gemma_text_model(self.gemma_root, self.device, self.dtype,
+                                                                          self.tokenizer, self.policy))  # fmt: skip
         try:
             hidden_states, mask = gemma.encode(prompts)
         finally:
             if streamer is not None:
                 self.last_stream_stats = streamer.stats()
                 streamer.close()
-        if streamer is not None:
-            gemma = None  # a streamed model is never kept: its slots are gone
-        if self.keep_resident and gemma is not None:
-            self._gemma = gemma
-        del gemma
-        if not self.keep_resident:
-            _release(self.device)
+        del gemma, streamer
+        self.cache.done_with("gemma", keep)
         _report(progress, "gemma", start, self.device)
 
         start = time.perf_counter()
-        processor = self._processor
-        if processor is None:
-            processor = load_embeddings_processor(self.checkpoint_path, self.device, self.dtype, self._text_config)
+
+        def load_processor() -> EmbeddingsProcessor:
+            return load_embeddings_processor(self.checkpoint_path, self.device, self.dtype, self._text_config)
+
+        processor = self.cache.get("embeddings", load_processor)
         with torch.inference_mode():
             # One prompt at a time: ltx-core's connector swaps padding for registers with a mask indexed as if
             # the batch held one row, and the official path calls it per prompt too.
@@ -116,20 +121,15 @@ class TextEncoder:
                 processor.process_hidden_states(tuple(h[i : i + 1] for h in hidden_states), mask[i : i + 1])
                 for i in range(len(prompts))
             ]
-        del hidden_states, mask
-        if self.keep_resident:
-            self._processor = processor
-        del processor
-        if not self.keep_resident:
-            _release(self.device)
+        del hidden_states, mask, processor
+        self.cache.done_with("embeddings", keep)
         _report(progress, "embeddings", start, self.device)
         return outputs
 
     def close(self) -> None:
-        """Free the resident models (a no-op when nothing is resident)."""
-        self._gemma = None
-        self._processor = None
-        _release(self.device)
+        """Free the text parts, pinned or not (a no-op when nothing is loaded)."""
+        self.cache.release("gemma")
+        self.cache.release("embeddings")
 
 
 def encode_text(
@@ -143,14 +143,6 @@ def encode_text(
     """Encode ``prompts`` with Gemma then the embeddings processor, each freed after use (the staged path)."""
     encoder = TextEncoder(gemma_root, checkpoint_path, device, dtype, keep_resident=False)
     return encoder.encode(prompts, progress)
-
-
-def _release(device: torch.device) -> None:
-    # Dropped modules may sit in reference cycles (transformers' configs and hooks): collect them before asking
-    # the CUDA caching allocator to hand their blocks back, or the next stage's load sees the memory as used.
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 def _report(progress: Progress | None, part: str, start: float, device: torch.device) -> None:

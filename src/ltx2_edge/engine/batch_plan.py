@@ -1,0 +1,73 @@
+"""``BatchPlan``: what a scheduler may keep loaded while it runs several prepared requests phase by phase (every text
+stage, then every denoise, then every decode), decided from their ``RunPlan``s and the budget alone.
+
+Each phase runs one kind of stage at a time, so a part held for its own phase (Gemma and the connectors over all
+the prompts, the transformer over all the denoising, the decoders over all the decodes) adds nothing to any stage's
+planned peak, beyond the one case counted here: Gemma and the connectors are planned to run one after the other,
+so holding both needs each stage's peak plus the other's weights inside the budget. Interleaving each clip's
+decode right after its denoise (its MP4 written while the next clip denoises) keeps the transformer loaded beside
+the decoders, and is chosen only when that sum fits too.
+
+Pure arithmetic over plans: this module must never load anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ltx2_edge.engine.run_plan import RunPlan
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """Holds for one batch; ``reasons`` says why each was taken or not (the report shows it per job)."""
+
+    hold_text: bool
+    hold_transformer: bool
+    interleave_decode: bool
+    reasons: tuple[str, ...]
+
+
+def _fits(peak: int, beside: int, budget: int | None) -> bool:
+    return budget is None or peak + beside <= budget
+
+
+def plan_batch(plans: Sequence[RunPlan], budget_bytes: int | None) -> BatchPlan:
+    """The holds a batch of ``plans`` can take inside ``budget_bytes`` (None: no budget)."""
+    if not plans:
+        return BatchPlan(False, False, False, ("empty batch",))
+    reasons: list[str] = []
+    text = [(p.memory.stage("text_encode"), p.memory.stage("embeddings")) for p in plans]
+    hold_text = len(plans) > 1 and all(
+        not t.streamed_units
+        and _fits(t.predicted_peak_bytes, e.weights_resident_bytes, budget_bytes)
+        and _fits(e.predicted_peak_bytes, t.weights_resident_bytes, budget_bytes)
+        for t, e in text
+    )
+    if hold_text:
+        reasons.append(
+            "Gemma and the connectors loaded once for every prompt of the batch (both fit beside each other)"
+        )
+    elif len(plans) > 1:
+        reasons.append("Gemma and the connectors loaded per prompt: streamed layers, or the two do not fit together")
+
+    one_stage = all(len(p.passes) == 1 for p in plans)
+    keys = {tuple((str(f.spec.path), f.spec.strength) for f in p.passes[0].active_loras) for p in plans}
+    resident = all(not p.passes[0].stage.streamed_units for p in plans)
+    hold_transformer = one_stage and resident and len(keys) == 1
+    if hold_transformer:
+        reasons.append("transformer loaded once for every denoise of the batch (all blocks resident, same LoRAs)")
+    elif not resident:
+        reasons.append("transformer blocks stream: loaded per clip (streamed blocks are never kept)")
+    else:
+        reasons.append("transformer loaded per clip: two-stage pipelines or different LoRAs in the batch")
+    interleave = hold_transformer and all(
+        _fits(p.memory.stage("decode").predicted_peak_bytes, p.passes[0].stage.weights_resident_bytes, budget_bytes)
+        for p in plans
+    )
+    if interleave:
+        reasons.append("each clip decodes right after its denoise, with the transformer still loaded beside it")
+    elif hold_transformer:
+        reasons.append("decodes after every denoise of the batch (the decoders do not fit beside the transformer)")
+    return BatchPlan(hold_text, hold_transformer, interleave, tuple(reasons))

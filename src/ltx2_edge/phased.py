@@ -1,0 +1,160 @@
+"""Several requests run phase by phase on one ``Generator``: every text stage (Gemma loaded once when the batch
+plan holds it, a prompt-embedding cache's hits encoding nothing), then every denoise with the transformer held,
+each clip's decode right after its denoise when the decoders fit beside the transformer (else all the decodes
+after all the denoising).
+
+What may be held comes from ``plan_batch`` over the requests' own ``RunPlan``s; every stage still runs in its scope
+and is measured and checked against its prediction, and each report records the batch's holds and their reasons.
+One request's failure (or cancellation, raised from its step hook) ends that request only. This module decides
+nothing about a clip and never touches a job store: what it learns goes to ``PhaseHooks``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from ltx2_edge.engine.batch_plan import BatchPlan, plan_batch
+from ltx2_edge.pipeline import Generator, Result, Run, StepHook
+from ltx2_edge.request import GenerationRequest
+from ltx2_edge.stages.denoise import Contexts
+
+TEXT_PARTS = ("gemma", "embeddings")
+
+
+@dataclass(frozen=True)
+class PhasedJob:
+    """One request of a batch: an id the hooks know it by, what to generate, where its MP4 goes."""
+
+    job_id: str
+    request: GenerationRequest
+    output_path: Path
+
+
+class PhaseHooks(Protocol):
+    """What the caller (the service's engine) learns and supplies while a batch runs."""
+
+    def bind(self, job: PhasedJob) -> None:
+        """The stages that follow belong to ``job`` (progress lines, events)."""
+
+    def on_step(self, job: PhasedJob) -> StepHook | None:
+        """The step hook of ``job``'s denoising (raise from it to cancel the job)."""
+
+    def cached(self, job: PhasedJob) -> Contexts | None:
+        """``job``'s prompt embeddings when a cache has them (host memory), else None."""
+
+    def encoded(self, job: PhasedJob, contexts: Contexts) -> None:
+        """``job``'s prompt embeddings were computed (host memory copy), for the cache."""
+
+    def completed(self, job: PhasedJob, result: Result) -> None:
+        """``job``'s MP4 and report are in place."""
+
+    def failed(self, job: PhasedJob, error: BaseException) -> None:
+        """``job`` ended with ``error`` (its cancellation included); nothing of it is left on disk."""
+
+
+def contexts_to(contexts: Contexts, device: torch.device) -> Contexts:
+    """The same contexts on ``device`` (host memory for a cache; the run's device to use them)."""
+    return replace(contexts, **{f.name: getattr(contexts, f.name).to(device) for f in fields(contexts)})
+
+
+def run_phased(gen: Generator, jobs: Sequence[PhasedJob], hooks: PhaseHooks) -> BatchPlan | None:
+    """Run ``jobs`` phase by phase; returns the batch plan the holds came from (None when no job could start)."""
+    runs: list[tuple[PhasedJob, Run]] = []
+    shapes = Counter(_shape(job.request) for job in jobs)
+    for job in jobs:
+        hooks.bind(job)
+
+        def start(j: PhasedJob = job) -> Run:
+            plan = gen.prepare(j.request, runs_ahead=shapes[_shape(j.request)])  # compiling pays across the batch
+            return gen.start(j.request, j.output_path, overwrite=True, plan=plan, on_step=hooks.on_step(j))
+
+        run = _guarded(hooks, job, start)
+        if run is not None:
+            runs.append((job, run))
+    if not runs:
+        return None
+    batch = plan_batch([run.plan for _, run in runs], gen.setup.budget.device_bytes)
+    for _, run in runs:
+        run.report.extra["batch"] = {"jobs": len(runs), "hold_text": batch.hold_text,
+                                     "hold_transformer": batch.hold_transformer,
+                                     "interleave_decode": batch.interleave_decode,
+                                     "reasons": list(batch.reasons)}  # fmt: skip
+
+    with _holding(gen, TEXT_PARTS if batch.hold_text else ()):
+        runs = [(job, run) for job, run in runs if _guarded(hooks, job, lambda j=job, r=run: _text(gen, hooks, j, r))]
+    decoded: list[tuple[PhasedJob, Run]] = []
+    # One writer thread: a clip's MP4 is encoded while the device denoises the next clip (x264 takes ~2.5 s of
+    # W1's 4 s decode stage on the CPU); one at a time, so encoders never pile up beside the denoising.
+    with ThreadPoolExecutor(1, thread_name_prefix="ltx2-edge-mp4-batch") as writer:
+        with _holding(gen, ("transformer",) if batch.hold_transformer else ()):
+            for job, run in runs:
+                if _guarded(hooks, job, lambda r=run: gen.denoise(r)) is None:
+                    continue
+                if batch.interleave_decode:
+                    write = _guarded(hooks, job, lambda r=run: gen.decode_deferred(r))
+                    if write is not None:
+                        writer.submit(_write, hooks, job, write)
+                else:
+                    decoded.append((job, run))
+        for job, run in decoded:
+            write = _guarded(hooks, job, lambda r=run: gen.decode_deferred(r))
+            if write is not None:
+                writer.submit(_write, hooks, job, write)
+    return batch
+
+
+def _shape(request: GenerationRequest) -> tuple:
+    return (request.pipeline, request.width, request.height, request.num_frames, len(request.images))
+
+
+def _text(gen: Generator, hooks: PhaseHooks, job: PhasedJob, run: Run) -> bool:
+    cached = hooks.cached(job)
+    contexts = gen.encode_text(run, contexts_to(cached, gen.setup.device) if cached is not None else None)
+    if cached is None:
+        hooks.encoded(job, contexts_to(contexts, torch.device("cpu")))
+    return True
+
+
+def _write(hooks: PhaseHooks, job: PhasedJob, write: Callable[[], Result]) -> None:
+    """On the writer thread: the MP4 and the report of ``job`` (hooks are not bound here: no stage runs)."""
+    try:
+        result = write()
+    except BaseException as error:  # the thread must report, not die: the batch waits for it
+        hooks.failed(job, error)
+        return
+    hooks.completed(job, result)
+
+
+def _guarded(hooks: PhaseHooks, job: PhasedJob, work: Callable[[], object]) -> object | None:
+    """``work()`` for ``job`` with the hooks bound to it; a failure ends this job only (None), but an interrupt
+    of the whole process (Ctrl-C, SIGTERM, exit) goes on up."""
+    hooks.bind(job)
+    try:
+        return work()
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as error:  # a job's cancellation is a BaseException too: it ends that job only
+        hooks.failed(job, error)
+        return None
+
+
+class _holding:
+    """Pin ``parts`` in the generator's cache for a phase; always unpinned after it."""
+
+    def __init__(self, gen: Generator, parts: Sequence[str]) -> None:
+        self.gen, self.parts = gen, tuple(parts)
+
+    def __enter__(self) -> None:
+        for part in self.parts:
+            self.gen.cache.hold(part)
+
+    def __exit__(self, *_exc: object) -> None:
+        for part in self.parts:
+            self.gen.cache.release(part)
