@@ -25,15 +25,12 @@ def _run(a: argparse.Namespace) -> None:
     sys.path.insert(0, str(Path(a.src).resolve()))
     import torch
 
-    try:
-        from ltx2_edge.plan.budget import parse_size
-    except ImportError:  # the tree before issue 14's layout
-        from ltx2_edge.plan.budget import parse_size
     from ltx2_edge.pipeline import Generator
     from ltx2_edge.request import GenerationRequest
 
     started = time.perf_counter()
-    flags = {"budget": parse_size(a.budget), "unified": a.unified}
+    # GiB by hand: the module that parses sizes moved in the change this script measures.
+    flags = {"budget": int(float(a.budget.removesuffix("GiB")) * 2**30), "unified": a.unified}
     try:
         from ltx2_edge.engine.settings import RunSettings
     except ImportError:  # the tree before the change: settings as keywords
@@ -59,7 +56,7 @@ def _run(a: argparse.Namespace) -> None:
 def _compare(a: argparse.Namespace) -> None:
     import torch
 
-    rows = {p.stem: json.loads(p.read_text()) for p in sorted(a.dir.glob("*.json"))}
+    rows = {p.stem: json.loads(p.read_text()) for p in sorted(a.dir.glob("*.json")) if ".report" not in p.name}
     latents = {label: torch.load(a.dir / f"{label}.pt") for label in rows}
     pairs = []
     for label in rows:

@@ -18,10 +18,12 @@ through ``on_event(job_id, kind, data)``, from any thread:
 ``is_cancelled(job_id)`` is asked before a job starts and after every denoising step; when it says yes, the job
 stops there (``JobCancelled`` raised from the step hook unwinds the run; the MP4 is written through
 ``ltx2_edge.atomic``, so no partial file survives) and gets ``cancelled``. It also says yes when the server shuts
-down: the scheduler then puts the job back in the queue instead. Today ``run_batch`` runs ``generate`` per job,
-in order; phase batching (every prompt encoded with Gemma loaded once, then every denoising with the transformer
-resident, the MP4 encoding of one clip beside the next one's denoising) replaces its body, with ``prompt_cache``
-consulted in the text phase (``prompt_key``), under the same contract.
+down: the scheduler then puts the job back in the queue instead.
+
+``run_batch`` runs the batch phase by phase (``ltx2_edge.phased``): every prompt encoded with Gemma loaded once
+(``prompt_cache`` hits encode nothing), then every denoise with the transformer held, each clip's MP4 written while
+the next one denoises, as far as the plans and the budget allow (``engine.batch_plan``; each report's ``batch``
+block says what was held and why).
 
 This module must never touch the job store, the event hub or HTTP: it reports through ``on_event`` only.
 """
@@ -37,8 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ltx2_edge.engine.run_plan import denoise_passes
 from ltx2_edge.errors import BudgetError, CheckpointError, Ltx2EdgeError, RequestError
-from ltx2_edge.pipeline import Generator, RunPlan, RunSettings
+from ltx2_edge.phased import PhasedJob, run_phased
+from ltx2_edge.pipeline import Generator, Result, RunPlan, RunSettings
 from ltx2_edge.plan.plan_text import format_plan, plan_to_json
 from ltx2_edge.progress import Progress
 from ltx2_edge.request import GenerationRequest
@@ -92,14 +96,24 @@ class _JobProgress(Progress):
         self._lock = threading.Lock()
         self._job: str | None = None
         self._on_event: OnEvent | None = None
+        self._saved: dict[str, tuple[int, int, int]] = {}  # progress of the batch's other jobs, by id
         self._steps_before = 0  # denoising steps of the passes already done (two-stage pipelines)
         self._total = 1
         self._progress = 0
 
     def bind(self, job_id: str | None, on_event: OnEvent | None, total_steps: int = 1) -> None:
+        """The lines that follow belong to ``job_id``. A job met again (the phases of a batch take turns) carries on
+        from where its progress stood; ``forget`` drops that memory when the job has ended."""
         with self._lock:
+            if self._job is not None:
+                self._saved[self._job] = (self._steps_before, self._total, self._progress)
             self._job, self._on_event = job_id, on_event
-            self._steps_before, self._total, self._progress = 0, max(1, total_steps), 0
+            saved = self._saved.get(job_id) if job_id is not None else None
+            self._steps_before, self._total, self._progress = saved or (0, max(1, total_steps), 0)
+
+    def forget(self, job_id: str) -> None:
+        with self._lock:
+            self._saved.pop(job_id, None)
 
     def _emit(self, kind: str, data: dict[str, Any]) -> None:
         with self._lock:
@@ -159,6 +173,51 @@ def _failure(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, Ltx2EdgeError):
         return "generation_failed", str(exc)
     return "internal_error", f"{type(exc).__name__}: {exc} (the server's log has the traceback)"
+
+
+class _Hooks:
+    """``run_phased``'s hooks for one batch: progress and events per job, cancellation, the prompt cache."""
+
+    def __init__(self, engine: Engine, on_event: OnEvent, is_cancelled: IsCancelled) -> None:
+        self.engine, self.on_event, self.is_cancelled = engine, on_event, is_cancelled
+        self.started: dict[str, float] = {}  # when each job's first phase began
+
+    def bind(self, job: PhasedJob) -> None:
+        self.engine._progress.bind(job.job_id, self.on_event, _request_steps(job.request))
+        self.started.setdefault(job.job_id, time.perf_counter())
+
+    def on_step(self, job: PhasedJob) -> Callable[[int, int, float], None]:
+        def hook(_index: int, _total: int, _seconds: float) -> None:
+            if self.is_cancelled(job.job_id):
+                raise JobCancelled(job.job_id)
+
+        return hook
+
+    def cached(self, job: PhasedJob) -> Any:
+        return self.engine.prompt_cache.get(self.engine.prompt_key(job.request))
+
+    def encoded(self, job: PhasedJob, contexts: Any) -> None:
+        self.engine.prompt_cache.put(self.engine.prompt_key(job.request), contexts)
+
+    def completed(self, job: PhasedJob, result: Result) -> None:
+        report = result.report.to_json()
+        wall = time.perf_counter() - self.started.get(job.job_id, time.perf_counter())
+        report["service"] = {"job_id": job.job_id, "wall_seconds": round(wall, 3)}
+        self.on_event(job.job_id, "completed", {"report": report, "table": result.report.table()})
+
+    def failed(self, job: PhasedJob, error: BaseException) -> None:
+        if isinstance(error, JobCancelled):
+            self.on_event(job.job_id, "cancelled", {})
+            return
+        code, message = _failure(error)
+        if code == "internal_error":
+            log.error("job %s failed:\n%s", job.job_id, "".join(traceback.format_exception(error)))
+        self.on_event(job.job_id, "failed", {"code": code, "message": message})
+
+
+def _request_steps(request: GenerationRequest) -> int:
+    """Denoising steps of ``request`` over its passes (stage 2 of the two-stage pipelines has its own 3)."""
+    return sum(p.steps for p in denoise_passes(request, "batched"))
 
 
 class Engine:
@@ -224,38 +283,24 @@ class Engine:
         return {"text": "\n".join(lines), "plan": plan_to_json(plan.memory)}
 
     def run_batch(self, jobs: Sequence[BatchJob], on_event: OnEvent, is_cancelled: IsCancelled) -> None:
-        """Run ``jobs`` and report each one's events and outcome through ``on_event`` (see the module docstring)."""
+        """Run ``jobs`` phase by phase (``ltx2_edge.phased``: every prompt with Gemma loaded once, a cached prompt
+        encoding nothing, every denoise with the transformer held, each MP4 written while the next clip denoises,
+        as far as the jobs' plans and the budget allow) and report each job's events and outcome through
+        ``on_event`` (see the module docstring)."""
+        live = []
         for job in jobs:
-            self._run_one(job, on_event, is_cancelled)
-
-    def _run_one(self, job: BatchJob, on_event: OnEvent, is_cancelled: IsCancelled) -> None:
-        if is_cancelled(job.job_id):
-            on_event(job.job_id, "cancelled", {})
-            return
-        on_event(job.job_id, "started", {})
-
-        def on_step(_index: int, _total: int, _seconds: float) -> None:
             if is_cancelled(job.job_id):
-                raise JobCancelled(job.job_id)
-
-        start = time.perf_counter()
-        try:
-            plan = self._worker.prepare(job.request)
-            self._progress.bind(job.job_id, on_event, _total_steps(plan))
-            result = self._worker.generate(job.request, job.output_path, overwrite=True, plan=plan, on_step=on_step)
-        except JobCancelled:
-            on_event(job.job_id, "cancelled", {})
-        except Exception as exc:  # the job fails; the server and the other jobs go on
-            code, message = _failure(exc)
-            if code == "internal_error":
-                log.error("job %s failed:\n%s", job.job_id, traceback.format_exc())
-            on_event(job.job_id, "failed", {"code": code, "message": message})
-        else:
-            report = result.report.to_json()
-            report["service"] = {"job_id": job.job_id, "wall_seconds": round(time.perf_counter() - start, 3)}
-            on_event(job.job_id, "completed", {"report": report, "table": result.report.table()})
-        finally:
-            self._progress.bind(None, None)
+                on_event(job.job_id, "cancelled", {})
+            else:
+                on_event(job.job_id, "started", {})
+                live.append(PhasedJob(job.job_id, job.request, job.output_path))
+        if live:
+            try:
+                run_phased(self._worker, live, _Hooks(self, on_event, is_cancelled))
+            finally:
+                self._progress.bind(None, None)
+                for job in live:
+                    self._progress.forget(job.job_id)
 
     def close(self) -> None:
         """Release every loaded part."""
