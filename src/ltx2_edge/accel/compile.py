@@ -127,6 +127,15 @@ def compile_support(device: torch.device) -> str | None:
     return None
 
 
+class CompileRefused(ValueError):
+    """``--compile on`` cannot run here; ``reason`` says why and what to change (the CLI's error is built from it,
+    never from this message's text)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"--compile on cannot run: {reason}")
+
+
 def decide_compile(
     mode: str, support: str | None, economics: CompileEconomics | None, block_perturbations: bool
 ) -> CompileDecision:
@@ -134,7 +143,7 @@ def decide_compile(
 
     ``economics`` None (unknown): ``auto`` compiles when nothing else stands in the way.
 
-    ``ValueError`` (one line, with the reason and what to change) when ``mode == "on"`` cannot be honoured.
+    ``CompileRefused`` (one line, with the reason and what to change) when ``mode == "on"`` cannot be honoured.
     """
     if mode not in COMPILE_MODES:
         raise ValueError(f"compile={mode!r} is not allowed: one of {', '.join(COMPILE_MODES)}")
@@ -147,7 +156,7 @@ def decide_compile(
         blockers.append("the guidance perturbs single blocks (STG), which would compile the block once per index: "
                         "use --guidance cfg")  # fmt: skip
     if mode == "on" and blockers:
-        raise ValueError(f"--compile on cannot run: {blockers[0]}; or use --compile auto")
+        raise CompileRefused(f"{blockers[0]}; or use --compile auto")
     if blockers:
         return CompileDecision(False, f"eager: {blockers[0]}")
     if mode == "auto" and economics is not None and economics.saving_s <= economics.cost_s:
