@@ -1,0 +1,160 @@
+"""Clips per minute from ``ltx2-edge serve`` against the other ways to make N clips on the same box.
+
+Modes, each in this one script so a device call runs them side by side:
+- ``serve``: starts ``ltx2-edge serve`` (its own process, localhost), waits for ``/health`` to say ready, submits N
+  W1 clips at once over HTTP, polls until every one has ended; per clip: submitted -> completed seconds; steady
+  per-clip time = (last completion - first completion) / (N - 1); the reports' ``batch`` blocks say what was held.
+- ``generator``: one long-lived ``Generator``, N clips one after the other (``generate`` per clip).
+- ``cli``: N fresh ``ltx2-edge generate`` processes, one after the other.
+
+    python3 bench/service_bench.py serve --clips 8 --budget 32GiB --checkpoint-path F --gemma-root D --out X.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+PROMPTS = [
+    "A red kite dances over a windy beach at sunset while waves crash and gulls call.",
+    "Rain drums on a tin roof as a cat watches from a dusty window.",
+    "A steam train crosses a stone bridge in the mountains, whistle echoing.",
+    "A street drummer plays under neon lights while traffic hums past.",
+    "Waves roll over black volcanic sand as thunder rumbles far away.",
+    "A blacksmith hammers glowing iron, sparks flying in a dark workshop.",
+    "Children laugh on a carousel at a night fair with organ music.",
+    "A waterfall pours into a green pool while birds sing in the ferns.",
+]
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def _post(url: str, body: dict) -> dict:
+    req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.loads(r.read())
+
+
+def _serve(a: argparse.Namespace) -> dict:
+    base = f"http://127.0.0.1:{a.port}"
+    data = Path(a.work) / f"serve-{a.budget}"
+    argv = [sys.executable, "-m", "ltx2_edge", "serve", "--checkpoint-path", str(a.checkpoint_path), "--gemma-root",
+            str(a.gemma_root), "--budget", a.budget, "--port", str(a.port), "--data-dir", str(data),
+            "--log-level", "warning"]  # fmt: skip
+    started = time.perf_counter()
+    server = subprocess.Popen(argv, start_new_session=True)
+    try:
+        while True:
+            try:
+                if _get(base + "/health").get("status") in ("ready", "busy"):
+                    break
+            except OSError:
+                pass
+            if server.poll() is not None or time.perf_counter() - started > 120:
+                raise RuntimeError(f"serve did not become ready (rc {server.poll()})")
+            time.sleep(0.2)
+        ready_s = time.perf_counter() - started
+        t0 = time.perf_counter()
+        ids, submitted = [], {}
+        for i in range(a.clips):
+            body = {"prompt": PROMPTS[i % len(PROMPTS)], "size": "512x288", "num_frames": 97, "seed": 10 + i,
+                    "num_inference_steps": a.steps}  # fmt: skip
+            job = _post(base + "/v1/videos", body)
+            ids.append(job["id"])
+            submitted[job["id"]] = time.perf_counter() - t0
+        done: dict[str, dict] = {}
+        while len(done) < len(ids):
+            for job_id in ids:
+                if job_id in done:
+                    continue
+                v = _get(f"{base}/v1/videos/{job_id}")
+                if v["status"] in ("completed", "failed", "cancelled"):
+                    v["seen_at_s"] = time.perf_counter() - t0
+                    done[job_id] = v
+            time.sleep(0.1)
+        ends = sorted(v["seen_at_s"] for v in done.values())
+        rows = []
+        for job_id in ids:
+            v = done[job_id]
+            report = v.get("report") or {}
+            stages = {s["stage"]: round(s["seconds"], 3) for s in report.get("stages", [])}
+            peaks = {s["stage"]: round(s["peak_bytes"] / 2**30, 3) for s in report.get("stages", [])}
+            within = all(s["details"].get("within_budget", True) for s in report.get("stages", []))
+            rows.append({"id": job_id, "status": v["status"], "submitted_s": round(submitted[job_id], 3),
+                         "completed_s": round(v["seen_at_s"], 3), "stages": stages, "peaks_gib": peaks,
+                         "within_budget": within, "batch": report.get("batch"), "error": v.get("error")})  # fmt: skip
+        total = ends[-1]
+        steady = (ends[-1] - ends[0]) / (len(ends) - 1) if len(ends) > 1 else None
+        return {"mode": "serve", "budget": a.budget, "clips": a.clips, "server_ready_s": round(ready_s, 3),
+                "total_s": round(total, 3), "clips_per_minute": round(60 * len(ends) / total, 3),
+                "first_clip_s": round(ends[0], 3), "steady_per_clip_s": steady and round(steady, 3),
+                "jobs": rows}  # fmt: skip
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+
+
+def _generator(a: argparse.Namespace) -> dict:
+    from ltx2_edge.pipeline import Generator, RunSettings
+    from ltx2_edge.plan.budget import parse_size
+    from ltx2_edge.request import GenerationRequest
+
+    t0 = time.perf_counter()
+    gen = Generator(a.checkpoint_path, a.gemma_root, RunSettings(budget=parse_size(a.budget)))
+    ends, rows = [], []
+    for i in range(a.clips):
+        request = GenerationRequest(prompt=PROMPTS[i % len(PROMPTS)], seed=10 + i, num_inference_steps=a.steps)
+        result = gen.generate(request, Path(a.work) / f"gen-{i}.mp4", overwrite=True)
+        ends.append(time.perf_counter() - t0)
+        rows.append({"total_s": round(result.report.total_seconds, 3),
+                     "stages": {s.stage: round(s.seconds, 3) for s in result.report.stages}})  # fmt: skip
+    return {"mode": "generator", "budget": a.budget, "clips": a.clips, "total_s": round(ends[-1], 3),
+            "clips_per_minute": round(60 * a.clips / ends[-1], 3), "first_clip_s": round(ends[0], 3),
+            "per_clip_s": [r["total_s"] for r in rows], "jobs": rows}  # fmt: skip
+
+
+def _cli(a: argparse.Namespace) -> dict:
+    t0, ends = time.perf_counter(), []
+    for i in range(a.clips):
+        argv = [sys.executable, "-m", "ltx2_edge", "generate", "--checkpoint-path", str(a.checkpoint_path),
+                "--gemma-root", str(a.gemma_root), "--budget", a.budget, "--prompt", PROMPTS[i % len(PROMPTS)],
+                "--seed", str(10 + i), "--num-inference-steps", str(a.steps), "--quiet", "--overwrite",
+                "--output-path", str(Path(a.work) / f"cli-{i}.mp4")]  # fmt: skip
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+        ends.append(time.perf_counter() - t0)
+    per = [round(b - a_, 3) for a_, b in zip([0.0, *ends], ends, strict=False)]
+    return {"mode": "cli", "budget": a.budget, "clips": a.clips, "total_s": round(ends[-1], 3),
+            "clips_per_minute": round(60 * a.clips / ends[-1], 3), "first_clip_s": round(ends[0], 3),
+            "per_clip_s": per}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("mode", choices=("serve", "generator", "cli"))
+    ap.add_argument("--clips", type=int, default=8)
+    ap.add_argument("--budget", default="32GiB")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--port", type=int, default=8123)
+    ap.add_argument("--work", default="/tmp/service-bench")
+    ap.add_argument("--checkpoint-path", type=Path, required=True)
+    ap.add_argument("--gemma-root", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    a = ap.parse_args()
+    Path(a.work).mkdir(parents=True, exist_ok=True)
+    row = {"serve": _serve, "generator": _generator, "cli": _cli}[a.mode](a)
+    a.out.write_text(json.dumps(row, indent=1))
+    print(json.dumps({k: v for k, v in row.items() if k != "jobs"}))
+
+
+if __name__ == "__main__":
+    main()
