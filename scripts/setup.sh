@@ -9,7 +9,16 @@ PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
 # The CPU build of torch 2.13 on machines without a GPU (the local wheel makes this fast); a machine that already
 # has a CUDA torch in .venv keeps it.
-.venv/bin/python -c 'import torch' 2>/dev/null || pip install "torch==2.13.0"
+# Jetson Thor (aarch64 with an integrated GPU: JetPack 7.x, CUDA 13, Python 3.12): the same pin resolves to PyPI's
+# aarch64 wheel, a CUDA 13 build with sm_110 kernels (cu128/cu129 builds have none: "no kernel image"); a torch
+# already in .venv (a JetPack container's, through --system-site-packages) is kept. scripts/torch_arch.py then
+# checks that torch carries sm_110 and that Triton can compile for the GPU, and says what to do when not.
+if [ "$(uname -m)" = aarch64 ] && "$PY" scripts/torch_arch.py --is-jetson; then
+  .venv/bin/python -c 'import torch' 2>/dev/null || pip install "torch==2.13.0"
+  .venv/bin/python scripts/torch_arch.py --require sm_110 --triton
+else
+  .venv/bin/python -c 'import torch' 2>/dev/null || pip install "torch==2.13.0"
+fi
 extra=""
 no_deps=("ltx-core==1.0.0")
 if [ "${1:-}" = "--test" ]; then
