@@ -25,14 +25,14 @@ def test_parse_size_accepts(text, expected):
     assert parse_size(text) == expected
 
 
-@pytest.mark.parametrize("text", ["0", "-1", "12XB", "", "0GiB", "GiB", "1.2.3g"])
+@pytest.mark.parametrize("text", ["0", "-1", "12XB", "", "0GiB", "GiB", "1.2.3g", "9" * 400, "8EiB", "1e400"])
 def test_parse_size_refuses_with_the_field_name(text):
     with pytest.raises(RequestError) as err:
         parse_size(text, field="host-budget")
-    assert err.value.field == "host-budget"
+    assert err.value.field == "--host-budget"
     assert err.value.value == text
-    assert err.value.allowed == "a positive size such as 32GiB, 24GB or none"
-    assert str(err.value).startswith("host-budget=")
+    assert err.value.allowed == "a positive size below 8 EiB such as 32GiB, 24GB or none"
+    assert str(err.value).startswith("--host-budget=") and "\n" not in str(err.value)
 
 
 def test_default_budget_is_32_gib():
@@ -46,7 +46,7 @@ def test_integrated_gpu_is_one_pool_and_refuses_a_host_budget():
     assert "one pool" in b.describe() and "page cache" in b.describe()
     with pytest.raises(RequestError) as err:
         Budget.for_device(24 * GiB, is_integrated=True, host_budget=8 * GiB)
-    assert err.value.field == "host-budget"
+    assert err.value.field == "--host-budget"
 
 
 def test_unified_flag_applies_the_one_pool_rule_on_a_discrete_gpu():

@@ -51,30 +51,31 @@ def test_parse_image_arg_takes_three_or_four_values():
     for values in (["a.png", "0"], ["a.png", "0", "1", "33", "x"]):
         with pytest.raises(RequestError) as err:
             parse_image_arg(values, 1)
-        _one_line(err, "image[1]", "PATH FRAME_IDX STRENGTH [CRF]")
+        _one_line(err, "--image", "for image 2, PATH FRAME_IDX STRENGTH [CRF]")
     with pytest.raises(RequestError) as err:
         parse_image_arg(["a.png", "zero", "1"])
-    _one_line(err, "image[0]", "FRAME_IDX and CRF integers")
+    _one_line(err, "--image", "for image 1", "FRAME_IDX and CRF integers")
 
 
 @pytest.mark.parametrize(
     ("spec", "field", "allowed"),
     [
-        (ImageSpec(Path("a"), -1, 1.0), "image[1].frame_idx=-1", "from 0 to 96 (a frame of the 97-frame clip"),
-        (ImageSpec(Path("a"), 97, 1.0), "image[1].frame_idx=97", "from 0 to 96"),
-        (ImageSpec(Path("a"), 8, 1.0), "image[1].frame_idx=8", "a frame no other image uses (image[0] has it)"),
-        (ImageSpec(Path("a"), 16, 1.5), "image[1].strength=1.5", "from 0 (no effect) to 1"),
-        (ImageSpec(Path("a"), 16, -0.1), "image[1].strength=-0.1", "from 0 (no effect) to 1"),
-        (ImageSpec(Path("a"), 16, float("nan")), "image[1].strength=nan", "from 0 (no effect) to 1"),
-        (ImageSpec(Path("a"), 16, 0.5, 52), "image[1].crf=52", "from 0 (no H.264 pass) to 51"),
-        (ImageSpec(Path("a"), 16, 0.5, -1), "image[1].crf=-1", "from 0 (no H.264 pass) to 51"),
+        (ImageSpec(Path("a"), -1, 1.0), "--image='a -1 1.0 33'", "FRAME_IDX an integer from 0 to 96 (a frame of the "
+         "97-frame clip"),
+        (ImageSpec(Path("a"), 97, 1.0), "--image='a 97 1.0 33'", "FRAME_IDX an integer from 0 to 96"),
+        (ImageSpec(Path("a"), 8, 1.0), "--image='a 8 1.0 33'", "a frame no other image uses (image 1 has it)"),
+        (ImageSpec(Path("a"), 16, 1.5), "--image='a 16 1.5 33'", "STRENGTH a number from 0 (no effect) to 1"),
+        (ImageSpec(Path("a"), 16, -0.1), "--image='a 16 -0.1 33'", "STRENGTH a number from 0 (no effect) to 1"),
+        (ImageSpec(Path("a"), 16, float("nan")), "--image='a 16 nan 33'", "STRENGTH a number from 0 (no effect) to 1"),
+        (ImageSpec(Path("a"), 16, 0.5, 52), "--image='a 16 0.5 52'", "CRF an integer from 0 (no H.264 pass) to 51"),
+        (ImageSpec(Path("a"), 16, 0.5, -1), "--image='a 16 0.5 -1'", "CRF an integer from 0 (no H.264 pass) to 51"),
     ],
-)
+)  # fmt: skip
 def test_validate_refuses_each_bad_spec_in_one_line(spec, field, allowed):
     first = ImageSpec(Path("a"), 8, 1.0)
     with pytest.raises(RequestError) as err:
         validate_image_specs([first, spec], 512, 288, 97)
-    _one_line(err, field.split("=")[0], field, allowed)
+    _one_line(err, "--image", field + " is not allowed: for image 2, ", allowed)
 
 
 def test_validate_accepts_every_frame_of_the_clip_and_checks_the_grid():
@@ -83,7 +84,7 @@ def test_validate_accepts_every_frame_of_the_clip_and_checks_the_grid():
     validate_image_specs([], 512, 288, 97)
     with pytest.raises(RequestError) as err:
         validate_image_specs(specs, 500, 288, 97)
-    _one_line(err, "width", "a positive multiple of 32")
+    _one_line(err, "--width", "a positive multiple of 32")
 
 
 def test_check_image_files_refuses_what_cannot_be_read(tmp_path):
@@ -105,7 +106,7 @@ def test_check_image_files_refuses_what_cannot_be_read(tmp_path):
     for path, allowed in cases:
         with pytest.raises(RequestError) as err:
             check_image_files([ImageSpec(good, 0, 1.0), ImageSpec(path, 8, 1.0)])
-        _one_line(err, "image[1].path", str(path), allowed)
+        _one_line(err, "--image", f"--image={str(path)!r} is not allowed: for image 2, ", allowed)
     assert check_image_files([ImageSpec(good, 0, 1.0), ImageSpec(tiny, 8, 1.0, crf=0)]) == [(40, 30), (1, 1)]
 
 

@@ -13,6 +13,7 @@ import torch
 
 from ltx2_edge import cli
 from ltx2_edge.engine.settings import RunSettings
+from ltx2_edge.errors import EXIT_BUDGET
 from ltx2_edge.models import weights
 from ltx2_edge.mp4.mux import probe_mp4
 from ltx2_edge.pipeline import Generator
@@ -84,9 +85,9 @@ def _safetensors_without_config(path: Path) -> Path:
     ("case", "needle"),
     [
         ("width", "width=100"),
-        ("frames", "num_frames=96"),
-        ("fps", "frame_rate=0.0"),
-        ("steps", "num_inference_steps=0"),
+        ("frames", "--num-frames=96"),
+        ("fps", "--frame-rate=0.0"),
+        ("steps", "--num-inference-steps=0"),
         ("empty_prompt", "prompt="),
         ("long_prompt", "tokens"),
         ("missing_checkpoint", "does not exist"),
@@ -94,7 +95,7 @@ def _safetensors_without_config(path: Path) -> Path:
         ("pickle", "pickle"),
         ("no_config", "config"),
         ("missing_gemma", "gemma"),
-        ("missing_out_dir", "output_path"),
+        ("missing_out_dir", "--output-path"),
         ("exists", "--overwrite"),
     ],
 )
@@ -244,7 +245,7 @@ def test_impossible_budget_is_refused_with_the_smallest_that_works(tiny_dir, tmp
         raise AssertionError("weights were read before the budget was checked")
 
     monkeypatch.setattr(weights, "load_into", no_weights)
-    assert cli.main([*_args(tiny_dir, tmp_path / "x.mp4"), "--budget", "64MiB"]) == 2
+    assert cli.main([*_args(tiny_dir, tmp_path / "x.mp4"), "--budget", "64MiB"]) == EXIT_BUDGET  # its own status
     err = capsys.readouterr().err.strip()
     assert "Smallest budget that works for this request" in err and "\n" not in err
     smallest = err.split("Smallest budget that works for this request: ")[1].split(" GiB")[0]

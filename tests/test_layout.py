@@ -178,13 +178,14 @@ ALLOWED = {
     "plan": ("plan", "errors", "checkpoint.header", "checkpoint.names", "checkpoint.configs", "quant.policy"),
     "streaming": ("streaming", "checkpoint", "errors"),
     "checkpoint": ("checkpoint", "errors", "inputs"),
-    "synth": ("synth", "checkpoint", "models", "errors"),
+    "synth": ("synth", "checkpoint", "models", "errors", "atomic"),
     "mp4": ("mp4", "errors", "atomic"),
-    "cli": ("cli", "errors", "inputs", "checkpoint.names", "synth.parts", "memory.allocator"),
+    "cli": ("cli", "errors", "inputs", "checkpoint.names", "synth.parts", "memory.allocator", "atomic"),
 }
 # Layer-0 modules: nothing third-party that is heavy (torch, ltx-core, numpy, av, transformers, safetensors).
 TORCH_FREE = (
     "errors",
+    "atomic",
     "inputs",
     "progress",
     "checkpoint.names",

@@ -71,7 +71,7 @@ def test_fps_is_an_exact_fraction(fps, expected):
 def test_fps_must_be_positive(fps):
     with pytest.raises(RequestError) as err:
         fps_fraction(fps)
-    assert err.value.field == "fps"
+    assert err.value.field == "--fps"
 
 
 @pytest.mark.parametrize("fps", [24, 23.976])
@@ -302,7 +302,8 @@ def test_atomic_output_removes_temp_on_any_exception(tmp_path, exc):
     target = tmp_path / "out.mp4"
     target.write_bytes(b"old")
     with pytest.raises(exc), atomic_output(target, overwrite=True) as temp:
-        assert temp.parent == tmp_path and temp.name.startswith(".out.mp4.partial-") and temp.suffix == ".mp4"
+        assert temp.parent == tmp_path and temp.name.startswith(".out.mp4~") and ".partial" in temp.name
+        assert temp.suffix == ".mp4"
         temp.write_bytes(b"new, unfinished")
         raise exc
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"] and target.read_bytes() == b"old"
@@ -335,14 +336,14 @@ def test_output_path_errors_name_the_field(tmp_path):
     existing.write_bytes(b"x")
     with pytest.raises(RequestError, match="--overwrite") as err:
         check_output_path(existing, overwrite=False)
-    assert err.value.field == "output_path"
+    assert err.value.field == "--output-path"
     check_output_path(existing, overwrite=True)
     with pytest.raises(RequestError, match="does not exist") as err:
         write_mp4(tmp_path / "missing" / "o.mp4", [_frames(2)], None, None, 24, 1, {}, overwrite=False)
-    assert err.value.field == "output_path"
+    assert err.value.field == "--output-path"
     with pytest.raises(RequestError, match="is a directory") as err:
         check_output_path(tmp_path, overwrite=True)
-    assert err.value.field == "output_path"
+    assert err.value.field == "--output-path"
     pulled = []
 
     def chunks():
@@ -381,10 +382,10 @@ def test_video_only_writer_has_no_audio_stream(tmp_path):
 def test_bad_writer_settings_are_request_errors(tmp_path):
     with pytest.raises(RequestError) as err:
         Mp4Writer(tmp_path / "a.mp4", width=W, height=H, fps=24, audio_sample_rate=SR, audio_channels=3, metadata={})
-    assert err.value.field == "audio_channels"
+    assert err.value.field == "--audio-channels"
     with pytest.raises(RequestError) as err:
         Mp4Writer(tmp_path / "c.mp4", width=W, height=H, fps=24, audio_sample_rate=12345, audio_channels=1, metadata={})
-    assert err.value.field == "audio_sample_rate"
+    assert err.value.field == "--audio-sample-rate"
     with pytest.raises(RequestError, match="even"):
         Mp4Writer(tmp_path / "b.mp4", width=95, height=H, fps=24, audio_sample_rate=SR, audio_channels=1, metadata={})
     assert list(tmp_path.iterdir()) == []

@@ -269,7 +269,7 @@ def test_cpu_profile_counts_math_attention_scores(headers):
 def test_bad_requests_and_headers_are_refused(headers):
     with pytest.raises(RequestError) as err:
         PlanRequest(**{**W1, "width": 500})
-    assert err.value.field == "width"
+    assert err.value.field == "--width"
     with pytest.raises(RequestError):
         PlanRequest(**{**W1, "num_frames": 96})
     with pytest.raises(RequestError):

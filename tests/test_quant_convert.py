@@ -240,11 +240,11 @@ def test_conversion_refusals(source, tmp_path: Path) -> None:
     src, _ = source
     dst = tmp_path / "q.safetensors"
     quantize_checkpoint(src, dst, "int8")
-    with pytest.raises(RequestError, match=r"dst=.* the file exists"):
+    with pytest.raises(RequestError, match=r"--out=.* the file exists"):
         quantize_checkpoint(src, dst, "int8")
     with pytest.raises(CheckpointError, match="is already quantized"):
         quantize_checkpoint(dst, tmp_path / "again.safetensors", "fp8")
-    with pytest.raises(RequestError, match=r"precision='bf16' is not allowed: fp8 or int8"):
+    with pytest.raises(RequestError, match=r"--to='bf16' is not allowed: fp8 or int8"):
         quantize_checkpoint(src, tmp_path / "x.safetensors", "bf16")
     lightricks = _fp8_file(tmp_path / "lt.safetensors", torch.tensor(0.01))
     with pytest.raises(CheckpointError, match="transformer_blocks.0.attn1.to_q.weight is already F8_E4M3"):
@@ -315,7 +315,7 @@ def test_gemma_folder(tmp_path: Path) -> None:
     assert tensors["language_model.model.embed_tokens.weight"].dtype == "BF16"
     assert tensors["language_model.model.layers.1.mlp.down_proj.weight"].dtype == "I8"
     assert calls[-1][0] == calls[-1][1] and all(a[0] <= b[0] for a, b in zip(calls, calls[1:], strict=False))
-    with pytest.raises(RequestError, match="dst_dir=.* the folder exists"):
+    with pytest.raises(RequestError, match="--out=.* the folder exists"):
         quantize_gemma_folder(src, dst, "int8")
 
 

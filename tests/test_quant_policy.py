@@ -191,7 +191,7 @@ def test_bad_inputs_are_refused_with_the_allowed_values() -> None:
     with pytest.raises(RequestError, match=r"precision='fp16' is not allowed: one of fp8, int8, bf16"):
         QuantPolicy("fp16")
     for bad in ("", "attn 1", ".ff", "ff.", "a/b"):
-        with pytest.raises(RequestError, match="keep_bf16="):
+        with pytest.raises(RequestError, match="--keep-bf16="):
             QuantPolicy.from_flags("fp8", keep_bf16=(bad,))
 
 

@@ -42,8 +42,9 @@ def test_bad_field_is_named(field, value, allowed):
     with pytest.raises(RequestError) as info:
         GenerationRequest(**kwargs)
     msg = str(info.value)
-    assert info.value.field == field
-    assert msg.startswith(f"{field}=") and allowed in msg and "\n" not in msg
+    flag = "--" + field.replace("_", "-")  # every field is spelled as its CLI flag
+    assert info.value.field == flag and info.value.param == field
+    assert msg.startswith(f"{flag}=") and allowed in msg and "\n" not in msg
 
 
 def test_frames_error_suggests_neighbours():

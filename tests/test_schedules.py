@@ -58,11 +58,11 @@ def test_stage_2_starts_where_the_distilled_schedule_has_three_steps_left():
 @pytest.mark.parametrize(
     ("name", "steps", "field", "allowed"),
     [
-        ("distilled", 20, "num_inference_steps=20", "8 (the distilled schedule is fixed)"),
-        ("distilled-stage-2", 8, "num_inference_steps=8", "3 (the distilled-stage-2 schedule is fixed)"),
-        ("one-stage", None, "num_inference_steps=None", "at least 1"),
-        ("one-stage", 0, "num_inference_steps=0", "at least 1"),
-        ("cosine", None, "schedule='cosine'", "one-stage or distilled or distilled-stage-2"),
+        ("distilled", 20, "--num-inference-steps=20", "8 (the distilled schedule is fixed)"),
+        ("distilled-stage-2", 8, "--num-inference-steps=8", "3 (the distilled-stage-2 schedule is fixed)"),
+        ("one-stage", None, "--num-inference-steps=None", "at least 1"),
+        ("one-stage", 0, "--num-inference-steps=0", "at least 1"),
+        ("cosine", None, "--schedule='cosine'", "one-stage or distilled or distilled-stage-2"),
     ],
 )
 def test_bad_requests_name_the_field_and_what_is_allowed(name, steps, field, allowed):

@@ -187,7 +187,7 @@ def test_count_tokens_and_long_prompt_refused(files, monkeypatch):
     monkeypatch.setattr(text_encode, "load_gemma_text_model", must_not_load)
     with pytest.raises(RequestError) as err:
         encoder.encode(["a cat", too_long])
-    assert err.value.field == "prompts[1]" and "1025 tokens" in str(err.value)
+    assert err.value.field == "--prompts[1]" and "1025 tokens" in str(err.value)
     monkeypatch.undo()
     out = encoder.encode([fits])  # exactly the context: accepted, nothing cut
     assert out[0].video_encoding.shape == (1, 1024, 32)

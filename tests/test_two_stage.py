@@ -228,7 +228,7 @@ def test_generator_refuses_two_stage_without_upsampler(tiny_dir, distilled_lora)
     request = GenerationRequest(prompt="x", width=W, height=H, num_frames=F, pipeline="distilled")
     with pytest.raises(RequestError) as info:
         gen.prepare(request)
-    assert info.value.field == "spatial-upsampler-path"
+    assert info.value.field == "--spatial-upsampler-path"
 
 
 def test_plan_command_shows_both_stages(tiny_dir, distilled_lora, capsys):

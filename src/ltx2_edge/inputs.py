@@ -45,6 +45,9 @@ GUIDANCE_PRESETS: tuple[str, ...] = ("cfg", "full")
 # What the distilled pipelines run: one conditional forward per step, no guidance (not a user-facing preset).
 UNGUIDED_PRESET = "none"
 DEFAULT_LORA_STRENGTH = 1.0  # ltx_pipelines.utils.constants.DEFAULT_LORA_STRENGTH
+# Past a few units a LoRA's delta swamps the weights (noise); the tiny model's sound turns NaN near 1e20 and the
+# AAC encoder fails. 10 leaves every sensible use (official LoRAs run at 0.5-1.5) and refuses the absurd ones.
+MAX_LORA_STRENGTH = 10.0
 DEFAULT_IMAGE_CRF = 33  # ltx_pipelines.utils.constants.DEFAULT_IMAGE_CRF
 MAX_CRF = 51  # libx264's CRF scale
 IMAGE_FIT_RULE = (
@@ -66,8 +69,11 @@ class LoraSpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
         s = self.strength
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s):
-            raise RequestError("lora", f"{self.path} {s!r}", "a finite STRENGTH number, e.g. --lora FILE 0.8")
+        number = not isinstance(s, bool) and isinstance(s, (int, float))
+        if not number or not (math.isfinite(s) and abs(s) <= MAX_LORA_STRENGTH):
+            top = f"{MAX_LORA_STRENGTH:g}"
+            raise RequestError("--lora", f"{self.path} {s!r}", f"a STRENGTH from -{top} to {top}, e.g. --lora FILE "
+                               "0.8 (0 turns it off, negative subtracts it)")  # fmt: skip
         object.__setattr__(self, "strength", float(s))
 
     def describe(self) -> dict[str, object]:

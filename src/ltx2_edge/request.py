@@ -10,6 +10,7 @@ always holds the values it runs with and an explicit conflicting value is refuse
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, replace
 
 from ltx2_edge.errors import RequestError
@@ -28,6 +29,17 @@ from ltx2_edge.stages.conditioning import validate_image_specs
 from ltx2_edge.stages.schedules import schedule_steps
 
 MAX_SEED = 2**63 - 1
+# Upper bounds that keep every number a run derives from a request finite and the plan quick to compute; far past
+# what LTX-2 was trained on (up to ~20 s, 1920x1088 before the upsampler), so no sensible clip meets them.
+MAX_SIDE = 8192
+MAX_FRAMES = 1441  # one minute at 24 fps
+MAX_STEPS = 1000
+FRAME_RATE_RANGE = (1.0, 240.0)
+MAX_PROMPT_CHARS = 100_000  # ~25x the 1024 tokens the text encoder reads; the tokenizer refuses the overflow
+# ltx-core's AudioLatentShape.from_duration for LTX-2's audio VAE (16 kHz, hop 160, 4x downsampling): the audio
+# latent has round(seconds x 25) frames, and a clip whose sound rounds to 0 frames cannot be decoded.
+AUDIO_LATENTS_PER_SECOND = 25.0
+_DEVICE = re.compile(r"^(cpu|cuda(:\d{1,2})?)$")
 TWO_STAGE_PIPELINES: tuple[str, ...] = ("two-stage", "distilled")
 UNGUIDED_PIPELINES: tuple[str, ...] = ("distilled", "distilled-one-stage")
 STAGE_2_SCHEDULE = "distilled-stage-2"
@@ -110,21 +122,54 @@ def _check_int(name: str, value: object) -> int:
     return value
 
 
+def check_text(name: str, value: object, allow_empty: bool) -> str:
+    """A prompt: a ``str`` of at most ``MAX_PROMPT_CHARS`` that UTF-8 can encode (bytes a terminal passed on
+    undecoded arrive as lone surrogates, which the tokenizer cannot take)."""
+    if not isinstance(value, str) or (not allow_empty and not value.strip()):
+        raise RequestError(name, value, "a text (may be empty)" if allow_empty else "a non-empty text")
+    if len(value) > MAX_PROMPT_CHARS:
+        raise RequestError(name, f"<{len(value)} characters>", f"at most {MAX_PROMPT_CHARS} characters (the model "
+                           "reads 1024 tokens)")  # fmt: skip
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RequestError(name, value, f"text in UTF-8 (character {exc.start} is a byte that is not UTF-8): check "
+                           "the terminal's or the file's encoding") from None  # fmt: skip
+    return value
+
+
+def check_seed(value: object, name: str = "--seed") -> int:
+    """A random seed: an integer from 0 to ``MAX_SEED`` (what every torch generator takes)."""
+    seed = _check_int(name, value)
+    if not 0 <= seed <= MAX_SEED:
+        raise RequestError(name, seed, f"an integer from 0 to {MAX_SEED}")
+    return seed
+
+
+def check_device(value: object, name: str = "--device") -> str | None:
+    """``cpu``, ``cuda`` or ``cuda:N`` (or None: the engine's default), refused before torch is asked."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _DEVICE.match(value):
+        raise RequestError(name, value, "cpu, cuda or cuda:N (N the GPU's index)")
+    return value
+
+
 def _resolve_pipeline_defaults(r: GenerationRequest) -> None:
     """Fill the fields left None with the pipeline's values; refuse explicit values the pipeline cannot honour."""
     if r.pipeline not in PIPELINE_SCHEDULES:
-        raise RequestError("pipeline", r.pipeline, " or ".join(PIPELINES))
+        raise RequestError("--pipeline", r.pipeline, " or ".join(PIPELINES))
     distilled = r.pipeline in UNGUIDED_PIPELINES
     steps = r.num_inference_steps
     if distilled:
         if steps is not None and not (isinstance(steps, int) and not isinstance(steps, bool)):
-            raise RequestError("num_inference_steps", steps, "an integer")
+            raise RequestError("--num-inference-steps", steps, "an integer")
         steps = schedule_steps(r.schedule, steps)  # refuses any count but the schedule's own, naming it
         if r.guidance not in (None, UNGUIDED_PRESET):
-            raise RequestError("guidance", r.guidance, f"{UNGUIDED_PRESET} for {r.pipeline} (one unguided forward "
+            raise RequestError("--guidance", r.guidance, f"{UNGUIDED_PRESET} for {r.pipeline} (one unguided forward "
                                "per step): leave --guidance unset")  # fmt: skip
         if r.negative_prompt:
-            raise RequestError("negative_prompt", str(r.negative_prompt)[:40], f"unset for {r.pipeline} (it runs no "
+            raise RequestError("--negative-prompt", str(r.negative_prompt)[:40], f"unset for {r.pipeline} (it runs no "
                                "negative pass): leave --negative-prompt unset")  # fmt: skip
     defaults = {
         "num_inference_steps": steps if steps is not None else DEFAULT_STEPS,
@@ -139,48 +184,52 @@ def _resolve_pipeline_defaults(r: GenerationRequest) -> None:
 
 
 def validate(r: GenerationRequest) -> None:
-    """Raise ``RequestError`` for the first field that is out of range."""
-    if not isinstance(r.prompt, str) or not r.prompt.strip():
-        raise RequestError("prompt", r.prompt, "a non-empty text")
-    if not isinstance(r.negative_prompt, str):
-        raise RequestError("negative_prompt", r.negative_prompt, "a text (may be empty)")
+    """Raise ``RequestError`` for the first field that is out of range, naming its flag and the allowed range."""
+    check_text("--prompt", r.prompt, allow_empty=False)
+    check_text("--negative-prompt", r.negative_prompt, allow_empty=True)
     multiple = 64 if r.two_stage else 32  # stage 1 runs at half the size, itself a multiple of 32
     for name in ("width", "height"):
-        v = _check_int(name, getattr(r, name))
-        if v < 2 * multiple or v % multiple:
+        v = _check_int(f"--{name}", getattr(r, name))
+        if v < 2 * multiple or v % multiple or v > MAX_SIDE:
             example = "1024x576, 1536x1024" if r.two_stage else "512x288, 768x512"
-            raise RequestError(name, v, f"a multiple of {multiple}, at least {2 * multiple}, for --pipeline "
-                               f"{r.pipeline} (e.g. {example})")  # fmt: skip
-    n = _check_int("num_frames", r.num_frames)
-    if n < 1 or (n - 1) % 8:
-        lower = max(1, n - (n - 1) % 8) if n >= 1 else 1
-        raise RequestError("num_frames", n, f"8k+1 frames (1, 9, 17, ..., 97, 121); nearest: {lower} or {lower + 8}")
+            raise RequestError(f"--{name}", v, f"a multiple of {multiple}, at least {2 * multiple} and at most "
+                               f"{MAX_SIDE}, for --pipeline {r.pipeline} (e.g. {example})")  # fmt: skip
+    n = _check_int("--num-frames", r.num_frames)
+    if n < 1 or (n - 1) % 8 or n > MAX_FRAMES:
+        lower = min(max(1, n - (n - 1) % 8) if n >= 1 else 1, MAX_FRAMES - 8)
+        raise RequestError("--num-frames", n, f"8k+1 frames from 1 to {MAX_FRAMES} (1, 9, 17, ..., 97, 121); "
+                           f"nearest: {lower} or {lower + 8}")  # fmt: skip
     fps = r.frame_rate
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
-        raise RequestError("frame_rate", fps, "a positive number of frames per second, e.g. 24")
-    steps = _check_int("num_inference_steps", r.num_inference_steps)
-    if steps < 1:
-        raise RequestError("num_inference_steps", steps, "at least 1")
-    seed = _check_int("seed", r.seed)
-    if not 0 <= seed <= MAX_SEED:
-        raise RequestError("seed", seed, f"an integer from 0 to {MAX_SEED}")
+    lo, hi = FRAME_RATE_RANGE
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not (math.isfinite(fps) and lo <= fps <= hi):
+        raise RequestError("--frame-rate", fps, f"a positive number of frames per second from {lo:g} to {hi:g}, "
+                           "e.g. 24")  # fmt: skip
+    if round(n / fps * AUDIO_LATENTS_PER_SECOND) < 1:  # ltx-core's AudioLatentShape.from_duration rounding
+        most = n * AUDIO_LATENTS_PER_SECOND * 2
+        raise RequestError("--frame-rate", fps, f"below {most:g} fps for {n} frame(s), or more --num-frames: the "
+                           f"sound ({AUDIO_LATENTS_PER_SECOND:g} latent frames per second) must last at least one "
+                           "latent frame")  # fmt: skip
+    steps = _check_int("--num-inference-steps", r.num_inference_steps)
+    if not 1 <= steps <= MAX_STEPS:
+        raise RequestError("--num-inference-steps", steps, f"at least 1 and at most {MAX_STEPS}")
+    check_seed(r.seed)
     allowed = (UNGUIDED_PRESET,) if r.pipeline in UNGUIDED_PIPELINES else GUIDANCE_PRESETS
     if r.guidance not in allowed:
-        raise RequestError("guidance", r.guidance, " or ".join(allowed))
-    if r.audio_channels not in (1, 2):
-        raise RequestError("audio_channels", r.audio_channels, "1 (mono) or 2 (stereo)")
+        raise RequestError("--guidance", r.guidance, " or ".join(allowed))
+    if r.audio_channels not in (1, 2) or isinstance(r.audio_channels, bool):
+        raise RequestError("--audio-channels", r.audio_channels, "1 (mono) or 2 (stereo)")
     if not isinstance(r.images, tuple) or not all(isinstance(spec, ImageSpec) for spec in r.images):
-        raise RequestError("images", r.images, "a tuple of stages.conditioning.ImageSpec (--image PATH FRAME_IDX ...)")
+        raise RequestError("--image", r.images, "a tuple of inputs.ImageSpec (--image PATH FRAME_IDX STRENGTH [CRF])")
     validate_image_specs(r.images, r.width, r.height, r.num_frames)
     if not isinstance(r.loras, tuple) or not all(isinstance(spec, LoraSpec) for spec in r.loras):
-        raise RequestError("loras", r.loras, "a tuple of models.lora.LoraSpec (--lora PATH [STRENGTH])")
+        raise RequestError("--lora", r.loras, "a tuple of inputs.LoraSpec (--lora PATH [STRENGTH])")
     if r.pipeline == "two-stage" and not isinstance(r.distilled_lora, LoraSpec):
         raise RequestError(
-            "distilled_lora",
+            "--distilled-lora",
             r.distilled_lora,
             "the distilled LoRA for stage 2 of --pipeline two-stage "
             "(--distilled-lora PATH [STRENGTH], Lightricks' ltx-2-19b-distilled-lora-384.safetensors)",
         )
     if r.pipeline != "two-stage" and r.distilled_lora is not None:
-        raise RequestError("distilled_lora", r.distilled_lora.describe(), "unset: only --pipeline two-stage fuses the "
+        raise RequestError("--distilled-lora", str(r.distilled_lora.path), "unset: only --pipeline two-stage fuses the "
                            "distilled LoRA (for stage 2)")  # fmt: skip

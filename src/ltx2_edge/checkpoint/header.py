@@ -32,6 +32,7 @@ DTYPE_BYTES: dict[str, int] = {
     "BOOL": 1,
 }
 _MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
+_LFS_POINTER = b"version https://git-lfs.github.com/spec/"  # what a clone without git-lfs holds instead
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,50 @@ def _describe_non_safetensors(head: bytes) -> str | None:
     return None
 
 
+def _reject_constant(token: str) -> object:
+    raise ValueError(f"{token} is not JSON")  # NaN, Infinity: Python's json accepts them, safetensors does not
+
+
+def _is_count(x: object) -> bool:
+    # JSON's unsigned integers, as safetensors reads shapes and offsets (usize): not bools, not floats.
+    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**64
+
+
+def _entry(p: Path, name: str, info: object) -> tuple[str, tuple[int, ...], int, int]:
+    """One tensor's (dtype, shape, begin, end) as the header gives them, each checked for its JSON type."""
+    bad = f"{p} is not a valid safetensors file: tensor {name!r}"
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{bad} has a header entry that is not an object ({type(info).__name__})")
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
+        raise CheckpointError(f"{bad} has unknown dtype {dtype!r} (allowed: {', '.join(DTYPE_BYTES)})")
+    if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+        raise CheckpointError(f"{bad} has shape {shape!r}: a list of non-negative integers is needed")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(x) for x in offsets):
+        raise CheckpointError(f"{bad} has data_offsets {offsets!r}: two non-negative integers are needed")
+    begin, end = offsets
+    if end < begin or end - begin != math.prod(shape) * DTYPE_BYTES[dtype]:
+        raise CheckpointError(f"{bad} has offsets [{begin}, {end}) that do not match {dtype}{list(shape)} "
+                              f"({math.prod(shape) * DTYPE_BYTES[dtype]} bytes)")  # fmt: skip
+    return dtype, tuple(shape), begin, end
+
+
+def _metadata(p: Path, raw: object) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        raise CheckpointError(f"{p} is not a valid safetensors file: its __metadata__ is not an object of strings")
+    return dict(raw)
+
+
 def read_header(path: str | os.PathLike[str]) -> Header:
-    """Parse ``path``'s safetensors header. Raises ``CheckpointError`` naming the problem."""
+    """Parse ``path``'s safetensors header. Raises ``CheckpointError`` naming the problem.
+
+    Refuses what the safetensors library refuses, in one line naming the file: a header that is not a JSON object
+    (or holds NaN/Infinity), an entry that is not an object, an unknown dtype, a shape or offsets that are not
+    non-negative integers, offsets that disagree with dtype x shape, and tensors that overlap, leave gaps or do
+    not cover the data exactly (offsets count from the end of the header, so none can point into it).
+    """
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"checkpoint {p} does not exist: pass the path of the .safetensors file")
@@ -92,39 +135,41 @@ def read_header(path: str | os.PathLike[str]) -> Header:
             kind = _describe_non_safetensors(head)
             if kind is not None:
                 raise CheckpointError(f"{p} is {kind}, not safetensors; ltx2-edge never unpickles files")
+            if head.startswith(_LFS_POINTER[:8]) and f.read(len(_LFS_POINTER) - 8) == _LFS_POINTER[8:]:
+                raise CheckpointError(f"{p} is a git-lfs pointer, not the file itself: run `git lfs pull` in its "
+                                      "repository (or download the file again)")  # fmt: skip
             if len(head) < 8:
                 raise CheckpointError(f"{p} is {size} bytes long: too short to be safetensors")
             (n,) = struct.unpack("<Q", head)
             if n == 0 or n > _MAX_HEADER_BYTES or 8 + n > size:
                 raise CheckpointError(f"{p} is not a safetensors file (header length {n} for a {size}-byte file)")
+            f.seek(8)
             raw = f.read(n)
-    except PermissionError as exc:
-        raise CheckpointError(f"checkpoint {p} is not readable: {exc.strerror}") from exc
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {p} is not readable: {exc.strerror or exc}") from exc
     try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = json.loads(raw, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise CheckpointError(f"{p} is not a safetensors file: its header is not JSON ({exc})") from exc
     if not isinstance(doc, dict):
         raise CheckpointError(f"{p} is not a safetensors file: its header is not a JSON object")
-    metadata = doc.pop("__metadata__", None) or {}
-    data_start = 8 + n
+    metadata = _metadata(p, doc.pop("__metadata__", None))
+    data_start, data_bytes = 8 + n, size - 8 - n
+    entries = sorted(((name, *_entry(p, name, info)) for name, info in doc.items()), key=lambda e: (e[3], e[4]))
     tensors: dict[str, TensorInfo] = {}
-    for name, info in sorted(doc.items(), key=lambda kv: kv[1].get("data_offsets", [0])[0]):
-        try:
-            dtype = info["dtype"]
-            shape = tuple(int(d) for d in info["shape"])
-            b, e = (int(x) for x in info["data_offsets"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{p}: tensor {name!r} has a malformed header entry ({exc})") from exc
-        if dtype not in DTYPE_BYTES:
-            raise CheckpointError(f"{p}: tensor {name!r} has unknown dtype {dtype!r}")
-        if e - b != math.prod(shape) * DTYPE_BYTES[dtype] or data_start + e > size:
-            raise CheckpointError(
-                f"{p}: tensor {name!r} has offsets [{b}, {e}) that do not match {dtype}{list(shape)}"
-                f" or lie past the end of the {size}-byte file (truncated download?)"
-            )
+    covered = 0
+    for name, dtype, shape, b, e in entries:
+        if b != covered:  # as safetensors: each tensor starts where the previous one ends
+            what = "overlaps the tensor before it" if b < covered else f"leaves bytes {covered}..{b} unused"
+            raise CheckpointError(f"{p} is not a valid safetensors file: tensor {name!r} at [{b}, {e}) {what}")
         tensors[name] = TensorInfo(name, dtype, shape, data_start + b, data_start + e)
-    return Header(path=p, metadata={str(k): str(v) for k, v in metadata.items()}, tensors=tensors)
+        covered = e
+    if covered != data_bytes:
+        past = "lie past the end of the file (truncated download?)" if covered > data_bytes else (
+            f"leave {data_bytes - covered} bytes at its end unused")  # fmt: skip
+        raise CheckpointError(f"{p} is not a valid safetensors file: its tensors cover {covered} bytes but the data "
+                              f"holds {data_bytes}: they {past}")  # fmt: skip
+    return Header(path=p, metadata=metadata, tensors=tensors)
 
 
 def read_config(path: str | os.PathLike[str]) -> dict:

@@ -19,7 +19,7 @@ from ltx2_edge.checkpoint.names import TRANSFORMER_PREFIX, UPSAMPLER_FILE
 from ltx2_edge.checkpoint.upsampler_layout import build_upsampler_meta, resolved_config, spatial_factor
 from ltx2_edge.errors import CheckpointError, RequestError
 
-FIELD = "spatial-upsampler-path"
+FIELD = "--spatial-upsampler-path"
 FLOAT_DTYPES = frozenset({"BF16", "F16", "F32"})
 _MODEL_SECTIONS = ("transformer", "vae", "audio_vae", "vocoder")  # an LTX-2 model checkpoint's config sections
 

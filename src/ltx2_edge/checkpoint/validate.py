@@ -12,17 +12,25 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ltx2_edge.checkpoint.header import Header, TensorInfo, read_header
 from ltx2_edge.checkpoint.layout import LTX23_UNSUPPORTED, Shape, expected_tensors, gemma_layout
-from ltx2_edge.errors import CheckpointError
+from ltx2_edge.errors import CheckpointError, RequestError
 
 FAMILY = "LTX-2 19B"
 FLOAT_DTYPES = frozenset({"BF16", "F16", "F32"})
 EIGHT_BIT_DTYPES = frozenset({"F8_E4M3", "F8_E5M2", "I8"})
 _FEATURE_EXTRACTOR = "text_embedding_projection.aggregate_embed.weight"
+_LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+_PRECISION_OF = {"F8_E4M3": "fp8", "I8": "int8"}
+_TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json")
+# Gemma 3 12B has 3840 / 48 / 16 / 8 / 256 / 15360 / 262208; these leave room for every Gemma 3 size.
+_GEMMA_SIZE_LIMITS = {"hidden_size": 65536, "num_hidden_layers": 1024, "num_attention_heads": 1024,
+                      "num_key_value_heads": 1024, "head_dim": 4096, "intermediate_size": 1 << 20,
+                      "vocab_size": 1 << 22, "image_size": 16384, "patch_size": 1024}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -126,6 +134,86 @@ def _find(root: Path, pattern: str) -> Path | None:
     return next(iter(root.rglob(pattern)), None)
 
 
+def stored_precision(header: Header) -> str | None:
+    """``fp8`` or ``int8`` for a pre-quantized file (its 2-D ``*.weight`` tensors in 8 bits), None for a float
+    one. Headers only. ``CheckpointError`` for a file mixing both (no run reads that)."""
+    kinds = {_PRECISION_OF[t.dtype] for t in header.tensors.values()
+             if t.dtype in _PRECISION_OF and t.name.endswith(".weight") and len(t.shape) == 2}  # fmt: skip
+    if len(kinds) > 1:
+        raise CheckpointError(f"{header.path} holds both fp8 and int8 weights: convert the BF16 original again "
+                              "with `ltx2-edge quantize`")  # fmt: skip
+    return kinds.pop() if kinds else None
+
+
+def check_precision_matches(headers: Iterable[Header], precision: str, requested: str | None = None) -> None:
+    """Refuse, before any weight is read, a run whose weight precision differs from a pre-quantized file's.
+
+    ``headers``: the checkpoint's header (``CheckpointInfo.header``) and the Gemma shards' (``read_header`` of
+    each of ``GemmaInfo.shards``). ``precision``: what the run uses (``resolve_precision``'s answer);
+    ``requested``: the ``--quantization`` value it came from (``auto`` resolves per device). A float file takes
+    any precision (it is quantized at load); an fp8 or int8 file runs only at its own. ``RequestError`` naming
+    ``--quantization``, the file, what it holds and the flag value that runs it.
+    """
+    asked = requested if requested is not None else precision
+    for header in headers:
+        stored = stored_precision(header)
+        if stored is None or stored == precision:
+            continue
+        means = f" (which means {precision} on this device)" if asked != precision else ""
+        if asked == stored:  # asked for the file's precision, but this device runs another (fp8 without FP8 cores)
+            fix = f"this device cannot run {stored} weights: use the BF16 checkpoint (quantized at load)"
+        else:
+            fix = f"--quantization {stored}, or the BF16 checkpoint for {precision}"
+        raise RequestError("--quantization", asked, f"{header.path.name} is pre-quantized to {stored} and this "
+                           f"run asks for {precision}{means}: {fix}")  # fmt: skip
+
+
+def _check_gemma_config(path: Path, config: dict, hint: str) -> None:
+    """The sections and sizes a Gemma 3 model is built from: objects, and positive integers no larger than
+    ``_GEMMA_SIZE_LIMITS`` (a model is built on ``meta`` from them: a million layers would take minutes)."""
+    for section in ("text_config", "vision_config"):
+        sub = config.get(section)
+        if section == "vision_config" and sub is None:
+            continue
+        if not isinstance(sub, dict):
+            raise CheckpointError(f"{path}: its {section} is {type(sub).__name__}, not an object: {hint}")
+        for key, limit in _GEMMA_SIZE_LIMITS.items():
+            value = sub.get(key)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+                raise CheckpointError(f"{path}: {section}.{key} is {value!r}; a Gemma 3 config has a positive "
+                                      f"integer there (at most {limit}): {hint}")  # fmt: skip
+
+
+def check_tokenizer_files(folder: Path) -> None:
+    """Refuse tokenizer files that cannot load: a git-lfs pointer instead of the file (a clone without git-lfs),
+    an empty file, or a ``tokenizer.json``/``tokenizer_config.json`` that is not a JSON object (a cut download)."""
+    for name in _TOKENIZER_FILES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            with path.open("rb") as f:
+                head = f.read(len(_LFS_POINTER))
+        except OSError as exc:
+            raise CheckpointError(f"{path} is not readable ({exc.strerror or exc})") from exc
+        if head == _LFS_POINTER:
+            raise CheckpointError(f"{path} is a git-lfs pointer, not the file itself: run `git lfs pull` in the "
+                                  "Gemma folder (or download it again)")  # fmt: skip
+        if not head:
+            raise CheckpointError(f"{path} is empty: download the Gemma folder again")
+        if name.endswith(".json"):
+            try:
+                doc = json.loads(path.read_bytes())
+            except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+                raise CheckpointError(f"{path} is not JSON ({exc}): the download was cut short or the file was "
+                                      "edited; download the Gemma folder again") from exc  # fmt: skip
+            if not isinstance(doc, dict) or (name == "tokenizer.json" and not isinstance(doc.get("model"), dict)):
+                raise CheckpointError(f"{path} is not a tokenizer file (no tokenizer model in it): download the "
+                                      "Gemma folder again")  # fmt: skip
+
+
 def inspect_gemma_folder(root: str | Path) -> GemmaInfo:
     """Check a Gemma 3 folder (config, tokenizer, language-model tensors) by headers only."""
     from transformers import Gemma3Config
@@ -143,9 +231,11 @@ def inspect_gemma_folder(root: str | Path) -> GemmaInfo:
         raise CheckpointError(f"{config_path} is not readable JSON ({exc})") from exc
     if not isinstance(config, dict) or "text_config" not in config:
         raise CheckpointError(f"{config_path} is not a Gemma 3 (Gemma3ForConditionalGeneration) config: {hint}")
+    _check_gemma_config(config_path, config, hint)
     tokenizer = _find(root, "tokenizer.model") or _find(root, "tokenizer.json")
     if tokenizer is None:
         raise CheckpointError(f"Gemma folder {root} has no tokenizer.model or tokenizer.json: {hint}")
+    check_tokenizer_files(tokenizer.parent)
     first = _find(root, "model*.safetensors")
     if first is None:
         raise CheckpointError(f"Gemma folder {root} has no model*.safetensors weights: {hint}")
@@ -157,7 +247,7 @@ def inspect_gemma_folder(root: str | Path) -> GemmaInfo:
     try:
         layout = gemma_layout(config)
         text_config = Gemma3Config.from_dict(copy.deepcopy(config)).text_config.to_dict()
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:
         raise CheckpointError(f"{config_path} is not a usable Gemma 3 config ({exc!r})") from exc
     language = {k: v for k, v in layout.items() if k.startswith("language_model.")}
     _check_tensors(root, language, found, "the Gemma 3 language model")

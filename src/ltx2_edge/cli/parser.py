@@ -54,25 +54,25 @@ def parse_lora_arg(values: Sequence[str], flag: str = "lora") -> LoraSpec:
     """``--lora PATH [STRENGTH]`` (or ``--distilled-lora``, named by ``flag``) as ltx-pipelines parses it: 1 or 2
     values, strength 1.0 when left out."""
     if not 1 <= len(values) <= 2:
-        raise RequestError(flag, " ".join(values), f"PATH and an optional STRENGTH (--{flag} FILE 0.8)")
+        raise RequestError(f"--{flag}", " ".join(values), f"PATH and an optional STRENGTH (--{flag} FILE 0.8)")
     try:
         strength = float(values[1]) if len(values) == 2 else DEFAULT_LORA_STRENGTH
     except ValueError:
-        raise RequestError(flag, " ".join(values), f"a number as STRENGTH (--{flag} FILE 0.8)") from None
+        raise RequestError(f"--{flag}", " ".join(values), f"a number as STRENGTH (--{flag} FILE 0.8)") from None
     return LoraSpec(Path(values[0]), strength)
 
 
 def parse_image_arg(values: Sequence[str], index: int = 0) -> ImageSpec:
     """``PATH FRAME_IDX STRENGTH [CRF]`` as given on the command line -> ``ImageSpec`` (ranges are checked by
     ``stages.conditioning.validate_image_specs``)."""
-    usage = "PATH FRAME_IDX STRENGTH [CRF], e.g. --image first.png 0 1.0"
+    usage = f"for image {index + 1}, PATH FRAME_IDX STRENGTH [CRF], e.g. --image first.png 0 1.0"
     if len(values) not in (3, 4):
-        raise RequestError(f"image[{index}]", " ".join(values), usage)
+        raise RequestError("--image", " ".join(values), usage)
     try:
         frame_idx, strength = int(values[1]), float(values[2])
         crf = int(values[3]) if len(values) == 4 else DEFAULT_IMAGE_CRF
     except ValueError:
-        raise RequestError(f"image[{index}]", " ".join(values), usage + " (FRAME_IDX and CRF integers)") from None
+        raise RequestError("--image", " ".join(values), usage + " (FRAME_IDX and CRF integers)") from None
     return ImageSpec(Path(values[0]), frame_idx, strength, crf)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Literal
 
 from ltx2_edge.errors import RequestError
@@ -25,7 +26,9 @@ GiB = 1024**3
 DEFAULT_BUDGET_BYTES = 32 * GiB
 HOST_MARGIN_FRACTION = 0.10
 HOST_MARGIN_CAP_BYTES = 4 * GiB
-_SIZE_ALLOWED = "a positive size such as 32GiB, 24GB or none"
+MAX_SIZE_BYTES = 2**63 - 1  # what the memory figures below are compared with (8 EiB)
+_MAX_SIZE_CHARS = 64
+_SIZE_ALLOWED = "a positive size below 8 EiB such as 32GiB, 24GB or none"
 
 # Binary units for the bare letters (k, m, g, t), as docker and java -Xmx read them; "GB" is decimal.
 _UNITS: dict[str, int] = {
@@ -56,11 +59,11 @@ def parse_size(text: str, field: str = "budget") -> int | None:
     raw = str(text)
     if raw.strip().lower() == "none":
         return None
-    match = _SIZE_RE.match(raw.lower())
+    match = _SIZE_RE.match(raw.lower()) if len(raw) <= _MAX_SIZE_CHARS else None
     if match is None or match.group(2) not in _UNITS:
         raise RequestError(field, text, _SIZE_ALLOWED)
-    value = int(float(match.group(1)) * _UNITS[match.group(2)])
-    if value <= 0:
+    value = int(Fraction(match.group(1)) * _UNITS[match.group(2)])  # exact: no float overflow, no rounding
+    if not 0 < value <= MAX_SIZE_BYTES:
         raise RequestError(field, text, _SIZE_ALLOWED)
     return value
 

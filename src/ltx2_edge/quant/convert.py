@@ -29,6 +29,7 @@ from typing import BinaryIO
 
 import torch
 
+from ltx2_edge.atomic import atomic_output, check_output_path, clean_stale, output_failure, temp_path
 from ltx2_edge.checkpoint.header import Header, TensorInfo, read_config, read_header
 from ltx2_edge.checkpoint.names import TRANSFORMER_PREFIX
 from ltx2_edge.errors import CheckpointError, RequestError
@@ -43,6 +44,7 @@ Progress = Callable[[int, int], None]  # (bytes written, bytes in total)
 _QUANT_DTYPE = {"fp8": "F8_E4M3", "int8": "I8"}
 _FLOAT_SOURCES = ("F32", "F16", "BF16")
 _COPY_CHUNK = 64 << 20
+_OUT = "--out"  # the quantize command's output flag, which every output error names
 
 
 def _write_tensor(out: BinaryIO, t: torch.Tensor) -> int:
@@ -83,9 +85,12 @@ def _write(
     progress: Progress | None,
     device: str,
     fuser: LoraFuser | None = None,
+    overwrite: bool = False,
+    inputs: Sequence[Path] = (),
 ) -> int:
-    """Stream ``plan`` into ``dst`` (header first, then tensor after tensor); returns the weights quantized.
-    ``fuser``'s LoRAs are fused into the weights it names (checkpoint names) before they are quantized or copied."""
+    """Stream ``plan`` into ``dst`` (header first, then tensor after tensor; ``atomic_output``: all or nothing);
+    returns the weights quantized. ``fuser``'s LoRAs are fused into the weights it names (checkpoint names) before
+    they are quantized or copied."""
     fused = fuser.targets if fuser is not None else frozenset()
     entries: dict[str, dict] = {}
     offset = 0
@@ -101,9 +106,8 @@ def _write(
         entries["__metadata__"][BAKED_METADATA_KEY] = json.dumps([lora.describe() for lora in fuser.files])
     raw = json.dumps(entries, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # safetensors pads the header to 8 bytes so the data starts aligned
-    tmp = dst.with_name(f".{dst.name}.partial-{os.getpid()}")
     done = 0
-    try:
+    with atomic_output(dst, overwrite, inputs=(header.path, *inputs), field=_OUT) as tmp:
         with header.path.open("rb") as f, tmp.open("wb") as out:
             out.write(len(raw).to_bytes(8, "little") + raw)
             for info, target in plan:
@@ -127,16 +131,12 @@ def _write(
                     progress(done, offset)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return sum(1 for _, target in plan if target)
 
 
 def _checked_policy(precision: str, policy: QuantPolicy | None) -> QuantPolicy:
     if precision not in _QUANT_DTYPE:
-        raise RequestError("precision", precision, "fp8 or int8 (a bf16 checkpoint needs no conversion)")
+        raise RequestError("--to", precision, "fp8 or int8 (a bf16 checkpoint needs no conversion)")
     return (policy or QuantPolicy(precision)).with_precision(precision)
 
 
@@ -160,22 +160,24 @@ def quantize_checkpoint(
     ``precision``. ``device`` does the arithmetic (a GPU is faster; results are identical). Streams tensor by
     tensor; ``progress(done_bytes, total_bytes)`` after each. Returns how many weights were quantized.
     Raises ``CheckpointError`` for an already-quantized source or one with no candidate weight, and
-    ``RequestError`` for a bad precision or an existing ``dst`` without ``overwrite``.
+    ``RequestError`` (``--out``) for a bad precision, an existing ``dst`` without ``overwrite``, a ``dst`` that
+    cannot be written (``atomic.check_output_path``) or that is ``src`` or one of the LoRA files, whatever
+    ``overwrite`` says; all checked before anything is read or written.
     """
     pol = _checked_policy(precision, policy)
     src, dst = Path(src), Path(dst)
-    if dst.exists() and not overwrite:
-        raise RequestError("dst", str(dst), "the file exists; remove it, choose another path, or pass overwrite")
+    inputs = (src, *(Path(spec.path) for spec in loras))
+    check_output_path(dst, overwrite, inputs=inputs, field=_OUT)
     header, plan = _source(src, pol)
     if not any(target for _, target in plan):
         raise CheckpointError(
             f"no weight in {src} matches the 8-bit candidates ({', '.join(pol.quantize)}): is it an LTX-2 checkpoint?"
         )
     if not loras:
-        return _write(header, plan, dst, pol, progress, str(device))
+        return _write(header, plan, dst, pol, progress, str(device), None, overwrite, inputs)
     with LoraFuser(inspect_transformer_loras(loras, read_config(src)), TRANSFORMER_PREFIX) as fuser:
         check_fusable(header, fuser, TRANSFORMER_PREFIX)
-        return _write(header, plan, dst, pol, progress, str(device), fuser)
+        return _write(header, plan, dst, pol, progress, str(device), fuser, overwrite, inputs)
 
 
 def quantize_gemma_folder(
@@ -191,18 +193,26 @@ def quantize_gemma_folder(
     Every ``*.safetensors`` shard is converted as ``quantize_checkpoint`` does; the index's ``weight_map``
     gains the ``*.weight_scale`` entries and its ``total_size`` is recomputed; tokenizer and config files are
     copied. Built under a temporary name and renamed when complete. Returns the number of quantized weights.
+    ``RequestError`` (``--out``) for a ``dst_dir`` that exists, whose parent does not, or that lies inside
+    ``src_dir`` (its shards would become the source's: ltx-core loads every ``*.safetensors`` there).
     """
     pol = _checked_policy(precision, policy)
     src_dir, dst_dir = Path(src_dir), Path(dst_dir)
     if not src_dir.is_dir():
         raise CheckpointError(f"Gemma folder {src_dir} does not exist: pass the folder holding config.json")
     if dst_dir.exists():
-        raise RequestError("dst_dir", str(dst_dir), "the folder exists; remove it or choose another path")
+        raise RequestError(_OUT, str(dst_dir), "a new folder: the folder exists; remove it or choose another path")
+    if not dst_dir.parent.is_dir():
+        raise RequestError(_OUT, str(dst_dir), f"a new folder in an existing one ({dst_dir.parent} does not exist)")
+    if dst_dir.resolve().is_relative_to(src_dir.resolve()):
+        raise RequestError(_OUT, str(dst_dir), f"a folder outside the Gemma folder {src_dir} (ltx-core would load "
+                           "the quantized shards as part of it)")  # fmt: skip
     shards = [(path, *_source(path, pol)) for path in sorted(src_dir.glob("*.safetensors"))]
     if not any(target for _, _, plan in shards for _, target in plan):
         raise CheckpointError(f"no weight in {src_dir} matches the 8-bit candidates: is it a Gemma 3 folder?")
     sizes = [header.nbytes() for _, header, _ in shards]
-    tmp = dst_dir.with_name(f".{dst_dir.name}.partial-{os.getpid()}")
+    clean_stale(dst_dir)
+    tmp = temp_path(dst_dir)
     try:
         tmp.mkdir()
         count = 0
@@ -220,6 +230,9 @@ def quantize_gemma_folder(
         for index in src_dir.glob("*.index.json"):
             _rewrite_index(index, tmp)
         os.replace(tmp, dst_dir)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise output_failure(exc, dst_dir, _OUT) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,6 +32,18 @@ from ltx2_edge.mp4.encoder import require_encoders
 LATENT_PIXELS = 32  # one latent token per 32x32 pixels
 # 8-bit modes PIL converts to RGB without loss of meaning; 16-bit and float images would be clipped, not scaled.
 _EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
+# PIL's own decompression-bomb warning threshold (~89.5 MP): a header claiming more is refused before decoding.
+# An 8K frame is 33 MP; every image is scaled to the clip's size anyway.
+MAX_IMAGE_PIXELS = 89_478_485
+
+
+def _typed(spec: ImageSpec) -> str:
+    """The spec as one would type it after ``--image`` (what its errors show as the value)."""
+    return f"{spec.path} {spec.frame_idx} {spec.strength} {spec.crf}"
+
+
+def _refuse(i: int, value: object, allowed: str) -> RequestError:
+    return RequestError("--image", value, f"for image {i + 1}, {allowed}")
 
 
 def validate_image_specs(specs: Sequence[ImageSpec], width: int, height: int, num_frames: int) -> None:
@@ -39,58 +52,68 @@ def validate_image_specs(specs: Sequence[ImageSpec], width: int, height: int, nu
     Pure (no file access). The official code accepts any FRAME_IDX; we refuse what it would silently misuse:
     indices outside the clip, and two images on one frame (the later one would overwrite or duplicate it).
     """
-    for name, value in (("width", width), ("height", height)):
+    for name, value in (("--width", width), ("--height", height)):
         if value <= 0 or value % LATENT_PIXELS:
             raise RequestError(name, value, f"a positive multiple of {LATENT_PIXELS} (the latent grid images map to)")
     used: dict[int, int] = {}
     for i, spec in enumerate(specs):
         idx = spec.frame_idx
         if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < num_frames:
-            raise RequestError(
-                f"image[{i}].frame_idx",
-                idx,
-                f"an integer from 0 to {num_frames - 1} (a frame of the {num_frames}-frame clip; 0 replaces the "
-                "first frame, others add a keyframe)",
-            )
+            raise _refuse(i, _typed(spec), f"FRAME_IDX an integer from 0 to {num_frames - 1} (a frame of the "
+                          f"{num_frames}-frame clip; 0 replaces the first frame, others add a keyframe)")  # fmt: skip
         if idx in used:
-            raise RequestError(f"image[{i}].frame_idx", idx, f"a frame no other image uses (image[{used[idx]}] has it)")
+            raise _refuse(i, _typed(spec), f"FRAME_IDX {idx} is taken: a frame no other image uses (image "
+                          f"{used[idx] + 1} has it)")  # fmt: skip
         used[idx] = i
         s = spec.strength
         if isinstance(s, bool) or not isinstance(s, (int, float)) or not (math.isfinite(s) and 0.0 <= s <= 1.0):
-            raise RequestError(
-                f"image[{i}].strength", s, "a number from 0 (no effect) to 1 (the frame keeps the image)"
-            )
+            raise _refuse(i, _typed(spec), "STRENGTH a number from 0 (no effect) to 1 (the frame keeps the image)")
         crf = spec.crf
         if isinstance(crf, bool) or not isinstance(crf, int) or not 0 <= crf <= MAX_CRF:
-            raise RequestError(f"image[{i}].crf", crf, f"an integer from 0 (no H.264 pass) to {MAX_CRF}")
+            raise _refuse(i, _typed(spec), f"CRF an integer from 0 (no H.264 pass) to {MAX_CRF}")
+
+
+def _read_header(i: int, path: Path) -> tuple[str, tuple[int, int]]:
+    """Mode and size from the image's header, refusing an absurd size before a single pixel is decoded."""
+    limit = f"an image of at most {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # our own limit says it in one line
+            with Image.open(path) as img:
+                mode, size = img.mode, img.size
+                if size[0] * size[1] <= MAX_IMAGE_PIXELS:
+                    img.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise _refuse(i, str(path), f"{limit} (its header claims more): scale it down") from None
+    except UnidentifiedImageError:
+        raise _refuse(i, str(path), "an image PIL can read (PNG, JPEG, WebP, BMP, ...)") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # PIL's plugins raise all of these for bad files
+        raise _refuse(i, str(path), f"a readable, complete image file ({exc})") from None
+    if size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise _refuse(i, str(path), f"{limit} (its header says {size[0]}x{size[1]}): scale it down (it is fitted to "
+                      "the clip's size anyway)")  # fmt: skip
+    return mode, size
 
 
 def check_image_files(specs: Sequence[ImageSpec]) -> list[tuple[int, int]]:
     """Open and decode every image now, so a bad file fails before any weight loads; returns (width, height)s.
 
-    ``RequestError`` names the image and why (missing, a directory, not readable, not an image, not 8-bit,
-    too small for H.264); ``EncoderMissingError`` if a CRF > 0 needs libx264 and PyAV lacks it.
+    ``RequestError`` names the image and why (missing, a directory, not readable, not an image, a header that
+    claims more than ``MAX_IMAGE_PIXELS`` (refused before decoding), not 8-bit, too small for H.264);
+    ``EncoderMissingError`` if a CRF > 0 needs libx264 and PyAV lacks it.
     """
     sizes = []
     for i, spec in enumerate(specs):
-        field = f"image[{i}].path"
         path = Path(spec.path)
         if not path.exists():
-            raise RequestError(field, str(path), "an existing image file (no such file)")
+            raise _refuse(i, str(path), "an existing image file (no such file)")
         if path.is_dir():
-            raise RequestError(field, str(path), "an image file, not a directory")
-        try:
-            with Image.open(path) as img:
-                img.load()
-                mode, size = img.mode, img.size
-        except UnidentifiedImageError:
-            raise RequestError(field, str(path), "an image PIL can read (PNG, JPEG, WebP, BMP, ...)") from None
-        except OSError as exc:
-            raise RequestError(field, str(path), f"a readable, complete image file ({exc})") from None
+            raise _refuse(i, str(path), "an image file, not a directory")
+        mode, size = _read_header(i, path)
         if mode not in _EIGHT_BIT_MODES:
-            raise RequestError(field, str(path), f"an 8-bit image (this one is mode {mode}): save it as 8-bit RGB")
+            raise _refuse(i, str(path), f"an 8-bit image (this one is mode {mode}): save it as 8-bit RGB")
         if spec.crf > 0 and min(size) < 2:
-            raise RequestError(field, str(path), f"an image of at least 2x2 pixels for CRF {spec.crf} (got {size})")
+            raise _refuse(i, str(path), f"an image of at least 2x2 pixels for CRF {spec.crf} (got {size})")
         sizes.append(size)
     if any(spec.crf > 0 for spec in specs):
         require_encoders(("libx264",))

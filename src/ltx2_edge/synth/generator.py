@@ -13,13 +13,13 @@ only when complete: a reader never sees a half-written file. Writing never delet
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ltx2_edge.atomic import temp_path
 from ltx2_edge.checkpoint.configs import SIZES, Size, gemma_config, ltx2_config
 from ltx2_edge.checkpoint.gemma_folder import gemma_folder_plan
 from ltx2_edge.checkpoint.layout import expected_tensors
@@ -83,8 +83,7 @@ def _write_gemma(size: Size, folder: Path, seed: int, device: str, overwrite: bo
             raise CheckpointError(f"{folder} holds another generated Gemma folder; pass overwrite=True to replace it")
     folder.parent.mkdir(parents=True, exist_ok=True)
     # A sibling temporary folder: same filesystem (e.g. /dev/shm), so the final rename is atomic.
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = temp_path(folder)  # short whatever the folder's name
     tmp.mkdir()
     try:
         for name, content in plan.files.items():
@@ -97,7 +96,7 @@ def _write_gemma(size: Size, folder: Path, seed: int, device: str, overwrite: bo
         if folder.exists() and not any(folder.iterdir()):
             folder.rmdir()  # an empty folder made ready for us (a mount point is never empty)
         if folder.exists():
-            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+            old = temp_path(folder, "backup")
             folder.rename(old)
             tmp.rename(folder)
             shutil.rmtree(old)
@@ -129,10 +128,10 @@ def make_checkpoint(
     ``progress(file, done, total)`` is called after each tensor.
     """
     if size not in SIZES:
-        raise RequestError("size", size, f"one of {', '.join(SIZES)}")
+        raise RequestError("--size", size, f"one of {', '.join(SIZES)}")
     unknown = [p for p in parts if p not in PARTS]
     if unknown or not parts:
-        raise RequestError("parts", parts, f"a non-empty tuple of {', '.join(PARTS)}")
+        raise RequestError("--parts", parts, f"a non-empty tuple of {', '.join(PARTS)}")
     out_dir = Path(out_dir)
     paths = CheckpointPaths(size, out_dir / LTX2_FILE, Path(gemma_dir) if gemma_dir else out_dir / "gemma")
     if "ltx2" in parts:

@@ -10,13 +10,13 @@ replaces a file it did not write.
 from __future__ import annotations
 
 import math
-import os
 import re
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
+from ltx2_edge.atomic import atomic_output
 from ltx2_edge.checkpoint.configs import SIZES, ltx2_config
 from ltx2_edge.checkpoint.header import read_header
 from ltx2_edge.checkpoint.names import LORA_PREFIX
@@ -41,15 +41,17 @@ def make_lora(size: str, out: Path, rank: int, *, seed: int = 0, overwrite: bool
     ``torch.Generator`` seeded with ``seed``, layer by layer in name order.
     """
     if size not in SIZES:
-        raise RequestError("size", size, f"one of {', '.join(SIZES)}")
+        raise RequestError("--size", size, f"one of {', '.join(SIZES)}")
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise RequestError("rank", rank, "a positive integer, e.g. 4 (tiny) or 32 (full)")
+        raise RequestError("--rank", rank, "a positive integer, e.g. 4 (tiny) or 32 (full)")
     out = Path(out)
     if out.exists():
-        if read_header(out).metadata.get("_generator") is None:
-            raise CheckpointError(f"refusing to replace {out}: it was not written by this generator; move it away")
+        meta = read_header(out).metadata
+        if meta.get("_generator") is None or "rank" not in meta:  # a generated checkpoint is not a LoRA to replace
+            raise CheckpointError(f"refusing to replace {out}: it is not a LoRA written by this generator; move it "
+                                  "away or choose another --out")  # fmt: skip
         if not overwrite:
-            raise RequestError("out", str(out), "a new path, or pass --overwrite to replace the generated LoRA there")
+            raise RequestError("--out", str(out), "a new path, or pass --overwrite to replace the generated LoRA there")
     shapes = linear_weight_shapes(build_transformer_meta(ltx2_config(size)).velocity_model)
     g = torch.Generator().manual_seed(seed)
     tensors: dict[str, torch.Tensor] = {}
@@ -64,10 +66,6 @@ def make_lora(size: str, out: Path, rank: int, *, seed: int = 0, overwrite: bool
         tensors[stem + ".lora_B.weight"] = b.to(torch.bfloat16)
     metadata = {"_generator": generator_tag(seed), "size": size, "rank": str(rank)}
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_output(out, overwrite=True, field="--out") as tmp:  # a foreign file was refused above
         save_file(tensors, str(tmp), metadata=metadata)
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ltx2_edge.atomic import clean_stale, temp_path
 from ltx2_edge.checkpoint.header import read_header
 from ltx2_edge.checkpoint.layout import Shape
 from ltx2_edge.errors import CheckpointError
@@ -69,7 +70,8 @@ def write_safetensors(
             raise ValueError(f"fixed tensor {name} {list(value.shape)} is not in the layout with that shape")
     header, order = _header_bytes({name: shape for name, (shape, _) in layout.items()}, metadata)
     total = len(header) + sum(math.prod(layout[name][0]) for name in order) * _ITEM_BYTES
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    clean_stale(path)  # what a killed run left beside it
+    tmp = temp_path(path)  # short whatever the name: a name at the filesystem's limit still gets one
     try:
         with tmp.open("wb") as f:
             f.write(header)
