@@ -124,9 +124,11 @@ def _gemms(config: dict, device: torch.device, dtype: torch.dtype, timing: Timin
     return out
 
 
-def measure_all(opts: CalibrateOptions, device: torch.device, stream: TextIO) -> tuple[list[Measurement], str]:
-    """Every step under a progress bar; returns the measurements (in step order) and what shapes were used."""
-    before_total = nvml_used_bytes(device)[1] if device.type == "cuda" else None  # before CUDA holds memory
+def measure_all(opts: CalibrateOptions, device: torch.device, stream: TextIO, before_total: int | None = None,
+                ) -> tuple[list[Measurement], str]:  # fmt: skip
+    """Every step under a progress bar; returns the measurements (in step order) and what shapes were used.
+    ``before_total``: NVML's device-wide used bytes before this process touched the GPU (the runtime step's
+    fallback when NVML cannot attribute memory to this process)."""
     sizes = SIZES[(device.type, opts.quick)]
     config, workload = _model(opts.checkpoint_path, device)
     dtype, timing = default_dtype(device), sizes.timing
@@ -231,11 +233,12 @@ def table(doc: dict[str, Any], previous: DeviceProfile) -> str:
 def run_calibrate(opts: CalibrateOptions, stream: TextIO | None = None) -> tuple[Path, DeviceProfile]:
     """Measure, write the profile, print the table (stdout) with the progress bar on ``stream`` (stderr)."""
     started = time.perf_counter()
-    device = resolve_device(opts.device)
+    device = resolve_device(opts.device)  # counts GPUs without creating a CUDA context
+    before_total = nvml_used_bytes(device)[1] if device.type == "cuda" else None  # before CUDA holds any memory
     if opts.checkpoint_path is not None and not Path(opts.checkpoint_path).is_file():
         raise RequestError("checkpoint-path", str(opts.checkpoint_path), "an existing LTX-2 .safetensors file")
     previous, _ = choose_profile(device_identity(device))
-    results, workload = measure_all(opts, device, stream or sys.stderr)
+    results, workload = measure_all(opts, device, stream or sys.stderr, before_total)
     doc = build_document(results, workload, device, previous, opts, time.perf_counter() - started)
     path = Path(opts.out) if opts.out is not None else profiles_dir() / f"{doc['name']}.json"
     if path.exists() and path.is_dir():
