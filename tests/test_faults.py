@@ -99,14 +99,22 @@ def test_sigterm_exits_143_and_leaves_nothing(tiny_dir, tmp_path):
     assert list(folder.iterdir()) == []
 
 
+_KILLED_CHILD = """
+import os, signal, sys
+from ltx2_edge.atomic import atomic_output
+
+with atomic_output(sys.argv[1], overwrite=False) as temp:  # what the MP4 writer does, minus the model
+    temp.write_bytes(b"half an mp4")
+    os.kill(os.getpid(), signal.SIGKILL)  # no handler runs: the temporary stays behind
+"""
+
+
 def test_a_killed_runs_partial_file_is_cleaned_by_the_next_run(tiny_dir, tmp_path, capsys):
     folder = tmp_path / "out"
     folder.mkdir()
     out = folder / "clip.mp4"
-    proc = _start_slow_run(tiny_dir, out)
-    proc.kill()  # SIGKILL: no handler runs, the temporary stays behind
-    proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    killed = subprocess.run([sys.executable, "-c", _KILLED_CHILD, str(out)], capture_output=True, timeout=60)
+    assert killed.returncode == -signal.SIGKILL
     assert [p for p in folder.iterdir() if is_temp_path(p)], "the killed run left no temporary to clean"
     assert cli.main(_args(tiny_dir, out)) == 0, capsys.readouterr().err
     assert sorted(p.name for p in folder.iterdir()) == ["clip.mp4", "clip.report.json"]

@@ -237,11 +237,11 @@ def test_late_waveform_gives_the_same_streams(tmp_path, monkeypatch, kind):
         late: object = LateAudio(get, ready=lambda: len(log) >= 2)
     elif kind == "callable":
         late = get
-    else:
-        pool = ThreadPoolExecutor(1)
-        late = pool.submit(lambda: time.sleep(0.2) or get())
     in_hand = write_mp4(tmp_path / "a.mp4", chunks(), waveform, SR, 24, 2, {}, overwrite=False)
     log.clear()
+    if kind == "future":  # submitted now: under load the first write may outlast its 0.2 s, and clear() its log
+        pool = ThreadPoolExecutor(1)
+        late = pool.submit(lambda: time.sleep(0.2) or get())
     stats = write_mp4(tmp_path / "b.mp4", chunks(), late, SR, 24, 2, {}, overwrite=False)
     if kind == "ready_mid_stream":  # fetched as soon as ready, before the next chunk was pulled
         assert log == ["chunk 0", "chunk 5", "audio", "chunk 10", "chunk 15", "chunk 20"]

@@ -305,42 +305,71 @@ def _commit(pairs: Sequence[tuple[Path, Path]]) -> None:
             backup.unlink(missing_ok=True)
 
 
+class OutputUnit:
+    """Files that only make sense together (an MP4 and its ``.report.json``): written under temporary names, then
+    all renamed into place by ``commit``, or all removed by ``discard``; targets are never half replaced.
+
+    Made before any work: every target is checked (``check_output_path``, none of ``inputs``) and the stale
+    temporaries of killed runs are removed. ``temps`` are the paths to write (a writer using ``atomic_output``
+    writes such a path in place). ``commit`` checks the targets again, requires every temporary, and renames them
+    (an existing target is kept as a hard link until all are in place, and put back on failure); an ``OSError``
+    there becomes one ``OutputError`` line and nothing is left. For a run split into phases (the MP4 written in
+    one, the report in another) hold the unit across them; ``output_unit`` is the one-block form.
+    """
+
+    def __init__(
+        self, targets: Sequence[Path], overwrite: bool, *, inputs: Iterable[Path | str | None] = (), field: str = _FIELD
+    ) -> None:
+        self.targets = tuple(Path(t) for t in targets)
+        self.overwrite, self.inputs, self.field = overwrite, tuple(inputs), field
+        for target in self.targets:
+            check_output_path(target, overwrite, inputs=self.inputs, field=field)
+        for target in self.targets:
+            clean_stale(target)
+        self.temps = tuple(temp_path(t) for t in self.targets)
+
+    def commit(self) -> None:
+        """Rename every temporary onto its target (all or none); ``OutputError`` (temporaries removed) if not."""
+        try:
+            for target, temp in zip(self.targets, self.temps, strict=True):
+                check_output_path(target, self.overwrite, inputs=self.inputs, field=self.field)
+                if not temp.is_file():
+                    raise FileNotFoundError(errno.ENOENT, "the writer did not create it", str(temp))
+            _commit(tuple(zip(self.temps, self.targets, strict=True)))
+        except OSError as exc:
+            self.discard()
+            raise self.failure(exc) from exc
+        except BaseException:
+            self.discard()
+            raise
+
+    def discard(self) -> None:
+        """Remove every temporary (safe to call more than once, and after ``commit``)."""
+        for temp in self.temps:
+            temp.unlink(missing_ok=True)
+
+    def failure(self, exc: OSError) -> OutputError:
+        """``output_failure`` for ``exc``, naming the target whose temporary (or itself) failed."""
+        named = {p.name: t for t, temp in zip(self.targets, self.temps, strict=True) for p in (t, temp)}
+        return output_failure(exc, named.get(Path(str(exc.filename or "")).name, self.targets[0]), self.field)
+
+
 @contextlib.contextmanager
 def output_unit(
     targets: Sequence[Path], overwrite: bool, *, inputs: Iterable[Path | str | None] = (), field: str = _FIELD
 ) -> Iterator[tuple[Path, ...]]:
-    """Yield one temporary path per target; when the block ends normally, rename them all into place, or none.
-
-    For files that only make sense together (an MP4 and its ``.report.json``): every target is checked on entry
-    (``check_output_path``, none of ``inputs``), stale temporaries of killed runs are removed, and on any failure
-    — in the block (disk full while writing either) or while renaming (an immutable target) — every temporary is
-    removed and every target is left as it was; an ``OSError`` becomes one ``OutputError`` line. Each temporary
-    may be handed to a writer that uses ``atomic_output`` itself (it writes the temporary in place).
-    """
-    targets = tuple(Path(t) for t in targets)
-    inputs = tuple(inputs)
-    for target in targets:
-        check_output_path(target, overwrite, inputs=inputs, field=field)
-    for target in targets:
-        clean_stale(target)
-    temps = tuple(temp_path(t) for t in targets)
+    """``OutputUnit`` as a block: yields its temporaries, commits when the block ends normally, else discards.
+    An ``OSError`` in the block (disk full while writing either file) becomes one ``OutputError`` line too."""
+    unit = OutputUnit(targets, overwrite, inputs=inputs, field=field)
     try:
-        yield temps
-        for target, temp in zip(targets, temps, strict=True):
-            check_output_path(target, overwrite, inputs=inputs, field=field)
-            if not temp.is_file():
-                raise FileNotFoundError(errno.ENOENT, "the writer did not create it", str(temp))
-        _commit(tuple(zip(temps, targets, strict=True)))
+        yield unit.temps
     except OSError as exc:
-        for temp in temps:
-            temp.unlink(missing_ok=True)
-        named = {p.name: t for t, temp in zip(targets, temps, strict=True) for p in (t, temp)}
-        failed = named.get(Path(str(exc.filename or "")).name, targets[0])
-        raise output_failure(exc, failed, field) from exc
+        unit.discard()
+        raise unit.failure(exc) from exc
     except BaseException:
-        for temp in temps:
-            temp.unlink(missing_ok=True)
+        unit.discard()
         raise
+    unit.commit()
 
 
 @contextlib.contextmanager

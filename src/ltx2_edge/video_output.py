@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ltx2_edge.atomic import check_output_path, name_max, output_unit
+from ltx2_edge.atomic import OutputUnit, check_output_path, name_max
 from ltx2_edge.errors import RequestError
 
 _FIELD = "--output-path"
@@ -50,15 +50,29 @@ def check_video_output(path: Path, overwrite: bool, inputs: Iterable[Path | str 
         raise RequestError(_FIELD, str(path), f"its report {report.name} beside it: {exc.allowed}") from None
 
 
+def video_unit(path: Path, overwrite: bool, inputs: Iterable[Path | str | None] = ()) -> OutputUnit:
+    """The ``OutputUnit`` of an MP4 and its report, checked (``check_video_output``): ``unit.temps`` is
+    (MP4 temporary, report temporary); ``commit()`` lands both, ``discard()`` neither."""
+    path = Path(path)
+    inputs = tuple(inputs)
+    check_video_output(path, overwrite, inputs)
+    return OutputUnit((path, report_path(path)), overwrite, inputs=inputs)
+
+
 @contextlib.contextmanager
 def video_output(path: Path, overwrite: bool, inputs: Iterable[Path | str | None] = ()) -> Iterator[tuple[Path, Path]]:
-    """``output_unit`` for an MP4 and its report: yields (MP4 temporary, report temporary); both land, or neither.
+    """``video_unit`` as a block: yields (MP4 temporary, report temporary); both land, or neither.
 
     Hand the MP4 temporary to the writer (``mp4.mux.write_mp4`` writes it in place) and write the report to the
     other; on any failure, nothing new is left and an existing pair (``overwrite``) stays as it was.
     """
-    path = Path(path)
-    inputs = tuple(inputs)
-    check_video_output(path, overwrite, inputs)
-    with output_unit((path, report_path(path)), overwrite, inputs=inputs) as (video, report):
-        yield video, report
+    unit = video_unit(path, overwrite, inputs)
+    try:
+        yield unit.temps  # type: ignore[misc]
+    except OSError as exc:
+        unit.discard()
+        raise unit.failure(exc) from exc
+    except BaseException:
+        unit.discard()
+        raise
+    unit.commit()
