@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from ltx2_edge import cli
+from ltx2_edge.checkpoint.names import UPSAMPLER_FILE
 from ltx2_edge.streaming.tensor_reader import TensorReader
 
 SEED = 20  # change it to draw other values; every pool below holds only values that must be refused
@@ -149,6 +150,17 @@ def _output(work: Path, rng: random.Random) -> str:
                            existing]))  # fmt: skip
 
 
+_DISTILLED = ["--pipeline", "distilled", "--height", "128", "--width", "128"]
+_TWO_STAGE = ["--pipeline", "two-stage", "--height", "128", "--width", "128"]
+
+
+def _lora(files: dict[str, Path], tiny_dir: Path, rng: random.Random) -> list[str]:
+    """PATH [STRENGTH] of a LoRA that must be refused: no such file, not a LoRA, or a strength out of range."""
+    return rng.choice([[str(files["missing"])], [str(tiny_dir / "ltx2.safetensors")], [str(files["text"])],
+                       [str(files["folder"]), "0.5"], [str(tiny_dir / "ltx2.safetensors"), _strength(rng)],
+                       ["a.safetensors", "1", "2"]])  # fmt: skip
+
+
 def _clip_cases(files, tiny_dir, work, rng) -> dict[str, list[str]]:
     """Flag -> the argument list of one hostile draw, for the clip flags generate, plan and demo share."""
     return {
@@ -166,18 +178,14 @@ def _clip_cases(files, tiny_dir, work, rng) -> dict[str, list[str]]:
         "--prefetch-depth": ["--prefetch-depth", _prefetch(rng)],
         "--device": ["--device", _device(rng)],
         "--image": ["--image", *_image(files, tiny_dir, rng)],
-        "--lora": ["--lora", str(files["missing"])]
-        if rng.random() < 0.3
-        else ["--lora", str(tiny_dir / "ltx2.safetensors"), _strength(rng)],  # fmt: skip
-        "--spatial-upsampler-path": [
-            "--pipeline",
-            "distilled",
-            "--height",
-            "128",
-            "--width",
-            "128",
+        "--lora": ["--lora", *_lora(files, tiny_dir, rng)],
+        "--spatial-upsampler-path": [*_DISTILLED, "--spatial-upsampler-path", _model_file(files, rng)],
+        "--distilled-lora": [
+            *_TWO_STAGE,
             "--spatial-upsampler-path",
-            _model_file(files, rng),
+            str(tiny_dir / UPSAMPLER_FILE),
+            "--distilled-lora",
+            *_lora(files, tiny_dir, rng),
         ],  # fmt: skip
         "--output-path": ["--output-path", _output(work, rng)],
     }
@@ -196,45 +204,20 @@ def _cases(files: dict[str, Path], tiny_dir: Path, work: Path) -> list[tuple[str
                 model = [] if command == "demo" else ["--checkpoint-path", ckpt, "--gemma-root", gemma]
                 out = ["--output-path", str(work / "o.mp4")] if command != "plan" and flag != "--output-path" else []
                 prompt = [] if flag == "--prompt" else ["--prompt", "rain on a tin roof"]
-                steps = [] if flag == "--spatial-upsampler-path" else STEPS  # distilled runs its own 8
+                steps = [] if flag == "--spatial-upsampler-path" else STEPS  # distilled runs its own 8 steps
                 cases.append((command, flag, [command, *model, *prompt, *SMALL, *steps, *out, *extra]))
             if command != "demo":
-                cases.append(
-                    (
-                        command,
-                        "--checkpoint-path",
-                        [
-                            command,
-                            "--checkpoint-path",
-                            _model_file(files, rng),
-                            "--gemma-root",
-                            gemma,
-                            "--prompt",
-                            "x",
-                            *SMALL,
-                            "--output-path",
-                            str(work / "o.mp4"),
-                        ],
-                    )
-                )
-                cases.append(
-                    (
-                        command,
-                        "--gemma-root",
-                        [
-                            command,
-                            "--checkpoint-path",
-                            ckpt,
-                            "--gemma-root",
-                            _gemma(files, rng),
-                            "--prompt",
-                            "x",
-                            *SMALL,
-                            "--output-path",
-                            str(work / "o.mp4"),
-                        ],
-                    )
-                )
+                rest = ["--prompt", "x", *SMALL, "--output-path", str(work / "o.mp4")]
+                bad_model, bad_gemma = _model_file(files, rng), _gemma(files, rng)
+                cases += [
+                    (command, "--checkpoint-path", [command, "--checkpoint-path", bad_model, "--gemma-root", gemma,
+                                                    *rest, *STEPS]),
+                    (command, "--gemma-root", [command, "--checkpoint-path", ckpt, "--gemma-root", bad_gemma, *rest,
+                                               *STEPS]),
+                    (command, "--distilled-checkpoint-path", [command, "--distilled-checkpoint-path",
+                                                              _model_file(files, rng), "--gemma-root", gemma, *rest,
+                                                              "--pipeline", "distilled-one-stage"]),
+                ]  # fmt: skip
         q = ["quantize", "--to", "int8"]
         cases += [
             ("quantize", "--checkpoint-path", [*q, "--checkpoint-path", _model_file(files, rng), "--out",
