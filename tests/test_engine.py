@@ -241,6 +241,9 @@ def test_run_phased_loads_each_model_once_and_isolates_a_cancelled_job(tiny_dir,
     decode = next(s for s in first.report.stages if s.stage == "decode")
     assert decode.details["frames"] == 9 and decode.details["mp4_write_seconds"] > 0
     assert first.report.extra["batch"]["jobs"] == 3 and gen.cache.loaded() == ()
+    # While Gemma and the connectors were held for the text phase, the scope counted them as held.
+    text = first.report.stages[0].details
+    assert text["held_for_next_stage_bytes"] > 0
     # The same prompt again: its embeddings come from the cache, nothing encodes, same latents.
     again = _Hooks()
     again.cache = hooks.cache

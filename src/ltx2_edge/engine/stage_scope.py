@@ -62,10 +62,11 @@ class StageScopes:
         held_peak = max(rec.peak_bytes, rec.details.get("peak_reserved_bytes", 0)) + runtime_bytes
         rec.details.update(budget_bytes=cap, predicted_peak_bytes=predicted,
                            within_budget=cap is None or held_peak <= cap)  # fmt: skip
+        held = self.cache.held_bytes()  # kept on purpose, for the next stage or the next clip
+        rec.details["held_for_next_stage_bytes"] = held
         if dev.type == "cuda":
-            held = self.cache.held_bytes()  # kept on purpose, for the next stage or the next clip
             rec.details["nvml_used_bytes_after"] = runtime.nvml_used_bytes(dev)
             retained = torch.cuda.memory_allocated(dev) - self.baseline - held
-            rec.details.update(retained_bytes_after=retained, held_for_next_stage_bytes=held)
+            rec.details["retained_bytes_after"] = retained
             if not setup.keep_resident and retained > LEAK_NOTE_BYTES:
                 self.progress.note(f"{rec.stage} left {retained / 1024**3:.2f} GiB allocated after release")

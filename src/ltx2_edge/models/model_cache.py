@@ -39,8 +39,13 @@ class _Entry:
     key: Hashable
 
 
-def module_bytes(module: torch.nn.Module) -> int:
-    """Bytes of a module's parameters and buffers (what keeping it loaded costs)."""
+def module_bytes(module: object) -> int:
+    """Bytes of a loaded part's parameters and buffers (what keeping it loaded costs): a module, or a wrapper that
+    holds its module as ``model`` (``GemmaText``: the language model beside its tokenizer)."""
+    if not isinstance(module, torch.nn.Module):
+        module = getattr(module, "model", None)
+        if not isinstance(module, torch.nn.Module):
+            raise TypeError(f"cannot count the weights of a {type(module).__name__}: cache modules or wrappers of one")
     return sum(t.numel() * t.element_size() for t in itertools.chain(module.parameters(), module.buffers()))
 
 
