@@ -203,7 +203,7 @@ class Generator:
         def write() -> Result:
             started = time.perf_counter()
             stats = write_mp4(run.output, frames, waveform, rate, request.frame_rate, request.audio_channels,
-                              metadata, run.overwrite)  # fmt: skip
+                              metadata, run.overwrite, video_encoder=setup.video_encoder)  # fmt: skip
             seconds = round(time.perf_counter() - started, 4)
             rec.details.update(asdict(stats), channels=request.audio_channels, mp4_write_seconds=seconds)
             rec.details.setdefault("sub_rows", []).append(("mp4 encode + write", seconds, "after the decode, beside "

@@ -77,6 +77,7 @@ def _settings(args: argparse.Namespace) -> RunSettings:
         compile=args.compile,
         cuda_graph=args.cuda_graph,
         cuda_allocator=args.cuda_allocator,
+        video_encoder=args.video_encoder,
         spatial_upsampler_path=args.spatial_upsampler_path,
     )
 

@@ -30,6 +30,7 @@ from ltx2_edge.inputs import (
     LoraSpec,
 )
 from ltx2_edge.memory.allocator import ALLOCATOR_MODES
+from ltx2_edge.mp4.video_encoders import VIDEO_ENCODER_CHOICES, VIDEO_ENCODER_HELP
 from ltx2_edge.synth.parts import PARTS
 
 DEMO_PROMPT = "A red kite dances over a windy beach at sunset while waves crash and gulls call."
@@ -200,6 +201,7 @@ def _add_clip_args(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="replay each denoising forward as one CUDA graph when every block is resident (default auto)",
     )
+    p.add_argument("--video-encoder", choices=VIDEO_ENCODER_CHOICES, default="libx264", help=VIDEO_ENCODER_HELP)
 
 
 def _add_lora_arg(p: argparse.ArgumentParser) -> None:

@@ -101,7 +101,8 @@ class DecodeRunner:
             details["load_seconds"] = round(time.perf_counter() - started, 4)
             stats = decode_to_mp4(chunks, audio, latents.video, tiling(plan), plan.stage("decode").tiles, frame_rate,
                                   audio_channels, output_path, metadata, overwrite,
-                                  lambda line: self.progress.stage("decode", line), details)  # fmt: skip
+                                  lambda line: self.progress.stage("decode", line), details,
+                                  video_encoder=self.setup.video_encoder)  # fmt: skip
             del chunks, audio
         finally:
             self.release(keep)

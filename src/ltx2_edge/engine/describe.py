@@ -13,6 +13,7 @@ from ltx2_edge.engine.run_plan import PassPlan, RunPlan
 from ltx2_edge.engine.setup import EngineSetup
 from ltx2_edge.models.lora import baked_loras
 from ltx2_edge.plan.plan_text import plan_to_json
+from ltx2_edge.plan.provenance import profile_origin
 from ltx2_edge.report import RunReport, device_info, versions
 from ltx2_edge.stages.latents import video_token_count
 
@@ -77,6 +78,8 @@ def new_report(setup: EngineSetup, plan: RunPlan, output: Path) -> RunReport:
     report = RunReport(request=plan.request.to_dict(), device=device_info(setup.device), versions=versions(),
                        output_path=str(output))  # fmt: skip
     report.extra.update(
+        profile=profile_origin(setup.profile),
+        video_encoder=setup.video_encoder,
         model={"checkpoint": str(setup.checkpoint.path), "model_version": setup.checkpoint.model_version,
                "gemma_root": str(setup.gemma.root), "dtype": str(setup.dtype).removeprefix("torch.")},
         guidance=plan.guidance.describe(),

@@ -18,6 +18,7 @@ from ltx2_edge.accel.compile import COMPILE_MODES
 from ltx2_edge.accel.settings import CUDA_GRAPH_MODES
 from ltx2_edge.errors import RequestError
 from ltx2_edge.memory.allocator import ALLOCATOR_MODES
+from ltx2_edge.mp4.video_encoders import VIDEO_ENCODER_CHOICES
 from ltx2_edge.plan.budget import DEFAULT_BUDGET_BYTES
 
 QUANTIZATIONS: tuple[str, ...] = ("auto", "fp8", "int8", "bf16")
@@ -55,6 +56,7 @@ class RunSettings:
     cuda_graph: str = "auto"
     cuda_allocator: str = "auto"
     spatial_upsampler_path: Path | None = None
+    video_encoder: str = "libx264"
 
     def __post_init__(self) -> None:
         if self.device is not None and (not isinstance(self.device, str) or not _DEVICE.match(self.device)):
@@ -76,6 +78,7 @@ class RunSettings:
         _one_of("compile", self.compile, COMPILE_MODES)
         _one_of("cuda-graph", self.cuda_graph, CUDA_GRAPH_MODES)
         _one_of("cuda-allocator", self.cuda_allocator, ALLOCATOR_MODES)
+        _one_of("video-encoder", self.video_encoder, VIDEO_ENCODER_CHOICES)
         if self.spatial_upsampler_path is not None and not isinstance(self.spatial_upsampler_path, Path):
             object.__setattr__(self, "spatial_upsampler_path", Path(self.spatial_upsampler_path))
 

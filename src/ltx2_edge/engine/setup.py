@@ -24,6 +24,7 @@ from ltx2_edge.checkpoint.validate import (
 from ltx2_edge.engine.settings import RunSettings
 from ltx2_edge.memory import runtime
 from ltx2_edge.memory.allocator import configure_allocator
+from ltx2_edge.mp4.video_encoders import resolve_video_encoder
 from ltx2_edge.plan.budget import Budget
 from ltx2_edge.plan.profiles import DeviceProfile
 from ltx2_edge.quant.policy import QuantPolicy
@@ -48,6 +49,7 @@ class EngineSetup:
     enforcement: str
     keep_resident: bool
     notes: tuple[str, ...]
+    video_encoder: str = "libx264"  # the H.264 encoder decode uses (--video-encoder, probed once here)
 
     @classmethod
     def resolve(cls, checkpoint_path: Path, gemma_root: Path, settings: RunSettings) -> EngineSetup:
@@ -78,6 +80,7 @@ class EngineSetup:
         enforcement = runtime.enforce_device_budget(device, budget, profile.runtime_overhead_bytes)
         if allocator != "none":
             enforcement += f"; {allocator_note}"
-        notes = tuple(n for n in (resident_note, precision_note, profile_note) if n)
+        video_encoder, encoder_note = resolve_video_encoder(settings.video_encoder)
+        notes = tuple(n for n in (resident_note, precision_note, profile_note, encoder_note) if n)
         return cls(settings, checkpoint, gemma, upsampler, device, dtype, policy, budget, profile, allocator,
                    enforcement, keep_resident, notes)  # fmt: skip
