@@ -164,12 +164,17 @@ def test_batch_plan_holds_what_fits(tiny_dir):
     gen = Generator(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma", RunSettings(device="cpu"))
     plans = [gen.prepare(GenerationRequest(prompt=p, **SMALL)) for p in ("a", "b")]
     roomy = plan_batch(plans, None)
-    assert (roomy.hold_text, roomy.hold_transformer, roomy.interleave_decode) == (True, True, True)
+    assert (roomy.hold_text, roomy.hold_transformer, roomy.interleave_decode, roomy.hold_decoders) == (True,) * 4
     assert plan_batch(plans[:1], None).hold_text is False  # one prompt: nothing to share
     den = plans[0].passes[0].stage
     decode_peak = plans[0].memory.stage("decode").predicted_peak_bytes
     tight = plan_batch(plans, decode_peak + den.weights_resident_bytes - 1)
-    assert tight.hold_transformer and not tight.interleave_decode
+    assert tight.hold_transformer and not tight.interleave_decode and tight.hold_decoders  # for the decode phase
+    budget = decode_peak + den.weights_resident_bytes
+    heavy = [replace(p, memory=replace(p.memory, stages=tuple(replace(s, weights_resident_bytes=budget)
+             if s.name == "decode" else s for s in p.memory.stages))) for p in plans]  # fmt: skip
+    room = plan_batch(heavy, budget)
+    assert room.interleave_decode and not room.hold_decoders  # beside the denoise they would not fit
     streamed = replace(plans[0], passes=(replace(plans[0].passes[0], stage=replace(den, streamed_units=3)),))
     assert not plan_batch([streamed, plans[1]], None).hold_transformer
 
@@ -231,7 +236,7 @@ def test_run_phased_loads_each_model_once_and_isolates_a_cancelled_job(tiny_dir,
     assert batch is not None and batch.hold_text and batch.hold_transformer and batch.interleave_decode
     assert sorted(hooks.results) == ["j0", "j2"] and isinstance(hooks.errors["j1"], _Cancelled)
     assert counts["load_transformer"] == 1 and gen.cache.loads["gemma"] == gemma_before + 1
-    assert counts["load_video_decoder"] == 2  # decoders are per clip: they are not held beside the transformer
+    assert counts["load_video_decoder"] == 1  # the decoders too are held for the batch (no budget: they fit)
     assert not (tmp_path / "j1.mp4").exists() and [p.name for p in tmp_path.glob(".*")] == []
     first = hooks.results["j0"]
     assert torch.equal(first.latents.video, want.video) and torch.equal(first.latents.audio, want.audio)

@@ -26,6 +26,7 @@ from ltx2_edge.request import GenerationRequest
 from ltx2_edge.stages.denoise import Contexts
 
 TEXT_PARTS = ("gemma", "embeddings")
+DECODER_PARTS = ("video_decoder", "audio_decoder", "vocoder")
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ def run_phased(gen: Generator, jobs: Sequence[PhasedJob], hooks: PhaseHooks) -> 
         run.report.extra["batch"] = {"jobs": len(runs), "hold_text": batch.hold_text,
                                      "hold_transformer": batch.hold_transformer,
                                      "interleave_decode": batch.interleave_decode,
+                                     "hold_decoders": batch.hold_decoders,
                                      "reasons": list(batch.reasons)}  # fmt: skip
 
     with _holding(gen, TEXT_PARTS if batch.hold_text else ()):
@@ -93,7 +95,8 @@ def run_phased(gen: Generator, jobs: Sequence[PhasedJob], hooks: PhaseHooks) -> 
     # One writer thread: a clip's MP4 is encoded while the device denoises the next clip (x264 takes ~2.5 s of
     # W1's 4 s decode stage on the CPU); one at a time, so encoders never pile up beside the denoising.
     with ThreadPoolExecutor(1, thread_name_prefix="ltx2-edge-mp4-batch") as writer:
-        with _holding(gen, ("transformer",) if batch.hold_transformer else ()):
+        beside = DECODER_PARTS if batch.hold_decoders and batch.interleave_decode else ()
+        with _holding(gen, (*(("transformer",) if batch.hold_transformer else ()), *beside)):
             for job, run in runs:
                 if _guarded(hooks, job, lambda r=run: _denoise(gen, r)) is None:
                     continue
@@ -103,10 +106,11 @@ def run_phased(gen: Generator, jobs: Sequence[PhasedJob], hooks: PhaseHooks) -> 
                         writer.submit(_write, hooks, job, write)
                 else:
                     decoded.append((job, run))
-        for job, run in decoded:
-            write = _guarded(hooks, job, lambda r=run: gen.decode_deferred(r))
-            if write is not None:
-                writer.submit(_write, hooks, job, write)
+        with _holding(gen, DECODER_PARTS if batch.hold_decoders and decoded else ()):
+            for job, run in decoded:
+                write = _guarded(hooks, job, lambda r=run: gen.decode_deferred(r))
+                if write is not None:
+                    writer.submit(_write, hooks, job, write)
     return batch
 
 

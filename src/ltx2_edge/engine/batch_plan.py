@@ -6,7 +6,8 @@ the prompts, the transformer over all the denoising, the decoders over all the d
 planned peak, beyond the one case counted here: Gemma and the connectors are planned to run one after the other,
 so holding both needs each stage's peak plus the other's weights inside the budget. Interleaving each clip's
 decode right after its denoise (its MP4 written while the next clip denoises) keeps the transformer loaded beside
-the decoders, and is chosen only when that sum fits too.
+the decoders, and is chosen only when that sum fits too; the decoders then stay for the batch only when they also
+fit beside every denoise.
 
 Pure arithmetic over plans: this module must never load anything.
 """
@@ -27,6 +28,7 @@ class BatchPlan:
     hold_transformer: bool
     interleave_decode: bool
     reasons: tuple[str, ...]
+    hold_decoders: bool = False
 
 
 def _fits(peak: int, beside: int, budget: int | None) -> bool:
@@ -70,4 +72,18 @@ def plan_batch(plans: Sequence[RunPlan], budget_bytes: int | None) -> BatchPlan:
         reasons.append("each clip decodes right after its denoise, with the transformer still loaded beside it")
     elif hold_transformer:
         reasons.append("decodes after every denoise of the batch (the decoders do not fit beside the transformer)")
-    return BatchPlan(hold_text, hold_transformer, interleave, tuple(reasons))
+    # Decoders kept for the batch: beside every denoise when the decodes interleave (each denoise peak plus their
+    # weights inside the budget), else only for the decode phase, where nothing else is loaded.
+    decoders = [p.memory.stage("decode").weights_resident_bytes for p in plans]
+    if interleave:
+        hold_decoders = all(_fits(p.predicted_peak_bytes(p.passes[0].run.stage), w, budget_bytes)
+                            for p, w in zip(plans, decoders, strict=True))  # fmt: skip
+    else:
+        hold_decoders = len(plans) > 1
+    if hold_decoders and len(plans) > 1:
+        reasons.append(
+            "decoders loaded once for the batch" + (" (they fit beside every denoise)" if interleave else "")
+        )
+    elif len(plans) > 1:
+        reasons.append("decoders loaded per clip: they do not fit beside the denoise")
+    return BatchPlan(hold_text, hold_transformer, interleave, tuple(reasons), hold_decoders and len(plans) > 1)
