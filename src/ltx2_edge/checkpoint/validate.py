@@ -186,6 +186,20 @@ def _check_gemma_config(path: Path, config: dict, hint: str) -> None:
                                       f"integer there (at most {limit}): {hint}")  # fmt: skip
 
 
+def check_not_lfs_pointer(path: Path) -> bytes:
+    """``CheckpointError`` if ``path`` is a git-lfs pointer (a clone without git-lfs holds those instead of the
+    files) or cannot be read; returns its first bytes (empty for an empty file)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(_LFS_POINTER))
+    except OSError as exc:
+        raise CheckpointError(f"{path} is not readable ({exc.strerror or exc})") from exc
+    if head == _LFS_POINTER:
+        raise CheckpointError(f"{path} is a git-lfs pointer, not the file itself: run `git lfs pull` in its folder "
+                              "(or download it again)")  # fmt: skip
+    return head
+
+
 def check_tokenizer_files(folder: Path) -> None:
     """Refuse tokenizer files that cannot load: a git-lfs pointer instead of the file (a clone without git-lfs),
     an empty file, or a ``tokenizer.json``/``tokenizer_config.json`` that is not a JSON object (a cut download)."""
@@ -193,14 +207,7 @@ def check_tokenizer_files(folder: Path) -> None:
         path = folder / name
         if not path.is_file():
             continue
-        try:
-            with path.open("rb") as f:
-                head = f.read(len(_LFS_POINTER))
-        except OSError as exc:
-            raise CheckpointError(f"{path} is not readable ({exc.strerror or exc})") from exc
-        if head == _LFS_POINTER:
-            raise CheckpointError(f"{path} is a git-lfs pointer, not the file itself: run `git lfs pull` in the "
-                                  "Gemma folder (or download it again)")  # fmt: skip
+        head = check_not_lfs_pointer(path)
         if not head:
             raise CheckpointError(f"{path} is empty: download the Gemma folder again")
         if name.endswith(".json"):

@@ -32,7 +32,7 @@ import torch
 from ltx2_edge.atomic import atomic_output, check_output_path, clean_stale, output_failure, temp_path
 from ltx2_edge.checkpoint.header import Header, TensorInfo, read_config, read_header
 from ltx2_edge.checkpoint.names import TRANSFORMER_PREFIX
-from ltx2_edge.checkpoint.validate import inspect_gemma_folder
+from ltx2_edge.checkpoint.validate import check_not_lfs_pointer
 from ltx2_edge.errors import CheckpointError, RequestError
 from ltx2_edge.inputs import LoraSpec
 from ltx2_edge.models.lora import BAKED_METADATA_KEY, LoraFuser, check_fusable, inspect_transformer_loras
@@ -201,7 +201,9 @@ def quantize_gemma_folder(
     src_dir, dst_dir = Path(src_dir), Path(dst_dir)
     if not src_dir.is_dir():
         raise CheckpointError(f"Gemma folder {src_dir} does not exist: pass the folder holding config.json")
-    inspect_gemma_folder(src_dir)  # config, tokenizer files and shards, by headers: refused before any write
+    for item in src_dir.rglob("*"):  # copied as they are: a git-lfs pointer would make a broken folder
+        if item.is_file() and item.suffix != ".safetensors":
+            check_not_lfs_pointer(item)
     if dst_dir.exists():
         raise RequestError(_OUT, str(dst_dir), "a new folder: the folder exists; remove it or choose another path")
     if not dst_dir.parent.is_dir():
