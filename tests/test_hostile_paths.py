@@ -217,3 +217,12 @@ def test_an_immutable_target_is_refused_up_front(tmp_path):
     finally:
         subprocess.run(["chattr", "-i", str(target)], check=True)
     assert _tree(tmp_path) == {"clip.mp4": b"keep"}
+
+
+def test_a_writer_failing_inside_a_unit_names_the_target_not_the_temporary(tmp_path):
+    out = tmp_path / "clip.mp4"
+    with pytest.raises(OutputError) as err, video_output(out, overwrite=False) as (video, _):
+        with atomic_output(video, overwrite=False) as inner:  # as mp4.mux.write_mp4 writes the unit's temporary
+            inner.write_bytes(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device", str(inner))
+    assert str(out) in str(err.value) and ".partial" not in str(err.value) and list(tmp_path.iterdir()) == []

@@ -40,6 +40,7 @@ _TEMP = re.compile(r"^\..*~(?P<tag>[0-9a-f]{10})\.(?P<pid>\d+)-[0-9a-f]{8}\.(?P<
                    re.DOTALL)  # fmt: skip
 _MAX_INPUT_FILES = 10_000  # files looked at under one input folder (a Gemma folder holds ~15)
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_UNIT_TARGETS: dict[Path, Path] = {}  # temporary -> target, for every live OutputUnit (errors name the target)
 _FS_IOC_GETFLAGS = 0x80086601  # linux/fs.h, as lsattr reads a file's attributes
 _IMMUTABLE_FLAGS = 0x10 | 0x20  # FS_IMMUTABLE_FL, FS_APPEND_FL
 
@@ -226,6 +227,7 @@ def clean_stale(target: Path) -> list[Path]:
 def output_failure(exc: OSError, target: Path, field: str = _FIELD) -> OutputError:
     """One line for a write that failed (no space, read-only, immutable target), naming ``target``, not its
     temporary name, and the flag that chooses another place (``field``)."""
+    target = _UNIT_TARGETS.get(Path(target), Path(target))  # a unit's temporary: name what the user asked for
     code = exc.errno
     why = exc.strerror or str(exc)
     if code in _NO_SPACE:
@@ -254,6 +256,9 @@ def atomic_output(
     if is_temp_path(target):
         try:
             yield target
+        except OSError as exc:
+            target.unlink(missing_ok=True)
+            raise output_failure(exc, target, field) from exc
         except BaseException:
             target.unlink(missing_ok=True)
             raise
@@ -327,6 +332,7 @@ class OutputUnit:
         for target in self.targets:
             clean_stale(target)
         self.temps = tuple(temp_path(t) for t in self.targets)
+        _UNIT_TARGETS.update(zip(self.temps, self.targets, strict=True))
 
     def commit(self) -> None:
         """Rename every temporary onto its target (all or none); ``OutputError`` (temporaries removed) if not."""
@@ -337,16 +343,23 @@ class OutputUnit:
                     raise FileNotFoundError(errno.ENOENT, "the writer did not create it", str(temp))
             _commit(tuple(zip(self.temps, self.targets, strict=True)))
         except OSError as exc:
+            failure = self.failure(exc)
             self.discard()
-            raise self.failure(exc) from exc
+            raise failure from exc
         except BaseException:
             self.discard()
             raise
+        self._forget()
 
     def discard(self) -> None:
         """Remove every temporary (safe to call more than once, and after ``commit``)."""
         for temp in self.temps:
             temp.unlink(missing_ok=True)
+        self._forget()
+
+    def _forget(self) -> None:
+        for temp in self.temps:
+            _UNIT_TARGETS.pop(temp, None)
 
     def failure(self, exc: OSError) -> OutputError:
         """``output_failure`` for ``exc``, naming the target whose temporary (or itself) failed."""
@@ -365,6 +378,8 @@ def output_unit(
         yield unit.temps
     except OSError as exc:
         unit.discard()
+        if isinstance(exc, OutputError):  # a writer inside already said it, naming the target
+            raise
         raise unit.failure(exc) from exc
     except BaseException:
         unit.discard()

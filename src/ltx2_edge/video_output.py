@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ltx2_edge.atomic import OutputUnit, check_output_path, name_max
-from ltx2_edge.errors import RequestError
+from ltx2_edge.errors import OutputError, RequestError
 
 _FIELD = "--output-path"
 REPORT_SUFFIX = ".report.json"
@@ -71,6 +71,8 @@ def video_output(path: Path, overwrite: bool, inputs: Iterable[Path | str | None
         yield unit.temps  # type: ignore[misc]
     except OSError as exc:
         unit.discard()
+        if isinstance(exc, OutputError):  # a writer inside already said it, naming the target
+            raise
         raise unit.failure(exc) from exc
     except BaseException:
         unit.discard()
