@@ -90,7 +90,11 @@ def run_phased(gen: Generator, jobs: Sequence[PhasedJob], hooks: PhaseHooks) -> 
                                      "reasons": list(batch.reasons)}  # fmt: skip
 
     with _holding(gen, TEXT_PARTS if batch.hold_text else ()):
-        runs = [(job, run) for job, run in runs if _guarded(hooks, job, lambda j=job, r=run: _text(gen, hooks, j, r))]
+        runs = [
+            (job, run)
+            for job, run in runs
+            if _guarded(hooks, job, lambda j=job, r=run: _text(gen, hooks, j, r), gen, run)
+        ]
     decoded: list[tuple[PhasedJob, Run]] = []
     # One writer thread: a clip's MP4 is encoded while the device denoises the next clip (x264 takes ~2.5 s of
     # W1's 4 s decode stage on the CPU); one at a time, so encoders never pile up beside the denoising.
@@ -98,17 +102,17 @@ def run_phased(gen: Generator, jobs: Sequence[PhasedJob], hooks: PhaseHooks) -> 
         beside = DECODER_PARTS if batch.hold_decoders and batch.interleave_decode else ()
         with _holding(gen, (*(("transformer",) if batch.hold_transformer else ()), *beside)):
             for job, run in runs:
-                if _guarded(hooks, job, lambda r=run: _denoise(gen, r)) is None:
+                if _guarded(hooks, job, lambda r=run: _denoise(gen, r), gen, run) is None:
                     continue
                 if batch.interleave_decode:
-                    write = _guarded(hooks, job, lambda r=run: gen.decode_deferred(r))
+                    write = _guarded(hooks, job, lambda r=run: gen.decode_deferred(r), gen, run)
                     if write is not None:
                         writer.submit(_write, hooks, job, write)
                 else:
                     decoded.append((job, run))
         with _holding(gen, DECODER_PARTS if batch.hold_decoders and decoded else ()):
             for job, run in decoded:
-                write = _guarded(hooks, job, lambda r=run: gen.decode_deferred(r))
+                write = _guarded(hooks, job, lambda r=run: gen.decode_deferred(r), gen, run)
                 if write is not None:
                     writer.submit(_write, hooks, job, write)
     return batch
@@ -146,15 +150,21 @@ def _write(hooks: PhaseHooks, job: PhasedJob, write: Callable[[], Result]) -> No
     hooks.completed(job, result)
 
 
-def _guarded(hooks: PhaseHooks, job: PhasedJob, work: Callable[[], object]) -> object | None:
-    """``work()`` for ``job`` with the hooks bound to it; a failure ends this job only (None), but an interrupt
-    of the whole process (Ctrl-C, SIGTERM, exit) goes on up."""
+def _guarded(
+    hooks: PhaseHooks, job: PhasedJob, work: Callable[[], object], gen: Generator | None = None, run: Run | None = None
+) -> object | None:
+    """``work()`` for ``job`` with the hooks bound to it; a failure ends this job only (None: its output abandoned),
+    but an interrupt of the whole process (Ctrl-C, SIGTERM, exit) goes on up, after the same cleanup."""
     hooks.bind(job)
     try:
         return work()
     except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        if gen is not None and run is not None:
+            gen.abandon(run)
         raise
     except BaseException as error:  # a job's cancellation is a BaseException too: it ends that job only
+        if gen is not None and run is not None:
+            gen.abandon(run)
         hooks.failed(job, error)
         return None
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ltx2_edge.atomic import check_output_path
+from ltx2_edge.atomic import OutputUnit
 from ltx2_edge.engine import describe
 from ltx2_edge.engine.decode_runner import DecodeRunner, decoded_frames
 from ltx2_edge.engine.run_plan import PassPlan, RunPlan, prepare_run
@@ -34,6 +34,7 @@ from ltx2_edge.run_types import DenoisePass, Latents, Result, default_device, de
 from ltx2_edge.stages.denoise import Contexts
 from ltx2_edge.stages.latents import video_token_count
 from ltx2_edge.stages.text_encode import TextEncoder
+from ltx2_edge.video_output import check_video_output, report_path, video_unit
 
 __all__ = ["DenoisePass", "Generator", "Latents", "Result", "RunPlan", "RunSettings", "default_device",
            "default_dtype"]  # fmt: skip
@@ -50,6 +51,7 @@ class Run:
     overwrite: bool
     report: RunReport
     scopes: StageScopes
+    unit: OutputUnit  # the MP4 and its report: written under temporary names, landed together by ``finish``
     on_step: StepHook | None = None
     started: float = field(default_factory=time.perf_counter)
     contexts: Contexts | None = None
@@ -84,10 +86,18 @@ class Generator:
         return prepare_run(self.setup, self.text.tokenizer, request, runs_ahead)
 
     def check(self, request: GenerationRequest, output_path: Path | None, overwrite: bool) -> RunPlan:
-        """``prepare``, after refusing an output path that exists (without ``overwrite``) or cannot be written."""
+        """``prepare``, after refusing an output pair (the MP4 and its report) that exists (without ``overwrite``),
+        cannot be written, or is one of the run's inputs."""
         if output_path is not None:
-            check_output_path(output_path, overwrite)
+            check_video_output(Path(output_path), overwrite, self.inputs(request))
         return self.prepare(request)
+
+    def inputs(self, request: GenerationRequest) -> tuple[Path, ...]:
+        """Every file (or folder) a run of ``request`` reads: an output may never be one of them."""
+        s = self.setup
+        loras = [spec.path for spec in (*request.loras, request.distilled_lora) if spec is not None]
+        upsampler = (s.upsampler.path,) if s.upsampler is not None and request.two_stage else ()
+        return (s.checkpoint.path, s.gemma.root, *upsampler, *loras, *(image.path for image in request.images))
 
     def generate(
         self,
@@ -103,10 +113,14 @@ class Generator:
         ``on_step(i, total, seconds)`` runs after every denoising step (raise from it to stop the run: nothing is
         left half-written)."""
         run = self.start(request, output_path, overwrite, plan, on_step)
-        self.encode_text(run)
-        self.denoise(run)
-        self.decode(run)
-        return self.finish(run)
+        try:
+            self.encode_text(run)
+            self.denoise(run)
+            self.decode(run)
+            return self.finish(run)
+        except BaseException:
+            self.abandon(run)
+            raise
 
     # ---- the phases of a run, which a scheduler may interleave across runs ----
     def start(
@@ -117,15 +131,16 @@ class Generator:
         plan: RunPlan | None = None,
         on_step: StepHook | None = None,
     ) -> Run:
-        """A run of ``request`` ready for its stages: checked, planned (unless ``plan`` is given), its report begun."""
+        """A run of ``request`` ready for its stages: checked, planned (unless ``plan`` is given), its report begun,
+        its MP4 and report held as one output unit (both land in ``finish``, or neither: ``abandon``)."""
         out = Path(output_path)
-        check_output_path(out, overwrite)
+        check_video_output(out, overwrite, self.inputs(request))
         plan = plan if plan is not None else self.prepare(request)
         if plan.request != request:
             raise ValueError("plan was prepared for another request")
         report = describe.new_report(self.setup, plan, out)
         scopes = StageScopes(self.setup, self.cache, report, self.progress)
-        return Run(plan, out, overwrite, report, scopes, on_step)
+        return Run(plan, out, overwrite, report, scopes, video_unit(out, overwrite, self.inputs(request)), on_step)
 
     def encode_text(self, run: Run, contexts: Contexts | None = None) -> Contexts:
         """The text stage: prompt (and negative prompt) -> contexts. ``contexts`` given (a prompt-embedding cache's
@@ -179,7 +194,7 @@ class Generator:
         with run.scopes.stage("decode", *describe.decode(plan, setup.device.type), plan.predicted_peak_bytes("decode"),
                               plan.keep("decode")) as rec:  # fmt: skip
             _, details = self.decoders.decode_into(run.latents, plan.memory, request.frame_rate, request.audio_channels,
-                                                   run.output, metadata, run.overwrite,
+                                                   run.unit.temps[0], metadata, True,
                                                    tuple(plan.keep("decode")))  # fmt: skip
             rec.details.update(details)
 
@@ -201,9 +216,16 @@ class Generator:
                                 setup.checkpoint.model_version)  # fmt: skip
 
         def write() -> Result:
+            try:
+                return finish_writing()
+            except BaseException:
+                self.abandon(run)
+                raise
+
+        def finish_writing() -> Result:
             started = time.perf_counter()
-            stats = write_mp4(run.output, frames, waveform, rate, request.frame_rate, request.audio_channels,
-                              metadata, run.overwrite, video_encoder=setup.video_encoder)  # fmt: skip
+            stats = write_mp4(run.unit.temps[0], frames, waveform, rate, request.frame_rate, request.audio_channels,
+                              metadata, True, video_encoder=setup.video_encoder)  # fmt: skip
             seconds = round(time.perf_counter() - started, 4)
             rec.details.update(asdict(stats), channels=request.audio_channels, mp4_write_seconds=seconds)
             rec.details.setdefault("sub_rows", []).append(("mp4 encode + write", seconds, "after the decode, beside "
@@ -217,9 +239,19 @@ class Generator:
         if run.latents is None:
             raise ValueError("finish before denoise")
         run.report.total_seconds = time.perf_counter() - run.started
-        report_path = run.output.with_suffix(".report.json")
-        run.report.write(report_path)
-        return Result(output_path=run.output, report_path=report_path, report=run.report, latents=run.latents)
+        try:
+            run.report.write(run.unit.temps[1])
+        except OSError as exc:  # disk full, say: neither the MP4 nor the report lands
+            failure = run.unit.failure(exc)
+            run.unit.discard()
+            raise failure from exc
+        run.unit.commit()  # both files land, or neither (an OutputError line)
+        return Result(output_path=run.output, report_path=report_path(run.output), report=run.report,
+                      latents=run.latents)  # fmt: skip
+
+    def abandon(self, run: Run) -> None:
+        """A run that will not finish: nothing of its output is left (its temporaries removed)."""
+        run.unit.discard()
 
     def _denoise(self, run: Run, pass_plan: PassPlan, items: list, start: Latents | None) -> Latents:
         """One denoising stage in its scope: weights loaded (LoRAs fused), every step, released unless kept."""

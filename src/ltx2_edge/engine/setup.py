@@ -13,10 +13,12 @@ from pathlib import Path
 
 import torch
 
+from ltx2_edge.checkpoint.header import read_header
 from ltx2_edge.checkpoint.upsampler_file import UpsamplerInfo, check_upsampler_matches, inspect_upsampler
 from ltx2_edge.checkpoint.validate import (
     CheckpointInfo,
     GemmaInfo,
+    check_precision_matches,
     check_text_encoder_fits,
     inspect_checkpoint,
     inspect_gemma_folder,
@@ -68,6 +70,9 @@ class EngineSetup:
         dtype = getattr(torch, settings.dtype) if settings.dtype is not None else default_dtype(device)
         precision, precision_note = resolve_precision(settings.quantization, device)
         policy = QuantPolicy.from_flags(precision, settings.keep_bf16, settings.quantize_all)
+        # A pre-quantized file runs only at its own precision: refused here, from headers, before any weight.
+        headers = [checkpoint.header, *(read_header(shard) for shard in gemma.shards)]
+        check_precision_matches(headers, precision, settings.quantization)
         budget = runtime.budget_for(device, settings.budget, settings.host_budget, settings.unified)
         profile, profile_note = runtime.device_profile(device)
         keep_resident = settings.keep_resident and budget.device_bytes is None
