@@ -35,6 +35,7 @@ _SETTINGS = (
     "cuda_allocator",
     "compile",
     "cuda_graph",
+    "video_encoder",
 )
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
