@@ -180,8 +180,16 @@ ALLOWED = {
     "checkpoint": ("checkpoint", "errors", "inputs"),
     "synth": ("synth", "checkpoint", "models", "errors", "atomic"),
     "mp4": ("mp4", "errors", "atomic"),
-    "cli": ("cli", "errors", "inputs", "checkpoint.names", "synth.parts", "memory.allocator", "atomic",
-            "mp4.video_encoders"),
+    "cli": (
+        "cli",
+        "errors",
+        "inputs",
+        "checkpoint.names",
+        "synth.parts",
+        "memory.allocator",
+        "atomic",
+        "mp4.video_encoders",
+    ),
 }
 # Layer-0 modules: nothing third-party that is heavy (torch, ltx-core, numpy, av, transformers, safetensors).
 TORCH_FREE = (
