@@ -14,8 +14,8 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ltx2_edge.atomic import OutputUnit, check_output_path, name_max
-from ltx2_edge.errors import OutputError, RequestError
+from ltx2_edge.atomic import OutputUnit, check_output_path, name_max, output_unit
+from ltx2_edge.errors import RequestError
 
 _FIELD = "--output-path"
 REPORT_SUFFIX = ".report.json"
@@ -66,15 +66,8 @@ def video_output(path: Path, overwrite: bool, inputs: Iterable[Path | str | None
     Hand the MP4 temporary to the writer (``mp4.mux.write_mp4`` writes it in place) and write the report to the
     other; on any failure, nothing new is left and an existing pair (``overwrite``) stays as it was.
     """
-    unit = video_unit(path, overwrite, inputs)
-    try:
-        yield unit.temps  # type: ignore[misc]
-    except OSError as exc:
-        unit.discard()
-        if isinstance(exc, OutputError):  # a writer inside already said it, naming the target
-            raise
-        raise unit.failure(exc) from exc
-    except BaseException:
-        unit.discard()
-        raise
-    unit.commit()
+    path = Path(path)
+    inputs = tuple(inputs)
+    check_video_output(path, overwrite, inputs)
+    with output_unit((path, report_path(path)), overwrite, inputs=inputs) as temps:
+        yield temps  # type: ignore[misc]
