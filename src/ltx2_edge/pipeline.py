@@ -134,13 +134,17 @@ class Generator:
         """A run of ``request`` ready for its stages: checked, planned (unless ``plan`` is given), its report begun,
         its MP4 and report held as one output unit (both land in ``finish``, or neither: ``abandon``)."""
         out = Path(output_path)
-        check_video_output(out, overwrite, self.inputs(request))
-        plan = plan if plan is not None else self.prepare(request)
-        if plan.request != request:
-            raise ValueError("plan was prepared for another request")
+        unit = video_unit(out, overwrite, self.inputs(request))  # checks the pair before anything is planned
+        try:
+            plan = plan if plan is not None else self.prepare(request)
+            if plan.request != request:
+                raise ValueError("plan was prepared for another request")
+        except BaseException:
+            unit.discard()
+            raise
         report = describe.new_report(self.setup, plan, out)
         scopes = StageScopes(self.setup, self.cache, report, self.progress)
-        return Run(plan, out, overwrite, report, scopes, video_unit(out, overwrite, self.inputs(request)), on_step)
+        return Run(plan, out, overwrite, report, scopes, unit, on_step)
 
     def encode_text(self, run: Run, contexts: Contexts | None = None) -> Contexts:
         """The text stage: prompt (and negative prompt) -> contexts. ``contexts`` given (a prompt-embedding cache's
