@@ -19,6 +19,7 @@ from ltx2_edge.errors import RequestError
 
 if TYPE_CHECKING:
     from ltx2_edge.engine.settings import RunSettings
+    from ltx2_edge.parallel.ranks import RankLayout
     from ltx2_edge.pipeline import Generator
     from ltx2_edge.request import GenerationRequest
 
@@ -110,12 +111,31 @@ def _request(args: argparse.Namespace) -> GenerationRequest:
     )
 
 
+def _cfg_layout(args: argparse.Namespace, request: GenerationRequest) -> RankLayout:
+    """``--cfg-parallel`` checked against the request and the GPUs visible (before any rank starts)."""
+    import torch
+
+    from ltx2_edge.engine.run_plan import guidance_for
+    from ltx2_edge.parallel.ranks import rank_layout
+
+    passes = guidance_for(request, "batched").passes()
+    gpus = torch.cuda.device_count() if args.device != "cpu" else 0
+    return rank_layout(args.cfg_parallel, request.pipeline, passes, args.device, gpus)
+
+
 def _run_plan(args: argparse.Namespace) -> int:
     from ltx2_edge.plan.plan_text import format_plan
 
     request = _request(args)
+    layout = _cfg_layout(args, request) if args.cfg_parallel is not None else None
     generator = _generator(args, _checkpoint(args), args.gemma_root)
-    plan = generator.prepare(request)  # the same checks as generate, before any weight
+    if layout is None:
+        plan = generator.prepare(request)  # the same checks as generate, before any weight
+    else:  # one rank's plan, on one GPU: its share of the passes
+        from ltx2_edge.engine.run_plan import prepare_run
+
+        plan = prepare_run(generator.setup, generator.text.tokenizer, request, guidance_ranks=layout.ranks)
+        print(layout.describe() + "; the plan below is each rank's, on its own device")
     print(format_plan(plan.memory))
     for line in plan.forwards_lines():
         print(line)
@@ -131,11 +151,29 @@ def _run_generate(args: argparse.Namespace, checkpoint: Path, gemma_root: Path) 
     if args.output_path is None:
         raise RequestError("output_path", None, "a path ending in .mp4 (--output-path)")
     request = _request(args)
+    if getattr(args, "cfg_parallel", None) is not None:  # demo has no --cfg-parallel
+        return _run_cfg_parallel(args, request, checkpoint, gemma_root)
     generator = _generator(args, checkpoint, gemma_root)
     with install_signal_cleanup():
         result = generator.generate(request, args.output_path, overwrite=args.overwrite)
     print(result.report.table())
     print(f"wrote {result.output_path} and {result.report_path}")
+    return 0
+
+
+def _run_cfg_parallel(args: argparse.Namespace, request: GenerationRequest, checkpoint: Path, gemma_root: Path) -> int:
+    from ltx2_edge.parallel.launch import run_cfg_parallel
+    from ltx2_edge.parallel.summary import summary_lines
+    from ltx2_edge.parallel.worker import CfgJob
+    from ltx2_edge.video_output import check_video_output
+
+    layout = _cfg_layout(args, request)
+    check_video_output(args.output_path, args.overwrite)  # before any rank starts (rank 0 checks it fully again)
+    job = CfgJob(checkpoint, gemma_root, _settings(args), request, args.output_path, args.overwrite, args.quiet)
+    summaries = run_cfg_parallel(job, layout)
+    for line in summary_lines(summaries):
+        print(line)
+    print(f"wrote {summaries[0]['output_path']} and {summaries[0]['report_path']} (rank 0)")
     return 0
 
 

@@ -210,6 +210,18 @@ def _add_lora_arg(p: argparse.ArgumentParser) -> None:
                    help=LORA_HELP)  # fmt: skip
 
 
+def _add_parallel_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cfg-parallel",
+        type=int,
+        default=None,
+        metavar="RANKS",
+        help="split each step's guidance passes over RANKS GPUs of this host, one process each (rank r on cuda:r, "
+        "NCCL; --device cpu: CPU processes over gloo, for testing): one-stage with 2+ passes only; --budget holds "
+        "for each GPU; only rank 0 decodes and writes the MP4. Default: one process",
+    )
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-path", type=Path, help="official LTX-2 19B .safetensors file")
     p.add_argument("--distilled-checkpoint-path", type=Path,
@@ -227,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="prompt -> MP4 with synchronized sound")
     _add_model_args(gen)
     _add_clip_args(gen)
+    _add_parallel_args(gen)
 
     demo = sub.add_parser("demo", help="make the tiny random-weight model once, then generate a clip from it")
     _add_clip_args(demo)
@@ -235,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plan", help="print the memory plan of a generate command without loading any weight")
     _add_model_args(pl)
     _add_clip_args(pl)
+    _add_parallel_args(pl)
     pl.set_defaults(prompt="(plan only)")
 
     mk = sub.add_parser("make-checkpoint", help="write a random-weight checkpoint in the official format")

@@ -126,19 +126,21 @@ def denoise_passes(request: GenerationRequest, mode: str) -> tuple[DenoisePass, 
 
 
 def prepare_run(
-    setup: EngineSetup, tokenizer: PromptTokenizer, request: GenerationRequest, runs_ahead: int = 1
-) -> RunPlan:
+    setup: EngineSetup, tokenizer: PromptTokenizer, request: GenerationRequest, runs_ahead: int = 1,
+    guidance_ranks: int = 1,
+) -> RunPlan:  # fmt: skip
     """Every decision about ``request``, or the one-line error that refuses it, before any weight is read:
     ``RequestError`` for a prompt over the context, a missing or unreadable image, a missing upsampler, a LoRA that
     cannot be fused or a ``--compile on`` that cannot run; ``BudgetError`` for an impossible budget.
     ``runs_ahead``: clips of these shapes the caller will run back to back (``--compile auto`` weighs its one-off
-    cost against all of them)."""
+    cost against all of them). ``guidance_ranks``: the passes are shared among that many processes (CFG parallel,
+    ``parallel/``), and the memory plan is one rank's, on its own device."""
     guidance = guidance_for(request, setup.settings.guidance_mode)
     tokenizer.check(request.prompt, "prompt")
     if guidance.uses_negative_prompt:
         tokenizer.check(request.negative_prompt, "negative-prompt")
     runs = denoise_passes(request, setup.settings.guidance_mode)
-    memory = memory_plan(setup, request, runs)
+    memory = memory_plan(setup, request, runs, guidance_ranks)
     passes = tuple(_pass_plan(setup, run, memory.stage(run.stage), runs_ahead) for run in runs)
     keep_after: dict[str, frozenset[str]] = {}
     if setup.keep_resident:  # no budget: a long-lived generator keeps every part it loads
@@ -148,9 +150,12 @@ def prepare_run(
     return RunPlan(request, guidance, memory, passes, keep_after)
 
 
-def memory_plan(setup: EngineSetup, request: GenerationRequest, runs: tuple[DenoisePass, ...]) -> Plan:
+def memory_plan(
+    setup: EngineSetup, request: GenerationRequest, runs: tuple[DenoisePass, ...], guidance_ranks: int = 1
+) -> Plan:
     """The memory plan of ``request`` (``BudgetError`` if it cannot fit), from headers and the conditioning images'
-    sizes: each image is opened and decoded here (``RequestError`` for a missing or unreadable one)."""
+    sizes: each image is opened and decoded here (``RequestError`` for a missing or unreadable one). With
+    ``guidance_ranks`` > 1 it is one rank's plan: its largest share of the first stage's passes per forward."""
     sizes = conditioning.check_image_files(request.images)
     first, *rest = runs
 
@@ -171,7 +176,8 @@ def memory_plan(setup: EngineSetup, request: GenerationRequest, runs: tuple[Deno
                              pixels(run2), same_weights=first.loras == run2.loras)  # fmt: skip
     preq = PlanRequest(
         first.width, first.height, first.num_frames, first.frame_rate, first.steps,
-        guidance_batch=len(first.guidance.passes()), precision=setup.policy.precision,
+        guidance_batch=-(-len(first.guidance.passes()) // guidance_ranks), guidance_ranks=guidance_ranks,
+        precision=setup.policy.precision,
         prefetch_depth=setup.settings.prefetch_depth, images=len(request.images), image_float_pixels=pixels(first),
         conditioning_tokens=tokens(first), second_stage=second, expandable_segments=setup.allocator == "expandable",
     )  # fmt: skip

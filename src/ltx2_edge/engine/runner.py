@@ -28,7 +28,7 @@ from ltx2_edge.plan.plan_types import StagePlan
 from ltx2_edge.progress import Progress
 from ltx2_edge.run_types import Latents
 from ltx2_edge.stages import conditioning
-from ltx2_edge.stages.denoise import Contexts, denoise
+from ltx2_edge.stages.denoise import Contexts, PassSplit, denoise
 from ltx2_edge.stages.latents import LatentSetup, final_latents, noised_latents, pixel_shape
 from ltx2_edge.stages.schedules import schedule_sigmas
 from ltx2_edge.stages.text_encode import TextEncoder
@@ -44,6 +44,8 @@ class StageRunner:
     def __init__(self, setup: EngineSetup, cache: ModelCache, text: TextEncoder, progress: Progress) -> None:
         self.setup, self.cache, self.text, self.progress = setup, cache, text, progress
         self.device, self.dtype = setup.device, setup.dtype
+        # Set by a CFG-parallel rank (``parallel.worker``): each denoise runs this process's share of the passes.
+        self.pass_split: PassSplit | None = None
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -193,7 +195,7 @@ class StageRunner:
         try:
             video, audio = denoise(transformer, setup.video_state, setup.audio_state, sigmas, contexts, run.guidance,
                                    on_step=step_done, synchronize=sync, accel=settings,
-                                   accel_stats=accel_stats)  # fmt: skip
+                                   accel_stats=accel_stats, split=self.pass_split)  # fmt: skip
             if accel_stats:
                 details["accel_stats"] = accel_stats
                 for_run.compile_row(details, accel_stats, step_seconds)

@@ -70,7 +70,9 @@ class PlanRequest:
     ``second_stage``: for the two-stage pipelines, what follows stage 1 (then width, height, steps, guidance and
     the image fields above describe stage 1, at half the output size). ``expandable_segments``: the CUDA
     allocator runs with expandable segments (``memory.allocator``), so reserved memory follows allocated memory
-    and each stage needs a smaller allowance over its counted bytes.
+    and each stage needs a smaller allowance over its counted bytes. ``guidance_ranks``: processes (one a GPU) the
+    passes are shared among (CFG parallel, ``parallel/``): ``guidance_batch`` is then one rank's share, each rank's
+    plan is its own GPU's, and both prompts are still encoded (on every rank).
     """
 
     width: int
@@ -86,6 +88,7 @@ class PlanRequest:
     conditioning_tokens: int = 0
     second_stage: SecondStage | None = None
     expandable_segments: bool = False
+    guidance_ranks: int = 1
 
     def __post_init__(self) -> None:
         for name, value in (("width", self.width), ("height", self.height)):
@@ -99,6 +102,8 @@ class PlanRequest:
             raise RequestError("num-inference-steps", self.num_inference_steps, "a positive integer")
         if self.guidance_batch not in (1, 2, 3, 4):
             raise RequestError("guidance-batch", self.guidance_batch, "1, 2, 3 or 4 guidance passes")
+        if isinstance(self.guidance_ranks, bool) or self.guidance_ranks not in (1, 2, 3, 4):
+            raise RequestError("cfg-parallel", self.guidance_ranks, "1 to 4 ranks (at most one a guidance pass)")
         if self.precision not in PRECISIONS:
             raise RequestError("quantization", self.precision, "one of " + ", ".join(PRECISIONS))
         if not isinstance(self.prefetch_depth, int) or self.prefetch_depth < 2:
@@ -113,7 +118,7 @@ class PlanRequest:
     @property
     def prompts(self) -> int:
         """Prompts to encode: the prompt, plus the negative prompt when guidance runs more than one pass."""
-        return 1 if self.guidance_batch == 1 else 2
+        return 1 if self.guidance_batch == 1 and self.guidance_ranks == 1 else 2
 
 
 @dataclass(frozen=True)

@@ -223,7 +223,8 @@ def _denoise(ctx: _Context, name: str = "denoise") -> StagePlan | Shortfall:
     w = ctx.weights(tensors, TRANSFORMER_BLOCKS)
     plan = fit_stage(ctx, name, w, activations, flops, r.num_inference_steps, "block")
     keyframes = f"; +{r.conditioning_tokens} keyframe tokens" if r.conditioning_tokens else ""
-    return _with_note(plan, f"; {r.guidance_batch} guidance pass(es) in one batched forward per step{keyframes}")
+    ranks = f" on each of {r.guidance_ranks} ranks (CFG parallel)" if r.guidance_ranks > 1 else ""
+    return _with_note(plan, f"; {r.guidance_batch} guidance pass(es) in one batched forward per step{ranks}{keyframes}")
 
 
 def _decode(ctx: _Context) -> StagePlan | Shortfall:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import torch
 from ltx_core.components.diffusion_steps import EulerDiffusionStep
@@ -116,11 +117,20 @@ def batched_forward(
     )
 
 
+class PassSplit(Protocol):
+    """A step's passes shared among processes (``parallel.cfg_split``): each runs ``local(batched)``, its share, and
+    ``gather`` returns every pass's outputs, stacked in ``guidance.passes()`` order, on every process."""
+
+    def local(self, batched: BatchedPasses) -> BatchedPasses: ...
+
+    def gather(self, out: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
 def _split_passes(
-    batched: BatchedPasses, out: tuple[torch.Tensor, ...]
+    passes: tuple[PassName, ...], out: tuple[torch.Tensor, ...]
 ) -> dict[PassName, tuple[torch.Tensor, torch.Tensor]]:
     out_v, out_a = out
-    return {p: (out_v[i : i + 1], out_a[i : i + 1]) for i, p in enumerate(batched.passes)}
+    return {p: (out_v[i : i + 1], out_a[i : i + 1]) for i, p in enumerate(passes)}
 
 
 def _predict_sequential(
@@ -154,17 +164,20 @@ def guided_prediction(
     sigma: torch.Tensor,
     batched: BatchedPasses | None = None,
     engine: StepEngine | None = None,
+    split: PassSplit | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Denoised video and audio for one step, with guidance applied (official ``MultiModalGuider.calculate``).
 
     ``batched``: the run's stacked passes (``batch_passes``), reused across steps; built here when None.
-    ``engine``: runs the batched forward accelerated (compiled, graphed); None runs it eager.
+    ``engine``: runs the batched forward accelerated (compiled, graphed); None runs it eager. ``split``: the passes
+    are shared among processes: ``batched`` is this process's share (``split.local``), the rest come from
+    ``split.gather``, so every process applies the guider to the same predictions.
     """
     if guidance.mode == "batched":
         batched = batched or batch_passes(guidance, ctx)
         out = engine(video, audio, sigma) if engine is not None else batched_forward(
             transformer, batched, video, audio, sigma)  # fmt: skip
-        preds = _split_passes(batched, out)
+        preds = _split_passes(guidance.passes(), out if split is None else split.gather(out))
     else:
         preds = _predict_sequential(transformer, guidance, video, audio, ctx, sigma)
     results = []
@@ -200,18 +213,25 @@ def denoise(
     synchronize: Callable[[], None] | None = None,
     accel: AccelSettings | None = None,
     accel_stats: dict | None = None,
+    split: PassSplit | None = None,
 ) -> tuple[LatentState, LatentState]:
     """Run all Euler steps over ``sigmas``; returns the final (still patchified) video and audio states.
 
     ``synchronize`` (e.g. ``torch.cuda.synchronize``) is called before each step's timer is read, so progress
     shows real step times instead of launch times; pass None on CPU. ``accel`` (batched guidance only): how the
     forwards run (``accel.engine``); ``accel_stats`` receives what the engine did.
+    ``split`` (batched guidance only): this process runs its share of the passes (``parallel.cfg_split``), accelerated
+    as a batch of its own, and gathers the others' outputs every step.
     """
     stepper = EulerDiffusionStep()
     total = len(sigmas) - 1
     batched = batch_passes(guidance, contexts) if guidance.mode == "batched" else None
     if accel is not None and batched is None:
         raise ValueError("accelerated denoising needs batched guidance (guidance_mode='batched')")
+    if split is not None:
+        if batched is None:
+            raise ValueError("passes shared among processes need batched guidance (guidance_mode='batched')")
+        batched = split.local(batched)
     with ExitStack() as scope:
         engine = None
         if accel is not None and batched is not None:
@@ -222,7 +242,8 @@ def denoise(
         for step in range(total):
             start = time.perf_counter()
             sigma = sigmas[step]
-            den_v, den_a = guided_prediction(transformer, guidance, video, audio, contexts, sigma, batched, engine)
+            den_v, den_a = guided_prediction(transformer, guidance, video, audio, contexts, sigma, batched, engine,
+                                             split)  # fmt: skip
             den_v = _post_process(den_v, video.denoise_mask, video.clean_latent)
             den_a = _post_process(den_a, audio.denoise_mask, audio.clean_latent)
             video = replace(video, latent=stepper.step(video.latent, den_v, sigmas, step))
