@@ -79,6 +79,7 @@ def _settings(args: argparse.Namespace) -> RunSettings:
         cuda_graph=args.cuda_graph,
         cuda_allocator=args.cuda_allocator,
         video_encoder=args.video_encoder,
+        prequantized=args.prequantized,
         spatial_upsampler_path=args.spatial_upsampler_path,
     )
 

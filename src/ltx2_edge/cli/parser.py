@@ -149,6 +149,14 @@ def _add_clip_args(p: argparse.ArgumentParser) -> None:
         help="8-bit Linear weights: auto = fp8 on GPUs with FP8 tensor cores (sm_89+), int8 elsewhere",
     )
     p.add_argument(
+        "--prequantized",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="read the 8-bit copies `ltx2-edge quantize` writes beside the checkpoint (NAME.fp8.safetensors) and "
+        "the Gemma folder (FOLDER.fp8), int8 likewise: auto = when there and made from these files (default; a "
+        "copy of another file is refused); on = refuse to run without them; off = read the originals",
+    )
+    p.add_argument(
         "--keep-bf16",
         action="append",
         default=[],
@@ -263,7 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     qz.add_argument("--checkpoint-path", type=Path, help="official LTX-2 .safetensors to convert")
     qz.add_argument("--gemma-root", type=Path, help="Gemma 3 folder to convert (its language-model Linears)")
     qz.add_argument("--to", choices=("fp8", "int8"), required=True, help="8-bit format of the quantized Linears")
-    qz.add_argument("--out", type=Path, required=True, help="output .safetensors (or folder, with --gemma-root)")
+    qz.add_argument("--out", type=Path, default=None,
+                    help="output .safetensors (or folder, with --gemma-root); default: beside the input, where "
+                    "generate looks for it (NAME.fp8.safetensors, FOLDER.fp8; int8 likewise); required with "
+                    "--lora")  # fmt: skip
     qz.add_argument("--keep-bf16", action="append", default=[], metavar="PATTERN", help="extra layers kept in bf16")
     qz.add_argument("--quantize-all", action="store_true", help="quantize the default keep-list too")
     qz.add_argument("--device", default="cpu", help="where to quantize (cuda is faster)")

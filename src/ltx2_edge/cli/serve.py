@@ -36,6 +36,7 @@ _SETTINGS = (
     "compile",
     "cuda_graph",
     "video_encoder",
+    "prequantized",
 )
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -29,6 +29,7 @@ def _check_new_folder(path: Path, field: str) -> None:
 
 
 def run_quantize(args: argparse.Namespace) -> int:
+    from ltx2_edge.checkpoint.prequantized import prequantized_name
     from ltx2_edge.quant.convert import quantize_checkpoint, quantize_gemma_folder
     from ltx2_edge.quant.policy import QuantPolicy
     from ltx2_edge.request import check_device  # (torch comes with it: not at --help)
@@ -41,16 +42,22 @@ def run_quantize(args: argparse.Namespace) -> int:
     loras = tuple(parse_lora_arg(values) for values in args.loras)
     if loras and args.gemma_root is not None:
         raise RequestError("--lora", str(loras[0].path), "only with --checkpoint-path (LoRAs adapt the transformer)")
+    out = args.out
+    if out is None:
+        if loras:  # the default place holds a copy of the original, which runs read in its place
+            raise RequestError("--out", None, "a path for a file with LoRAs baked in (it is another model: the "
+                               "default place beside the checkpoint is for its plain quantized copy)")  # fmt: skip
+        out = prequantized_name(args.checkpoint_path or args.gemma_root, args.to)
     if args.checkpoint_path is not None:  # the Gemma folder's output is checked by quantize_gemma_folder
-        check_output_path(args.out, args.overwrite, inputs=(args.checkpoint_path, *(s.path for s in loras)),
+        check_output_path(out, args.overwrite, inputs=(args.checkpoint_path, *(s.path for s in loras)),
                           field="--out")  # fmt: skip
     if args.checkpoint_path is not None:
-        quantize_checkpoint(args.checkpoint_path, args.out, args.to, policy, device=args.device,
+        quantize_checkpoint(args.checkpoint_path, out, args.to, policy, device=args.device,
                             overwrite=args.overwrite, loras=loras)  # fmt: skip
     else:
-        quantize_gemma_folder(args.gemma_root, args.out, args.to, policy, device=args.device)
+        quantize_gemma_folder(args.gemma_root, out, args.to, policy, device=args.device)
     fused = "; LoRAs fused first: " + ", ".join(f"{s.path} x{s.strength:g}" for s in loras) if loras else ""
-    print(f"wrote {args.out} ({args.to}; policy: {policy.summary()}{fused})")
+    print(f"wrote {out} ({args.to}; policy: {policy.summary()}{fused})")
     return 0
 
 

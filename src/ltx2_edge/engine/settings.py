@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ltx2_edge.accel.compile import COMPILE_MODES
 from ltx2_edge.accel.settings import CUDA_GRAPH_MODES
+from ltx2_edge.checkpoint.prequantized import PREQUANTIZED_MODES
 from ltx2_edge.errors import RequestError
 from ltx2_edge.memory.allocator import ALLOCATOR_MODES
 from ltx2_edge.mp4.video_encoders import VIDEO_ENCODER_CHOICES
@@ -38,7 +39,9 @@ class RunSettings:
     ``unified`` or on Jetson); None: no budget. ``host_budget``: bytes, None, or ``"auto"`` (what the OS has free
     less a margin). ``keep_resident``: with no budget, keep every loaded part between stages and clips.
     ``guidance_mode``: ``batched`` (one forward per step) or ``sequential`` (the oracle's one pass at a time).
-    ``spatial_upsampler_path``: the latent upsampler file for the two-stage pipelines.
+    ``spatial_upsampler_path``: the latent upsampler file for the two-stage pipelines. ``prequantized``: read the
+    pre-quantized copies ``ltx2-edge quantize`` writes beside the checkpoint and Gemma folder (``auto``: when there;
+    ``on``: refuse without them; ``off``: the originals; ``quant.prequantized``).
     """
 
     device: str | None = None
@@ -57,6 +60,7 @@ class RunSettings:
     cuda_allocator: str = "auto"
     spatial_upsampler_path: Path | None = None
     video_encoder: str = "libx264"
+    prequantized: str = "auto"
 
     def __post_init__(self) -> None:
         if self.device is not None and (not isinstance(self.device, str) or not _DEVICE.match(self.device)):
@@ -79,6 +83,7 @@ class RunSettings:
         _one_of("cuda-graph", self.cuda_graph, CUDA_GRAPH_MODES)
         _one_of("cuda-allocator", self.cuda_allocator, ALLOCATOR_MODES)
         _one_of("video-encoder", self.video_encoder, VIDEO_ENCODER_CHOICES)
+        _one_of("prequantized", self.prequantized, PREQUANTIZED_MODES)
         if self.spatial_upsampler_path is not None and not isinstance(self.spatial_upsampler_path, Path):
             object.__setattr__(self, "spatial_upsampler_path", Path(self.spatial_upsampler_path))
 

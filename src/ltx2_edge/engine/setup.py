@@ -31,6 +31,7 @@ from ltx2_edge.plan.budget import Budget
 from ltx2_edge.plan.profiles import DeviceProfile
 from ltx2_edge.quant.policy import QuantPolicy
 from ltx2_edge.quant.precision import resolve_precision
+from ltx2_edge.quant.prequantized import choose_files
 from ltx2_edge.run_types import default_device, default_dtype
 
 
@@ -55,7 +56,8 @@ class EngineSetup:
 
     @classmethod
     def resolve(cls, checkpoint_path: Path, gemma_root: Path, settings: RunSettings) -> EngineSetup:
-        """Check the files (headers only) and decide everything ``settings`` leaves to the machine.
+        """Check the files (headers only) and decide everything ``settings`` leaves to the machine, the pre-quantized
+        copies read in place of ``checkpoint_path`` and ``gemma_root`` included (``quant.prequantized``).
 
         Configures the CUDA allocator and caps the process's device memory at the budget (less the runtime's own
         memory): both must happen before anything is allocated on the device."""
@@ -70,6 +72,8 @@ class EngineSetup:
         dtype = getattr(torch, settings.dtype) if settings.dtype is not None else default_dtype(device)
         precision, precision_note = resolve_precision(settings.quantization, device)
         policy = QuantPolicy.from_flags(precision, settings.keep_bf16, settings.quantize_all)
+        files = choose_files(checkpoint, gemma, policy, settings.prequantized)  # the copies quantize writes, if there
+        checkpoint, gemma = files.checkpoint, files.gemma
         # A pre-quantized file runs only at its own precision: refused here, from headers, before any weight.
         headers = [checkpoint.header, *(read_header(shard) for shard in gemma.shards)]
         check_precision_matches(headers, precision, settings.quantization)
@@ -86,6 +90,6 @@ class EngineSetup:
         if allocator != "none":
             enforcement += f"; {allocator_note}"
         video_encoder, encoder_note = resolve_video_encoder(settings.video_encoder)
-        notes = tuple(n for n in (resident_note, precision_note, profile_note, encoder_note) if n)
+        notes = tuple(n for n in (resident_note, precision_note, profile_note, encoder_note, *files.notes) if n)
         return cls(settings, checkpoint, gemma, upsampler, device, dtype, policy, budget, profile, allocator,
                    enforcement, keep_resident, notes)  # fmt: skip

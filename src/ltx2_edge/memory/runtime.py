@@ -19,12 +19,14 @@ from ltx2_edge.calibrate.choice import choose_profile
 from ltx2_edge.calibrate.identity import device_identity
 from ltx2_edge.checkpoint.header import Header, TensorInfo, read_header
 from ltx2_edge.plan.budget import Budget
+from ltx2_edge.plan.file_reads import with_reads
 from ltx2_edge.plan.plan_types import Plan, PlanRequest
 from ltx2_edge.plan.planner import plan as make_plan
 from ltx2_edge.plan.planner import quantized_predicate
 from ltx2_edge.plan.profiles import DeviceProfile
 from ltx2_edge.plan.tile_plan import VideoTiling
 from ltx2_edge.quant.policy import QuantPolicy
+from ltx2_edge.quant.prequantized import describe_source
 
 
 def device_profile(device: torch.device, cache_dir: Path | None = None) -> tuple[DeviceProfile, str]:
@@ -61,9 +63,13 @@ def build_plan(
     profile: DeviceProfile,
     policy: QuantPolicy,
 ) -> Plan:
-    """Plan ``request`` (raises ``BudgetError`` before anything loads when it cannot fit)."""
-    return make_plan(checkpoint_header, gemma_tensors(gemma_shards), request, budget, profile,
+    """Plan ``request`` (raises ``BudgetError`` before anything loads when it cannot fit); each stage names the file
+    it reads (``plan.file_reads``)."""
+    plan = make_plan(checkpoint_header, gemma_tensors(gemma_shards), request, budget, profile,
                      quantized_predicate(policy))  # fmt: skip
+    folder = gemma_shards[0].parent if gemma_shards else Path("the Gemma folder")
+    gemma = describe_source(folder, [read_header(s) for s in gemma_shards], policy.precision, folder=True)
+    return with_reads(plan, describe_source(checkpoint_header.path, [checkpoint_header], policy.precision), gemma)
 
 
 def tiling_config(tiling: VideoTiling | None) -> TilingConfig | None:

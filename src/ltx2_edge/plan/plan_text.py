@@ -6,6 +6,7 @@ from dataclasses import asdict
 from typing import Any
 
 from ltx2_edge.plan.budget import GiB
+from ltx2_edge.plan.file_reads import reads_lines
 from ltx2_edge.plan.plan_types import Plan, StagePlan
 from ltx2_edge.plan.provenance import origin_line, profile_origin
 from ltx2_edge.plan.stage_fit import allowance
@@ -60,6 +61,7 @@ def format_plan(plan: Plan) -> str:
         f" (+ {plan.cold_load_seconds:.1f} s to read the weights from a cold disk)",
         f"profile {plan.profile.name}: {plan.profile.source}",
         f"rates: {origin_line(plan.profile)}",
+        *reads_lines(plan),
     ]
     slack, runtime = allowance(r, plan.profile)
     allocator = " (CUDA expandable segments)" if r.expandable_segments else ""
@@ -70,7 +72,8 @@ def format_plan(plan: Plan) -> str:
 
 def plan_to_json(plan: Plan) -> dict[str, Any]:
     """The plan as plain JSON types: request, budget, profile (and ``profile_origin``: where each rate comes from),
-    every stage field, and the totals."""
+    every stage field (``reads``: the file it reads; ``file_read_bytes`` and its seconds warm and cold), and the
+    totals."""
     stages = []
     for s in plan.stages:
         d = asdict(s)
@@ -86,4 +89,6 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         "host_peak_bytes": plan.host_peak_bytes,
         "total_seconds": plan.total_seconds,
         "cold_load_seconds": plan.cold_load_seconds,
+        "warm_load_seconds": plan.warm_load_seconds,
+        "file_read_bytes": plan.file_read_bytes,
     }

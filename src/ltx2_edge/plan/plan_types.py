@@ -131,7 +131,10 @@ class StagePlan:
     ``resident_units`` of them stay, ``streamed_units`` pass through ``n_slots`` slots of ``slot_bytes``
     from ``source_tier``. ``bytes_moved_per_step`` is what crosses per denoising step (per pass elsewhere).
     ``predicted_seconds`` = steps x max(compute, copy) with prefetch overlapping copy and compute, warm;
-    ``cold_load_seconds`` = reading the stage's weights once from a cold disk.
+    ``file_read_bytes``: what loading the stage's weights once reads from its files (file bytes: a BF16 file
+    quantized at load reads twice what lands on the device); ``cold_load_seconds`` / ``warm_load_seconds``: those
+    bytes at the profile's cold (disk) and warm (page cache) checkpoint read rates; ``reads``: the file(s) they come
+    from (``plan.file_reads``; empty when the planner was called without them).
     """
 
     name: str
@@ -156,6 +159,9 @@ class StagePlan:
     copy_seconds_per_step: float = 0.0
     cold_load_seconds: float = 0.0
     flops_per_step: float = 0.0
+    file_read_bytes: int = 0
+    warm_load_seconds: float = 0.0
+    reads: str = ""
     # upsample only: the transformer of stage 1 stays resident through this stage into stage 2 (its bytes are in
     # the peak), instead of being released and loaded again.
     keeps_transformer: bool = False
@@ -197,3 +203,13 @@ class Plan:
     def cold_load_seconds(self) -> float:
         """Reading every stage's weights once from a cold disk."""
         return sum(s.cold_load_seconds for s in self.stages)
+
+    @property
+    def warm_load_seconds(self) -> float:
+        """Reading every stage's weights once from the page cache."""
+        return sum(s.warm_load_seconds for s in self.stages)
+
+    @property
+    def file_read_bytes(self) -> int:
+        """Bytes every stage's load reads from the files, once each."""
+        return sum(s.file_read_bytes for s in self.stages)

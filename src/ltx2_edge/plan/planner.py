@@ -194,7 +194,8 @@ def _upsample(ctx: _Context, stage_1: _Context, s2: SecondStage, held: int = 0) 
     """
     r = ctx.request
     encoder = ctx.weights(_require(ctx.header.tensors, VIDEO_ENCODER, "checkpoint"), None)
-    weights = Weights(encoder.fixed + s2.upsampler_bytes + held, ())
+    # The held transformer is already loaded: only the encoder and the upsampler file are read.
+    weights = Weights(encoder.fixed + s2.upsampler_bytes + held, (), encoder.read_bytes + s2.upsampler_bytes)
     t1 = stage_1.tokens
     latent = frames_bytes(t1.latent_frames, t1.latent_height, t1.latent_width)
     per_pixel = ENCODE_IMAGE_BYTES_PER_PIXEL * (2 if ctx.profile.name == "cpu" else 1)
@@ -250,7 +251,7 @@ def _decode(ctx: _Context) -> StagePlan | Shortfall:
     best = min(fitting, key=lambda o: (o.tiles, -o.working_bytes))
     # Concurrent kernels share one GPU's units, so the compute floor adds the vocoder's FLOPs to the video's.
     flops = FlopCount(conv=best.flops + vocoder_flops(ctx.config, t.audio * 4))
-    weights = Weights(video.total + audio.total, ())
+    weights = Weights(video.total + audio.total, (), video.read_bytes + audio.read_bytes)
     plan = fit_stage(ctx, "decode", weights, best.working_bytes + audio_work, flops, 1, "block", held)
     if isinstance(plan, Shortfall):
         return plan

@@ -45,14 +45,22 @@ IsQuantized = Callable[[str], bool]
 
 @dataclass(frozen=True)
 class Weights:
-    """A stage's weights in device bytes: ``fixed`` always resident, ``units`` the streamable blocks in order."""
+    """A stage's weights in device bytes: ``fixed`` always resident, ``units`` the streamable blocks in order;
+    ``file_bytes``: what loading them reads from the files (a BF16 file quantized at load reads twice its device
+    bytes; None: the device bytes)."""
 
     fixed: int
     units: tuple[int, ...]
+    file_bytes: int | None = None
 
     @property
     def total(self) -> int:
         return self.fixed + sum(self.units)
+
+    @property
+    def read_bytes(self) -> int:
+        """Bytes read from the files to load these weights once."""
+        return self.total if self.file_bytes is None else self.file_bytes
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,8 @@ class FitContext:
         """Bytes on the device: a quantized matrix at 1 byte per weight + an FP32 scale per row; floats as BF16."""
         if len(info.shape) == 2 and self.quantized(info.name) and DTYPE_BYTES[info.dtype] > 1:
             return info.numel + info.shape[0] * SCALE_BYTES
+        if info.name.endswith(".weight_scale"):  # a pre-quantized file's scales stay FP32 on the device
+            return info.nbytes
         return info.numel * min(DTYPE_BYTES[info.dtype], 2) if info.dtype.startswith(("F", "BF")) else info.nbytes
 
     def weights(self, tensors: dict[str, TensorInfo], unit_prefix: str | None) -> Weights:
@@ -102,7 +112,7 @@ class FitContext:
                 units[idx] = units.get(idx, 0) + self.device_bytes(info)
             else:
                 fixed += self.device_bytes(info)
-        return Weights(fixed, tuple(units[i] for i in sorted(units)))
+        return Weights(fixed, tuple(units[i] for i in sorted(units)), sum(t.nbytes for t in tensors.values()))
 
     def seconds(self, flops: FlopCount) -> float:
         """The compute floor: each kernel class's FLOPs over the profile's rate for it."""
@@ -197,6 +207,8 @@ def fit_stage(
         steps=steps,
         compute_seconds_per_step=compute,
         copy_seconds_per_step=copy,
-        cold_load_seconds=w.total / (p.file_read_cold_gbps * 1e9),
+        file_read_bytes=w.read_bytes,
+        cold_load_seconds=w.read_bytes / (p.file_read_cold_gbps * 1e9),
+        warm_load_seconds=w.read_bytes / (p.file_read_warm_gbps * 1e9),
         flops_per_step=flops.total,
     )

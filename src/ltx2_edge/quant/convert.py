@@ -1,11 +1,12 @@
 """The ``quantize`` command: writes a pre-quantized checkpoint (or Gemma folder), streaming, from a BF16 original.
 
 File format (``quantized_file`` reads it; a plain safetensors file, same tensor names as the original): each
-quantized Linear's
-``<name>.weight`` is F8_E4M3 or I8 [out, in], followed by ``<name>.weight_scale`` F32 [out] (per output
-channel, ``W ~ weight * scale``); every other tensor is byte-for-byte the original. Metadata is the original's
-plus ``ltx2_edge_quantization`` (``QuantPolicy.to_json``) and, when LoRAs were fused in first (``--lora``; the
-weights they touch are then the fused ones, quantized or kept), ``ltx2_edge_loras`` (``models.lora``).
+quantized Linear's ``<name>.weight`` is F8_E4M3 or I8 [out, in], followed by ``<name>.weight_scale`` F32 [out] (per
+output channel, ``W ~ weight * scale``); every other tensor is byte-for-byte the original. Metadata is the
+original's plus ``ltx2_edge_quantization`` (``QuantPolicy.to_json``), ``ltx2_edge_source`` (the source file's
+identity, which a run checks before reading this file in its place: ``checkpoint.prequantized``) and, when LoRAs
+were fused in first (``--lora``; the weights they touch are then the fused ones, quantized or kept),
+``ltx2_edge_loras`` (``models.lora``).
 Lightricks' own FP8 files (F8_E4M3 weights with a per-tensor ``weight_scale`` and an ``input_scale``) are read
 too: the scalar is broadcast per channel and ``input_scale`` is not used, since activations are scaled per
 token at run time.
@@ -32,6 +33,7 @@ import torch
 from ltx2_edge.atomic import atomic_output, check_output_path, clean_stale, output_failure, temp_path
 from ltx2_edge.checkpoint.header import Header, TensorInfo, read_config, read_header
 from ltx2_edge.checkpoint.names import TRANSFORMER_PREFIX
+from ltx2_edge.checkpoint.prequantized import SOURCE_KEY, source_identity
 from ltx2_edge.checkpoint.validate import check_not_lfs_pointer
 from ltx2_edge.errors import CheckpointError, RequestError
 from ltx2_edge.inputs import LoraSpec
@@ -103,8 +105,12 @@ def _write(
             entries[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + nbytes]}
             offset += nbytes
     entries["__metadata__"] = {**header.metadata, METADATA_KEY: pol.to_json()}
+    baked = [lora.describe() for lora in fuser.files] if fuser is not None else []
     if fuser is not None:
-        entries["__metadata__"][BAKED_METADATA_KEY] = json.dumps([lora.describe() for lora in fuser.files])
+        entries["__metadata__"][BAKED_METADATA_KEY] = json.dumps(baked)
+    # What a run checks before it reads this file in place of its source (checkpoint.prequantized).
+    loras = [f"{lora['path']} x{lora['strength']:g}" for lora in baked]
+    entries["__metadata__"][SOURCE_KEY] = json.dumps(source_identity(header.path, loras), separators=(",", ":"))
     raw = json.dumps(entries, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # safetensors pads the header to 8 bytes so the data starts aligned
     done = 0

@@ -1,0 +1,169 @@
+"""Pre-quantized copies beside the originals: `quantize` writes them where runs look, runs read them (and say so in
+the notes and the plan), refuse a copy that is not of this original or not of this policy, and read the originals
+with --prequantized off."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+
+from ltx2_edge import cli
+from ltx2_edge.checkpoint.header import read_header
+from ltx2_edge.checkpoint.prequantized import SOURCE_KEY, prequantized_name, recorded_source, source_identity
+from ltx2_edge.engine.settings import RunSettings
+from ltx2_edge.engine.setup import EngineSetup
+from ltx2_edge.errors import CheckpointError, RequestError
+from ltx2_edge.plan.plan_text import format_plan, plan_to_json
+from ltx2_edge.quant.policy import QuantPolicy
+from ltx2_edge.quant.quantized_file import METADATA_KEY
+from ltx2_edge.request import GenerationRequest
+
+SMALL = {"width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 2}
+PRECISION = "int8"  # what --quantization auto runs on the CPU
+
+
+@pytest.fixture(scope="module")
+def originals(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint and Gemma folder in a folder of their own, with their int8 copies written by `quantize`
+    without --out (the session's tiny_dir must stay without copies: every other test reads it)."""
+    root = tmp_path_factory.mktemp("prequantized")
+    shutil.copy2(tiny_dir / "ltx2.safetensors", root / "ltx2.safetensors")
+    shutil.copytree(tiny_dir / "gemma", root / "gemma")
+    assert cli.main(["quantize", "--checkpoint-path", str(root / "ltx2.safetensors"), "--to", PRECISION]) == 0
+    assert cli.main(["quantize", "--gemma-root", str(root / "gemma"), "--to", PRECISION]) == 0
+    return root
+
+
+def _setup(root: Path, **settings) -> EngineSetup:
+    return EngineSetup.resolve(root / "ltx2.safetensors", root / "gemma", RunSettings(device="cpu", **settings))
+
+
+def _with_metadata(src: Path, dst: Path, change) -> None:
+    """``src`` copied to ``dst`` with its metadata changed by ``change(dict)`` (the tensor bytes untouched)."""
+    raw = src.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    doc = json.loads(raw[8 : 8 + n])
+    change(doc["__metadata__"])
+    head = json.dumps(doc, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+    dst.write_bytes(struct.pack("<Q", len(head)) + head + raw[8 + n :])
+
+
+def test_quantize_writes_where_runs_look_and_records_its_source(originals: Path, capsys) -> None:
+    ckpt, gemma = originals / "ltx2.safetensors", originals / "gemma"
+    assert prequantized_name(ckpt, "fp8") == originals / "ltx2.fp8.safetensors"
+    assert prequantized_name(gemma, "int8") == originals / "gemma.int8"
+    record = recorded_source(read_header(originals / "ltx2.int8.safetensors"))
+    assert record == source_identity(ckpt) and record["loras"] == [] and record["size"] == ckpt.stat().st_size
+    shard = next(gemma.glob("model*.safetensors"))
+    assert recorded_source(read_header(originals / "gemma.int8" / shard.name)) == source_identity(shard)
+    # A file with LoRAs baked in is another model: it never goes to the place runs read in the original's stead.
+    capsys.readouterr()
+    assert cli.main(["quantize", "--checkpoint-path", str(ckpt), "--to", "fp8", "--lora", str(ckpt)]) == 2
+    assert capsys.readouterr().err.startswith("ltx2-edge: error: --out=None is not allowed: a path for a file with "
+                                              "LoRAs baked in")  # fmt: skip
+    assert not (originals / "ltx2.fp8.safetensors").exists()
+
+
+def test_copies_are_read_and_the_plan_names_them(originals: Path) -> None:
+    from ltx2_edge.pipeline import Generator
+
+    setup = _setup(originals)
+    assert setup.checkpoint.path == originals / "ltx2.int8.safetensors"
+    assert setup.gemma.root == originals / "gemma.int8"
+    notes = "\n".join(setup.notes)
+    assert f"reads {originals / 'ltx2.int8.safetensors'}, the pre-quantized int8 copy of" in notes
+    assert f"reads {originals / 'gemma.int8'}, the pre-quantized int8 copy of" in notes
+
+    plan = Generator(originals / "ltx2.safetensors", originals / "gemma", setup.settings).prepare(
+        GenerationRequest(prompt="rain", **SMALL)
+    )
+    reads = {s.name: s.reads for s in plan.memory.stages}
+    copy = f"{originals / 'ltx2.int8.safetensors'} (pre-quantized int8 copy of {originals / 'ltx2.safetensors'})"
+    assert reads["denoise"] == reads["decode"] == reads["embeddings"] == copy
+    assert reads["text_encode"].startswith(f"{originals / 'gemma.int8'} (pre-quantized int8 copy of")
+    assert "embeddings, denoise, decode: " in format_plan(plan.memory) and copy in format_plan(plan.memory)
+    stages = {s["name"]: s for s in plan_to_json(plan.memory)["stages"]}
+    header = read_header(originals / "ltx2.int8.safetensors")
+    blocks = sum(t.nbytes for n, t in header.tensors.items() if n.startswith("model.diffusion_model.")
+                 and not n.startswith("model.diffusion_model.video_embeddings_connector")
+                 and not n.startswith("model.diffusion_model.audio_embeddings_connector"))  # fmt: skip
+    assert stages["denoise"]["reads"] == copy and stages["denoise"]["file_read_bytes"] == blocks
+
+
+def test_off_reads_the_originals_and_on_insists_on_copies(originals: Path, tiny_dir: Path) -> None:
+    setup = _setup(originals, prequantized="off")
+    assert setup.checkpoint.path == originals / "ltx2.safetensors" and setup.gemma.root == originals / "gemma"
+    assert any("quantized to int8 at load (--prequantized off)" in n for n in setup.notes)
+    assert _setup(originals, prequantized="on").checkpoint.path == originals / "ltx2.int8.safetensors"
+    # tiny_dir has no copies: auto says where it looked and how to write one; on refuses.
+    auto = EngineSetup.resolve(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma", RunSettings(device="cpu"))
+    assert auto.checkpoint.path == tiny_dir / "ltx2.safetensors"
+    assert any(f"no pre-quantized copy at {tiny_dir / 'ltx2.int8.safetensors'}" in n for n in auto.notes)
+    with pytest.raises(RequestError, match=r"^--prequantized='on' is not allowed: a pre-quantized copy of .*"
+                       r"there is none; write it with `ltx2-edge quantize --checkpoint-path"):  # fmt: skip
+        EngineSetup.resolve(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma",
+                            RunSettings(device="cpu", prequantized="on"))  # fmt: skip
+    with pytest.raises(RequestError, match="^--prequantized='yes' is not allowed: one of auto, on, off$"):
+        RunSettings(prequantized="yes")
+    # A bf16 run reads the originals whatever lies beside them.
+    bf16 = _setup(originals, quantization="bf16")
+    assert bf16.checkpoint.path == originals / "ltx2.safetensors" and bf16.gemma.root == originals / "gemma"
+
+
+def _refused(root: Path, match: str) -> None:
+    with pytest.raises(CheckpointError, match=match) as info:
+        _setup(root)
+    assert "\n" not in str(info.value) and "--prequantized off" in str(info.value)
+
+
+def test_a_copy_of_another_file_or_policy_is_refused(originals: Path, tmp_path: Path) -> None:
+    shutil.copy2(originals / "ltx2.safetensors", tmp_path / "ltx2.safetensors")
+    shutil.copytree(originals / "gemma", tmp_path / "gemma")
+    shutil.copytree(originals / "gemma.int8", tmp_path / "gemma.int8")
+    copy = tmp_path / "ltx2.int8.safetensors"
+
+    # The original changed after the copy was made (same header, other weights: its last byte).
+    shutil.copy2(originals / "ltx2.int8.safetensors", copy)
+    with (tmp_path / "ltx2.safetensors").open("r+b") as f:
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 0xFF]))
+    _refused(tmp_path, r"ltx2\.int8\.safetensors is where the pre-quantized copy of .* is looked for, but it was "
+             r"made from another file than .* \(its tensor data differs.*run `ltx2-edge quantize --checkpoint-path "
+             r".* --to int8 --overwrite`")  # fmt: skip
+    shutil.copy2(originals / "ltx2.safetensors", tmp_path / "ltx2.safetensors")
+    assert _setup(tmp_path).checkpoint.path == copy  # the same bytes again: the copy is read
+
+    _with_metadata(originals / "ltx2.int8.safetensors", copy, lambda m: m.pop(SOURCE_KEY))
+    _refused(tmp_path, "records no source file")
+    record = json.loads(read_header(originals / "ltx2.int8.safetensors").metadata[SOURCE_KEY])
+    _with_metadata(
+        originals / "ltx2.int8.safetensors",
+        copy,
+        lambda m: m.update({SOURCE_KEY: json.dumps({**record, "loras": ["style.safetensors x1"]})}),
+    )
+    _refused(tmp_path, r"has LoRAs baked in \(style\.safetensors x1\)")  # fmt: skip
+    other = QuantPolicy.from_flags(PRECISION, ("attn1",)).to_json()  # as `quantize --keep-bf16 attn1` records it
+    _with_metadata(originals / "ltx2.int8.safetensors", copy, lambda m: m.update({METADATA_KEY: other}))
+    _refused(
+        tmp_path,
+        r"was quantized as \[int8, default keep-list \+ \['attn1'\]\] but this run asks for \[int8, "
+        "default keep-list\\]: run `ltx2-edge quantize .*` with this run's --keep-bf16/--quantize-all flags",
+    )
+    # The flags it was made with: the checkpoint's copy fits, the Gemma copy (default flags) is refused in turn.
+    with pytest.raises(CheckpointError, match=r"gemma\.int8/model-\S+ was quantized as \[int8, default keep-list\]"):
+        _setup(tmp_path, keep_bf16=("attn1",))
+    shutil.rmtree(tmp_path / "gemma.int8")
+    assert _setup(tmp_path, keep_bf16=("attn1",)).checkpoint.path == copy
+    copy.unlink()
+
+    shutil.copytree(originals / "gemma.int8", tmp_path / "gemma.int8")
+    (tmp_path / "gemma.int8" / "config.json").write_text("{}")
+    _refused(tmp_path, r"gemma\.int8 is where the pre-quantized copy of .*gemma is looked for, but it has another "
+             r"config\.json: remove it and run `ltx2-edge quantize --gemma-root")  # fmt: skip
