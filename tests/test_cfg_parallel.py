@@ -117,11 +117,11 @@ def test_the_split_cuts_contexts_and_perturbations_once_per_rank():
     guidance = Guidance.preset_named("full")
     ctx = Contexts(*(torch.full((1, 3, 4), float(i)) for i in range(4)))  # video, audio, video_neg, audio_neg
     stacked = batch_passes(guidance, ctx)
-    local = CfgSplit(1, 2).local(stacked)
+    local = CfgSplit(1, 2, meet=False).local(stacked)
     assert local.passes == ("perturbed", "isolated")
     assert local.video_context.shape[0] == 2 and torch.equal(local.video_context, stacked.video_context[2:])
     assert local.perturbations.perturbations == stacked.perturbations.perturbations[2:]
-    first = CfgSplit(0, 2).local(stacked)
+    first = CfgSplit(0, 2, meet=False).local(stacked)
     assert first.passes == ("cond", "uncond") and torch.equal(first.audio_context[1], ctx.audio_negative[0])
     with pytest.raises(ValueError, match="gather before local"):
         CfgSplit(0, 2).gather((torch.zeros(1), torch.zeros(1)))

@@ -21,16 +21,21 @@ from ltx2_edge.stages.denoise import BatchedPasses
 
 
 class CfgSplit:
-    """Rank ``rank`` of ``world_size`` in ``group`` (None: the default process group)."""
+    """Rank ``rank`` of ``world_size`` in ``group`` (None: the default process group). ``meet``: the ranks wait
+    for each other in ``local`` (off only where no process group exists: unit tests)."""
 
-    def __init__(self, rank: int, world_size: int, group: dist.ProcessGroup | None = None) -> None:
-        self.rank, self.world_size, self.group = rank, world_size, group
+    def __init__(self, rank: int, world_size: int, group: dist.ProcessGroup | None = None, meet: bool = True) -> None:
+        self.rank, self.world_size, self.group, self.meet = rank, world_size, group, meet
         self._ranges: tuple[tuple[int, int], ...] = ()
 
     def local(self, batched: BatchedPasses) -> BatchedPasses:
         """This rank's passes of ``batched`` (``ValueError`` when there are fewer passes than ranks)."""
         self._ranges = pass_ranges(len(batched.passes), self.world_size)
         start, stop = self._ranges[self.rank]
+        if self.meet:
+            # The loop starts once every rank has loaded its transformer (the runner loads it before calling the
+            # loop): step 0's time is then the step's, not a wait for the slowest rank's load.
+            dist.barrier(group=self.group)
         return BatchedPasses(
             batched.passes[start:stop],
             batched.video_context[start:stop],
