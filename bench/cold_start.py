@@ -1,8 +1,9 @@
 """Cold and warm loads against the disk (issue 16, item 2): the transformer and Gemma from the BF16 originals and from
 their pre-quantized copies, each in a fresh process, right after the page cache of its files was dropped (cold) and
-again with them cached (warm); bytes read and read GB/s against the disk's measured read rate; optionally whole W1
-runs (`ltx2-edge generate`, fresh processes) cold and warm, held to the issue's bound
-cold <= 1.15 x (bytes read from the disk / the disk's read rate + the warm run's time).
+again with them cached (warm), and with --readahead-seconds the transformer cold after ``models.prefetch``'s
+warm-up ran that long (the text stage's share of a cold start); bytes read and read GB/s against the disk's
+measured read rate; optionally whole W1 runs (`ltx2-edge generate`, fresh processes) cold and warm, held to the
+issue's bound cold <= 1.15 x (bytes read from the disk / the disk's read rate + the warm run's time).
 
 The page cache is dropped per file with posix_fadvise(DONTNEED), else (as root) /proc/sys/vm/drop_caches; mincore
 checks that the pages left (``calibrate.transfers.drop_page_cache``). Where they cannot leave (tmpfs, a read-only
@@ -94,11 +95,13 @@ def _run_child(spec: dict, fresh: bool) -> dict:
 
 def _row(component: str, variant: str, path: Path, temperature: str, spec: dict, fresh: bool, disk_gbps) -> dict:
     row = {"component": component, "variant": variant, "file": str(path), "temperature": temperature}
-    if temperature == "cold":
+    if temperature in ("cold", "cold+readahead"):
         dropped, how = drop(_files(component, path))
         row["cache"] = how
         if not dropped:
             return {**row, "measured": False}
+    if temperature == "cold+readahead":  # the warm-up the engine runs during the text stage, for that long
+        row["readahead"] = _warm_up(path, spec["readahead_seconds"])
     got = _run_child({**spec, "component": component, "path": str(path)}, fresh)
     reads = got["reads"] or {}
     row.update(measured=True, seconds=got["seconds"], bytes=reads.get("bytes"), disk_bytes=reads.get("disk_bytes"),
@@ -108,6 +111,22 @@ def _row(component: str, variant: str, path: Path, temperature: str, spec: dict,
         ratio = round(got["seconds"] / floor, 3) if floor else None
         row.update(disk_floor_seconds=round(floor, 4), vs_disk_floor=ratio)
     return row
+
+
+def _warm_up(path: Path, seconds: float) -> dict:
+    """``models.prefetch.warm_transformer``'s warm-up of ``path``'s blocks, given ``seconds`` (the text stage's
+    time) before the load starts."""
+    import psutil
+
+    from ltx2_edge.checkpoint.header import read_header
+    from ltx2_edge.checkpoint.names import TRANSFORMER_BLOCKS
+    from ltx2_edge.streaming.readahead import Readahead, block_ranges, host_allowance
+
+    ranges = block_ranges(read_header(path), TRANSFORMER_BLOCKS, host_allowance(psutil.virtual_memory().available))
+    ahead = Readahead(ranges).start()
+    time.sleep(seconds)
+    ahead.cancel()
+    return {**ahead.join().to_dict(), "given_seconds": seconds}
 
 
 def _generate(args: argparse.Namespace, mode: str, temperature: str, out_dir: Path, reads: list[Path]) -> dict:
@@ -191,6 +210,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--cold", choices=("on", "off"), default="on", help="off: warm rows only")
     p.add_argument("--fresh-process", choices=("on", "off"), default="on", help="off: loads in this process (tests)")
     p.add_argument("--disk-sample-gb", type=float, default=4.0, help="bytes of the original the disk rate reads")
+    p.add_argument(
+        "--readahead-seconds",
+        type=float,
+        default=0.0,
+        help="also the transformer cold after a warm-up of this long (the text stage's seconds: ~5)",
+    )
     p.add_argument("--generate", action="store_true", help="also whole runs, cold and warm, per --generate-variants")
     p.add_argument("--generate-variants", default=None, help="default: --variants")
     p.add_argument("--generate-args", default="", help="extra generate flags (W1 by default), e.g. '--width 64'")
@@ -224,7 +249,8 @@ def main(argv: list[str] | None = None) -> dict:
                                 "file_read_warm_gbps": profile.file_read_warm_gbps}, "loads": []}  # fmt: skip
     disk_rate = disk_gbps or profile.file_read_cold_gbps
     result["disk"]["rate_used_gbps"] = disk_rate
-    spec = {"device": args.device, "dtype": args.dtype, "precision": precision}
+    spec = {"device": args.device, "dtype": args.dtype, "precision": precision,
+            "readahead_seconds": args.readahead_seconds}  # fmt: skip
     originals = {"transformer": args.checkpoint_path, "gemma": args.gemma_root}
     temperatures = ("cold", "warm") if args.cold == "on" else ("warm",)
     fresh = args.fresh_process == "on"
@@ -237,7 +263,8 @@ def main(argv: list[str] | None = None) -> dict:
                 result["loads"].append({"component": component, "variant": variant, "file": str(path),
                                         "measured": False, "why": why})  # fmt: skip
                 continue
-            for temperature in temperatures:
+            extra = ("cold+readahead",) if args.readahead_seconds > 0 and component == "transformer" else ()
+            for temperature in (*temperatures[:1], *extra, *temperatures[1:]) if args.cold == "on" else temperatures:
                 result["loads"].append(_row(component, variant, path, temperature, spec, fresh, disk_rate))
     if args.generate:
         runs = []

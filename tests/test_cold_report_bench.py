@@ -28,13 +28,17 @@ def test_cold_start_bench_on_cpu(tiny_dir: Path, tmp_path: Path, capsys) -> None
     small = "--width 64 --height 64 --num-frames 9 --num-inference-steps 1"
     argv = ["--checkpoint-path", str(tmp_path / "ltx2.safetensors"), "--gemma-root", str(tmp_path / "gemma"),
             "--device", "cpu", "--dtype", "float32", "--make-copies", "--fresh-process", "off", "--generate",
-            "--generate-variants", "prequantized", "--generate-args", small, "--out", str(out)]  # fmt: skip
+            "--generate-variants", "prequantized", "--generate-args", small, "--readahead-seconds", "0.05",
+            "--out", str(out)]  # fmt: skip
     result = bench.main(argv)
     assert json.loads(out.read_text()) == result
     assert result["precision"] == "int8" and set(result["copies_made_seconds"]) == {"transformer", "gemma"}
     assert (tmp_path / "ltx2.int8.safetensors").is_file() and (tmp_path / "gemma.int8").is_dir()
     loads = {(r["component"], r["variant"], r["temperature"]): r for r in result["loads"]}
-    assert len(loads) == 8
+    assert len(loads) == 10  # cold, warm (and the transformer cold after a warm-up) for each file
+    for variant in ("original", "prequantized"):
+        warmed = loads[("transformer", variant, "cold+readahead")]
+        assert not warmed["measured"] or warmed["readahead"]["bytes_asked"] > 0
     for (component, _variant, temperature), row in loads.items():
         if not row["measured"]:  # the page cache of this disk cannot be dropped: the row says why
             assert temperature == "cold" and row["cache"]
