@@ -51,6 +51,9 @@ def _unprocessable(exc: RequestError | BudgetError, replacements: Mapping[str, s
 class VideoService:
     """The service's state: store, files, events, scheduler, and the engine once it is ready."""
 
+    # What runs the queue: the one-device worker here; a fleet (``service.ray``) puts its dispatcher in its place.
+    scheduler_class: type[Scheduler] = Scheduler
+
     def __init__(self, config: ServiceConfig, store: JobStore | None = None) -> None:
         self.config = config
         self.files = DataDir(config.data_dir)
@@ -58,7 +61,7 @@ class VideoService:
         self.hub = EventHub()
         self.reader = RequestReader(config, self.files)
         self.engine: Any = None  # service.engine.Engine once ready (None: starting)
-        self.scheduler = Scheduler(
+        self.scheduler = self.scheduler_class(
             self.store,
             self.files,
             self.hub,

@@ -143,6 +143,12 @@ class JobStore(ABC):
         ``max_attempts`` attempts (cancelled if a cancel was asked); returns job id -> new status."""
 
     @abstractmethod
+    def interrupt(self, job_id: str, max_attempts: int, now: float) -> str | None:
+        """One job's runner was lost while it ran (a fleet replica died; the server itself lives on): as
+        ``recover`` for that job alone (queued again with the attempt counted, failed ``interrupted`` after
+        ``max_attempts``, cancelled if a cancel was asked); its new status, None if it was not in_progress."""
+
+    @abstractmethod
     def expire(self, now: float) -> list[str]:
         """Ended jobs whose outputs expired by ``now``: marked expired, their ids returned (files to delete)."""
 
@@ -222,6 +228,13 @@ def _record(row: tuple) -> JobRecord:
         bool(expired),
         key,
         body_hash,
+    )
+
+
+def _interrupted_message(what: str, attempts: int, max_attempts: int) -> str:
+    return (
+        f"{what} while this job ran, {attempts} time(s) of {max_attempts} allowed "
+        "(--max-attempts); check the server's log and memory, then submit it again"
     )
 
 
@@ -389,10 +402,7 @@ class SqliteJobStore(JobStore):
                     )
                     out[job_id] = CANCELLED
                 elif attempts >= max_attempts:
-                    message = (
-                        f"the server stopped while this job ran, {attempts} time(s) of {max_attempts} allowed "
-                        "(--max-attempts); check the server's log and memory, then submit it again"
-                    )
+                    message = _interrupted_message("the server stopped", attempts, max_attempts)
                     self._db.execute(
                         "UPDATE jobs SET status = ?, completed_at = ?, error_code = ?, error_message = ? WHERE id = ?",
                         (FAILED, now, INTERRUPTED, message, job_id),
@@ -404,6 +414,28 @@ class SqliteJobStore(JobStore):
                     )
                     out[job_id] = QUEUED
         return out
+
+    def interrupt(self, job_id: str, max_attempts: int, now: float) -> str | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT attempts, cancel_requested FROM jobs WHERE id = ? AND status = ?", (job_id, IN_PROGRESS)
+            ).fetchone()
+            if row is None:
+                return None
+            attempts, cancel = row
+            if cancel:
+                status, sql, args = CANCELLED, "status = ?, completed_at = ?", (CANCELLED, now)
+            elif attempts >= max_attempts:
+                message = _interrupted_message("its replica died", attempts, max_attempts)
+                status = FAILED
+                sql, args = "status = ?, completed_at = ?, error_code = ?, error_message = ?", (
+                    FAILED, now, INTERRUPTED, message)  # fmt: skip
+            else:
+                status, sql, args = QUEUED, "status = ?, progress = 0, stage = NULL", (QUEUED,)
+            # The status guard again: the row read above and this change are one step under the lock, and a
+            # multi-process store must not turn a job that ended meanwhile back into a queued one.
+            cur = self._db.execute(f"UPDATE jobs SET {sql} WHERE id = ? AND status = ?", (*args, job_id, IN_PROGRESS))
+        return status if cur.rowcount == 1 else None
 
     def expire(self, now: float) -> list[str]:
         with self._lock:
