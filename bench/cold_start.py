@@ -129,15 +129,19 @@ def _warm_up(path: Path, seconds: float) -> dict:
     return {**ahead.join().to_dict(), "given_seconds": seconds}
 
 
-def _generate(args: argparse.Namespace, mode: str, temperature: str, out_dir: Path, reads: list[Path]) -> dict:
-    row: dict = {"prequantized": mode, "temperature": temperature}
+def _generate(args: argparse.Namespace, variant: str, files: dict, temperature: str, out_dir: Path) -> dict:
+    """One `ltx2-edge generate` reading ``files`` (the originals, ``--prequantized off``; or the copies, given as
+    they are: a pre-quantized file passed is read as given)."""
+    row: dict = {"variant": variant, "temperature": temperature}
+    mode = "off" if variant == "original" else "auto"
+    reads = [files["transformer"], *_files("gemma", files["gemma"])]
     if temperature == "cold":
         dropped, how = drop(reads)
         row["cache"] = how
         if not dropped:
             return {**row, "measured": False}
-    out = out_dir / f"{mode}-{temperature}.mp4"
-    argv = ["generate", "--checkpoint-path", str(args.checkpoint_path), "--gemma-root", str(args.gemma_root),
+    out = out_dir / f"{variant}-{temperature}.mp4"
+    argv = ["generate", "--checkpoint-path", str(files["transformer"]), "--gemma-root", str(files["gemma"]),
             "--prompt", "A red kite dances over a windy beach at sunset.", "--output-path", str(out), "--overwrite",
             "--quiet", "--prequantized", mode, "--quantization", args.quantization, "--device", args.device,
             *shlex.split(args.generate_args)]  # fmt: skip
@@ -145,12 +149,12 @@ def _generate(args: argparse.Namespace, mode: str, temperature: str, out_dir: Pa
     if args.fresh_process == "on":
         done = subprocess.run([sys.executable, "-m", "ltx2_edge", *argv], capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise RuntimeError(f"generate --prequantized {mode} failed: {done.stderr.strip()[-2000:]}")
+            raise RuntimeError(f"generate ({variant}) failed: {done.stderr.strip()[-2000:]}")
     else:
         from ltx2_edge import cli
 
         if cli.main(argv) != 0:
-            raise RuntimeError(f"generate --prequantized {mode} failed")
+            raise RuntimeError(f"generate ({variant}) failed")
     wall = time.perf_counter() - start
     report = json.loads(out.with_suffix(".report.json").read_text())
     total = report.get("reads") or {}
@@ -166,12 +170,11 @@ def _bounds(runs: list[dict], disk_gbps: float | None) -> list[dict]:
     wall time, with its imports and CUDA start, beside them)."""
     out = []
     for cold in (r for r in runs if r["temperature"] == "cold" and r["measured"]):
-        warm = next((r for r in runs if r["temperature"] == "warm" and r["prequantized"] == cold["prequantized"]),
-                    None)  # fmt: skip
+        warm = next((r for r in runs if r["temperature"] == "warm" and r["variant"] == cold["variant"]), None)
         if warm is None or not disk_gbps or cold.get("disk_bytes") is None:
             continue
         bound = cold["disk_bytes"] / (disk_gbps * GB) + warm["total_seconds"]
-        out.append({"prequantized": cold["prequantized"], "cold_seconds": cold["total_seconds"],
+        out.append({"variant": cold["variant"], "cold_seconds": cold["total_seconds"],
                     "warm_seconds": warm["total_seconds"], "disk_bytes": cold["disk_bytes"],
                     "cold_process_seconds": cold["process_seconds"], "warm_process_seconds": warm["process_seconds"],
                     "bound_seconds": round(bound, 3), "cold_over_bound": round(cold["total_seconds"] / bound, 3),
@@ -179,14 +182,14 @@ def _bounds(runs: list[dict], disk_gbps: float | None) -> list[dict]:
     return out
 
 
-def _ensure_copies(args: argparse.Namespace, precision: str) -> dict:
-    from ltx2_edge.checkpoint.prequantized import prequantized_name
+def _ensure_copies(args: argparse.Namespace, precision: str, paths: dict) -> dict:
+    """Write the missing copies ``paths["prequantized"]`` from the originals (``--make-copies``): seconds each."""
     from ltx2_edge.quant.convert import quantize_checkpoint, quantize_gemma_folder
 
     made = {}
-    for what, original in (("transformer", args.checkpoint_path), ("gemma", args.gemma_root)):
-        copy = prequantized_name(original, precision)
-        if not copy.exists() and args.make_copies:
+    for what in ("transformer", "gemma"):
+        original, copy = paths["original"][what], paths["prequantized"][what]
+        if not copy.exists() and original.exists() and args.make_copies:
             start = time.perf_counter()
             if what == "transformer":
                 quantize_checkpoint(original, copy, precision, device=args.device)
@@ -205,6 +208,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
     p.add_argument("--quantization", default="auto", choices=("auto", "fp8", "int8"))
     p.add_argument("--make-copies", action="store_true", help="write missing pre-quantized copies beside the files")
+    p.add_argument(
+        "--transformer-copy",
+        type=Path,
+        default=None,
+        help="the checkpoint's pre-quantized copy (default: beside it, where runs look); the original "
+        "may be absent (a disk too small for both: its rows say so)",
+    )
+    p.add_argument("--gemma-copy", type=Path, default=None, help="the Gemma folder's copy (default: beside it)")
     p.add_argument("--components", default="transformer,gemma")
     p.add_argument("--variants", default="original,prequantized")
     p.add_argument("--cold", choices=("on", "off"), default="on", help="off: warm rows only")
@@ -234,14 +245,20 @@ def main(argv: list[str] | None = None) -> dict:
 
     device = torch.device(args.device)
     precision, _ = resolve_precision(args.quantization, device)
-    made = _ensure_copies(args, precision)
+    copies = {"transformer": args.transformer_copy or prequantized_name(args.checkpoint_path, precision),
+              "gemma": args.gemma_copy or prequantized_name(args.gemma_root, precision)}  # fmt: skip
+    paths = {"original": {"transformer": args.checkpoint_path, "gemma": args.gemma_root}, "prequantized": copies}
+    made = _ensure_copies(args, precision, paths)
     profile, _ = runtime.device_profile(device)
-    blocks = checkpoint_blocks(args.checkpoint_path, int(args.disk_sample_gb * GB))
+    # The disk's rate from whichever checkpoint file is there (a small disk may hold the copy alone).
+    rate_file = next((p for p in (args.checkpoint_path, copies["transformer"]) if p.exists()), args.checkpoint_path)
+    blocks = checkpoint_blocks(rate_file, int(args.disk_sample_gb * GB))
     prefixes = tuple(f"{TRANSFORMER_BLOCKS}{i}." for i in blocks)
-    sample = sum(t.nbytes for n, t in read_header(args.checkpoint_path).tensors.items() if n.startswith(prefixes))
-    disk = {"sample_bytes": sample, "cold_gbps": None, "cold_how": "not measured: --cold off", "warm_gbps": None}
+    sample = sum(t.nbytes for n, t in read_header(rate_file).tensors.items() if n.startswith(prefixes))
+    disk = {"file": str(rate_file), "sample_bytes": sample, "cold_gbps": None, "cold_how": "not measured: --cold off",
+            "warm_gbps": None}  # fmt: skip
     if args.cold == "on":  # the calibrate command's read: warm first, then once after dropping the page cache
-        warm_m, cold_m = read_rates(device, args.checkpoint_path, blocks, Timing(3, 0.0), 1, str(args.checkpoint_path))
+        warm_m, cold_m = read_rates(device, rate_file, blocks, Timing(3, 0.0), 1, str(rate_file))
         disk.update(cold_gbps=cold_m.value, cold_how=cold_m.how, warm_gbps=warm_m.value)
     disk_gbps = disk["cold_gbps"]
     result: dict = {"device": str(device), "precision": precision, "copies_made_seconds": made, "disk": disk,
@@ -251,15 +268,13 @@ def main(argv: list[str] | None = None) -> dict:
     result["disk"]["rate_used_gbps"] = disk_rate
     spec = {"device": args.device, "dtype": args.dtype, "precision": precision,
             "readahead_seconds": args.readahead_seconds}  # fmt: skip
-    originals = {"transformer": args.checkpoint_path, "gemma": args.gemma_root}
     temperatures = ("cold", "warm") if args.cold == "on" else ("warm",)
     fresh = args.fresh_process == "on"
     for component in args.components.split(","):
         for variant in args.variants.split(","):
-            path = originals[component] if variant == "original" else prequantized_name(originals[component],
-                                                                                        precision)  # fmt: skip
+            path = paths[variant][component]
             if not path.exists():
-                why = "no such copy (--make-copies writes it)"
+                why = "no such file" + (" (--make-copies writes it)" if variant == "prequantized" else "")
                 result["loads"].append({"component": component, "variant": variant, "file": str(path),
                                         "measured": False, "why": why})  # fmt: skip
                 continue
@@ -270,13 +285,8 @@ def main(argv: list[str] | None = None) -> dict:
         runs = []
         with tempfile.TemporaryDirectory(prefix="cold-start-") as tmp:
             for variant in (args.generate_variants or args.variants).split(","):
-                mode = "off" if variant == "original" else "on"
-                files = [originals["transformer"], *_files("gemma", originals["gemma"])]
-                if mode == "on":
-                    files = [prequantized_name(originals["transformer"], precision),
-                             *_files("gemma", prequantized_name(originals["gemma"], precision))]  # fmt: skip
-                for temperature in temperatures:
-                    runs.append(_generate(args, mode, temperature, Path(tmp), files))
+                if all(p.exists() for p in paths[variant].values()):
+                    runs += [_generate(args, variant, paths[variant], t, Path(tmp)) for t in temperatures]
         result["generate"] = runs
         result["bounds"] = _bounds(runs, disk_rate)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
@@ -299,7 +309,7 @@ def _print(result: dict) -> None:
         print(f"| {r['component']} | {Path(r['file']).name} | {r['temperature']} | {r['seconds']:.2f} | "
               f"{gb(r['bytes'])} | {gb(r['disk_bytes'])} | {r['gbps']} | {r.get('vs_disk_floor')} |")  # fmt: skip
     for b in result.get("bounds", ()):
-        print(f"generate --prequantized {b['prequantized']}: cold {b['cold_seconds']:.1f} s, warm "
+        print(f"generate ({b['variant']}): cold {b['cold_seconds']:.1f} s, warm "
               f"{b['warm_seconds']:.1f} s, bound {b['bound_seconds']:.1f} s: {b['cold_over_bound']:.2f}x "
               f"({'met' if b['met'] else 'not met'}, target <= {BOUND}x)")  # fmt: skip
 

@@ -46,12 +46,12 @@ def test_cold_start_bench_on_cpu(tiny_dir: Path, tmp_path: Path, capsys) -> None
         # At least the load's own tensors were read (headers and tokenizer files come on top).
         assert row["bytes"] >= _weight_bytes(component, Path(row["file"])) and row["seconds"] > 0, row
         assert row["gbps"] == round(row["bytes"] / row["seconds"] / 1e9, 3)
-    runs = {(r["prequantized"], r["temperature"]): r for r in result["generate"]}
-    assert {mode for mode, _ in runs} == {"on"}
-    assert runs[("on", "warm")]["checkpoint"] == str(tmp_path / "ltx2.int8.safetensors")
-    assert runs[("on", "warm")]["gemma_root"] == str(tmp_path / "gemma.int8")
+    runs = {(r["variant"], r["temperature"]): r for r in result["generate"]}
+    assert {variant for variant, _ in runs} == {"prequantized"}
+    assert runs[("prequantized", "warm")]["checkpoint"] == str(tmp_path / "ltx2.int8.safetensors")
+    assert runs[("prequantized", "warm")]["gemma_root"] == str(tmp_path / "gemma.int8")
     for bound in result["bounds"]:
-        cold = runs[(bound["prequantized"], "cold")]
+        cold = runs[(bound["variant"], "cold")]
         want = cold["disk_bytes"] / (result["disk"]["rate_used_gbps"] * 1e9) + bound["warm_seconds"]
         assert bound["bound_seconds"] == round(want, 3) and bound["met"] == (bound["cold_seconds"] <= 1.15 * want)
     printed = capsys.readouterr().out
