@@ -26,6 +26,11 @@ if [ "${1:-}" = "--test" ]; then
   no_deps+=("ltx-pipelines==1.0.0")
 fi
 .venv/bin/python scripts/deps.py $extra > .venv/requirements.txt
+if [ -n "$extra" ]; then
+  # The tests run the Ray Serve fleet too (tests/test_ray_*.py): the ray extra resolves with the rest, against the
+  # torch already installed (ray[serve] requires no torch, so the CPU pin above stays what runs).
+  .venv/bin/python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["ray"]))' >> .venv/requirements.txt
+fi
 pip install -r .venv/requirements.txt
 # ltx-core (and ltx-pipelines) without their declared dependencies: those are in our pyproject, all but torchaudio
 # (see _compat.py). Installed after the rest because pip checks conflicts on every install that resolves

@@ -17,6 +17,7 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ltx2_edge.errors import RequestError
 
@@ -126,6 +127,20 @@ def add_commands(
         help="the distilled LoRA for stage 2 of --pipeline two-stage requests",
     )
     s.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    r = serve.add_argument_group("scale-out on Ray Serve (pip install 'ltx2-edge[ray]')")
+    r.add_argument(
+        "--ray",
+        action="store_true",
+        help="the same API in front of generation replicas on a Ray cluster, one device and budget each (a local "
+        "cluster is started unless RAY_ADDRESS names one)",
+    )
+    r.add_argument("--replicas", type=int, default=None, help="with --ray: this many replicas (default 1)")
+    r.add_argument(
+        "--autoscale",
+        default=None,
+        metavar="MIN..MAX",
+        help="with --ray: Ray Serve adds and removes replicas between MIN and MAX as jobs wait (e.g. 1..4)",
+    )
 
     submit = sub.add_parser("submit", help="send one request to a running `ltx2-edge serve` (--wait: follow it)")
     submit.add_argument(
@@ -174,11 +189,23 @@ def add_commands(
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    if args.ray:
+        return _run_fleet(args)
+    if args.replicas is not None or args.autoscale is not None:
+        flag = "replicas" if args.replicas is not None else "autoscale"
+        raise RequestError(flag, getattr(args, flag), "only with --ray (one box runs one worker)")
+    from ltx2_edge.service.server import serve
+
+    return serve(*_configs(args))
+
+
+def _configs(args: argparse.Namespace) -> tuple:
+    """(EngineConfig, ServiceConfig, ListenConfig) from serve's flags, every flag checked."""
     from ltx2_edge.cli.generate import _settings
     from ltx2_edge.cli.parser import parse_lora_arg
     from ltx2_edge.service.config import MIB, ServiceConfig
     from ltx2_edge.service.engine import EngineConfig
-    from ltx2_edge.service.server import ListenConfig, serve
+    from ltx2_edge.service.server import ListenConfig
 
     if (args.checkpoint_path is None) == (args.distilled_checkpoint_path is None):
         raise RequestError(
@@ -205,7 +232,32 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     engine = EngineConfig(checkpoint, args.gemma_root, _settings(args), model_name="ltx-2")
     listen = ListenConfig(args.host, args.port, args.token or os.environ.get(TOKEN_ENV), args.log_level)
-    return serve(engine, service, listen)
+    return engine, service, listen
+
+
+def fleet_settings(args: argparse.Namespace) -> Any:
+    """``serve --ray``'s settings (``service.ray.launch.FleetSettings``), every flag checked; a one-line error
+    naming ``pip install 'ltx2-edge[ray]'`` when Ray Serve is not installed."""
+    import importlib.util
+
+    from ltx2_edge.errors import Ltx2EdgeError
+    from ltx2_edge.service.ray.scale import parse_scale
+
+    scale = parse_scale(args.replicas, args.autoscale)
+    if importlib.util.find_spec("ray") is None or importlib.util.find_spec("ray.serve") is None:
+        raise Ltx2EdgeError("--ray needs Ray Serve, which is not installed here: pip install 'ltx2-edge[ray]'")
+    if args.device is not None and args.device.startswith("cuda:"):
+        raise RequestError("device", args.device, "cuda or cpu with --ray (Ray gives each replica a GPU of its own)")
+    from ltx2_edge.service.ray.launch import FleetSettings
+
+    return FleetSettings(*_configs(args), scale)
+
+
+def _run_fleet(args: argparse.Namespace) -> int:
+    settings = fleet_settings(args)
+    from ltx2_edge.service.ray.launch import serve_fleet
+
+    return serve_fleet(settings)
 
 
 def run_submit(args: argparse.Namespace) -> int:
