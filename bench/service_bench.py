@@ -5,6 +5,9 @@ Modes, each in this one script so a device call runs them side by side:
   W1 clips at once over HTTP, polls until every one has ended; per clip: submitted -> completed seconds; steady
   per-clip time = (last completion - first completion) / (N - 1); the reports' ``batch`` blocks say what was held.
 - ``generator``: one long-lived ``Generator``, N clips one after the other (``generate`` per clip).
+- ``phased``: one ``Generator``, the N clips as one batch through ``phased.run_phased`` (the service's engine path
+  without HTTP or the job store); ``--check`` then regenerates the first clips one by one with ``generate`` (a fresh
+  capture each) and says whether the batch's latents (held transformer, one reused CUDA graph) are bit-identical.
 - ``cli``: N fresh ``ltx2-edge generate`` processes, one after the other.
 
     python3 bench/service_bench.py serve --clips 8 --budget 32GiB --checkpoint-path F --gemma-root D --out X.json
@@ -123,6 +126,78 @@ def _generator(a: argparse.Namespace) -> dict:
             "per_clip_s": [r["total_s"] for r in rows], "jobs": rows}  # fmt: skip
 
 
+def _phased(a: argparse.Namespace) -> dict:
+    import torch
+
+    from ltx2_edge.phased import PhasedJob, run_phased
+    from ltx2_edge.pipeline import Generator, RunSettings
+    from ltx2_edge.plan.budget import parse_size
+    from ltx2_edge.request import GenerationRequest
+
+    t0 = time.perf_counter()
+    gen = Generator(a.checkpoint_path, a.gemma_root, RunSettings(budget=parse_size(a.budget)))
+    ready = time.perf_counter() - t0
+    requests = [GenerationRequest(prompt=PROMPTS[i % len(PROMPTS)], seed=10 + i, num_inference_steps=a.steps)
+                for i in range(a.clips)]  # fmt: skip
+    jobs = [PhasedJob(f"clip-{i}", r, Path(a.work) / f"phased-{i}.mp4") for i, r in enumerate(requests)]
+    done: dict[str, tuple[float, object]] = {}
+    errors: dict[str, str] = {}
+
+    class Hooks:
+        def bind(self, job):  # noqa: ANN202
+            pass
+
+        def on_step(self, job):  # noqa: ANN202
+            return None
+
+        def cached(self, job):  # noqa: ANN202
+            return None
+
+        def encoded(self, job, contexts):  # noqa: ANN202
+            pass
+
+        def completed(self, job, result):  # noqa: ANN202
+            done[job.job_id] = (time.perf_counter() - t0, result)
+
+        def failed(self, job, error):  # noqa: ANN202
+            errors[job.job_id] = f"{type(error).__name__}: {error}"
+
+    batch = run_phased(gen, jobs, Hooks())
+    ends = sorted(t for t, _ in done.values())
+    rows = []
+    for job in jobs:
+        if job.job_id not in done:
+            rows.append({"id": job.job_id, "error": errors.get(job.job_id)})
+            continue
+        t, result = done[job.job_id]
+        den = next(s for s in result.report.stages if s.stage == "denoise").details
+        rows.append({"id": job.job_id, "completed_s": round(t, 3),
+                     "stages": {s.stage: round(s.seconds, 3) for s in result.report.stages},
+                     "steady_step_s": den.get("seconds_per_step_steady"),
+                     "graph_reused": (den.get("accel_stats") or {}).get("graph_reused"),
+                     "peaks_gib": {s.stage: round(s.peak_bytes / 2**30, 3) for s in result.report.stages},
+                     "within_budget": all(s.details.get("within_budget", True)
+                                          for s in result.report.stages)})  # fmt: skip
+    check = []
+    for i in range(min(a.check, len(jobs))):
+        if jobs[i].job_id not in done:
+            continue
+        batch_latents = done[jobs[i].job_id][1].latents
+        alone = gen.generate(requests[i], Path(a.work) / f"alone-{i}.mp4", overwrite=True).latents
+        check.append({"clip": i, "video_equal": bool(torch.equal(batch_latents.video, alone.video)),
+                      "audio_equal": bool(torch.equal(batch_latents.audio, alone.audio)),
+                      "video_max_abs": float((batch_latents.video.float()
+                                              - alone.video.float()).abs().max())})  # fmt: skip
+    steady = (ends[-1] - ends[0]) / (len(ends) - 1) if len(ends) > 1 else None
+    return {"mode": "phased", "budget": a.budget, "clips": a.clips, "generator_ready_s": round(ready, 3),
+            "total_s": round(ends[-1], 3) if ends else None,
+            "clips_per_minute": round(60 * len(ends) / ends[-1], 3) if ends else None,
+            "first_clip_s": round(ends[0], 3) if ends else None, "steady_per_clip_s": steady and round(steady, 3),
+            "batch": None if batch is None else {"reasons": list(batch.reasons),
+                                                 "hold_step_graph": batch.hold_step_graph},
+            "reuse_check": check, "jobs": rows}  # fmt: skip
+
+
 def _cli(a: argparse.Namespace) -> dict:
     t0, ends = time.perf_counter(), []
     for i in range(a.clips):
@@ -140,18 +215,19 @@ def _cli(a: argparse.Namespace) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mode", choices=("serve", "generator", "cli"))
+    ap.add_argument("mode", choices=("serve", "generator", "phased", "cli"))
     ap.add_argument("--clips", type=int, default=8)
     ap.add_argument("--budget", default="32GiB")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--port", type=int, default=8123)
+    ap.add_argument("--check", type=int, default=0, help="phased: clips regenerated alone to compare latents")
     ap.add_argument("--work", default="/tmp/service-bench")
     ap.add_argument("--checkpoint-path", type=Path, required=True)
     ap.add_argument("--gemma-root", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     Path(a.work).mkdir(parents=True, exist_ok=True)
-    row = {"serve": _serve, "generator": _generator, "cli": _cli}[a.mode](a)
+    row = {"serve": _serve, "generator": _generator, "phased": _phased, "cli": _cli}[a.mode](a)
     a.out.write_text(json.dumps(row, indent=1))
     print(json.dumps({k: v for k, v in row.items() if k != "jobs"}))
 

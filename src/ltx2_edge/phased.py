@@ -20,6 +20,7 @@ from typing import Protocol
 
 import torch
 
+from ltx2_edge.accel.engine import EngineSlot
 from ltx2_edge.engine.batch_plan import BatchPlan, plan_batch
 from ltx2_edge.pipeline import Generator, Result, Run, StepHook
 from ltx2_edge.request import GenerationRequest
@@ -87,6 +88,7 @@ def run_phased(gen: Generator, jobs: Sequence[PhasedJob], hooks: PhaseHooks) -> 
                                      "hold_transformer": batch.hold_transformer,
                                      "interleave_decode": batch.interleave_decode,
                                      "hold_decoders": batch.hold_decoders,
+                                     "hold_step_graph": batch.hold_step_graph,
                                      "reasons": list(batch.reasons)}  # fmt: skip
 
     with _holding(gen, TEXT_PARTS if batch.hold_text else ()):
@@ -100,7 +102,8 @@ def run_phased(gen: Generator, jobs: Sequence[PhasedJob], hooks: PhaseHooks) -> 
     # W1's 4 s decode stage on the CPU); one at a time, so encoders never pile up beside the denoising.
     with ThreadPoolExecutor(1, thread_name_prefix="ltx2-edge-mp4-batch") as writer:
         beside = DECODER_PARTS if batch.hold_decoders and batch.interleave_decode else ()
-        with _holding(gen, (*(("transformer",) if batch.hold_transformer else ()), *beside)):
+        held = (*(("transformer",) if batch.hold_transformer else ()), *beside)
+        with _holding(gen, held), _step_graph_slot(gen, batch.hold_step_graph, runs):
             for job, run in runs:
                 if _guarded(hooks, job, lambda r=run: _denoise(gen, r), gen, run) is None:
                     continue
@@ -167,6 +170,29 @@ def _guarded(
             gen.abandon(run)
         hooks.failed(job, error)
         return None
+
+
+class _step_graph_slot:
+    """The batch's one step graph: kept across its denoises when the batch plan says so; always released after.
+
+    While kept, its memory counts as held in the cache, at the plan's figure (one forward's activations in the
+    graph's pool plus the kept text K/V): what the batch plan set beside each decode."""
+
+    def __init__(self, gen: Generator, hold: bool, runs: Sequence[tuple[PhasedJob, Run]]) -> None:
+        self.gen, self.slot = gen, EngineSlot() if hold else None
+        passes = [run.plan.passes[0] for _, run in runs]
+        self.bytes = max((p.stage.activations_bytes + p.accel.extra_peak_bytes for p in passes), default=0)
+
+    def __enter__(self) -> None:
+        self.gen.runner.step_slot = self.slot
+        if self.slot is not None:
+            self.gen.cache.beside["step_graph"] = self.bytes
+
+    def __exit__(self, *_exc: object) -> None:
+        self.gen.runner.step_slot = None
+        self.gen.cache.beside.pop("step_graph", None)
+        if self.slot is not None:
+            self.slot.close()
 
 
 class _holding:

@@ -71,6 +71,12 @@ def compile_row(details: dict, stats: dict, step_seconds: list[float]) -> None:
     """Compilation and graph capture happen inside the denoise stage's first accelerated step: give them a line."""
     first = stats.get("capture_seconds") or stats.get("compile_step_seconds")
     steady = step_seconds[2:]
+    if stats.get("graph_reused") and steady:
+        details["seconds_per_step_steady"] = round(statistics.median(steady), 4)
+        details.setdefault("sub_rows", []).append(
+            ("graph reused", 0.0, "captured by an earlier clip of this batch: no capture, steps 1.. replay it")
+        )
+        return
     if first is None or not steady:
         return
     overhead = max(0.0, first - statistics.median(steady))

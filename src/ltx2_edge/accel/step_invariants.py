@@ -15,6 +15,11 @@ projections of the contexts, and in each block's text cross-attention the K and 
 
 Everything is restored on exit, so the model is unchanged for the next run. This module never changes a value:
 outputs with and without it are identical bit for bit (same ops on the same inputs, only fewer times).
+
+A captured CUDA graph reads the stored results by address. To let the next clip of a batch replay the same graph
+(``accel.engine.StepEngine.begin_run``), ``Invariants.refill()`` marks every stored result stale: the next call
+recomputes it from its (refilled) input and writes the result *into the stored tensors*, so the addresses the
+graph holds now carry the new run's values.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_flatten
 
 TEXT_ATTENTIONS = ("attn2", "audio_attn2")  # the blocks' cross-attentions over the text context
 
@@ -57,10 +63,27 @@ class InvariantStats:
         return {"computed": self.computed, "reused": self.reused, "text_kv_bytes": self.text_kv_bytes}
 
 
+def _copy_into(stored: object, fresh: object) -> None:
+    """Write ``fresh`` into ``stored`` tensor by tensor (same structure and shapes: the same call on a refilled
+    input of the same shape)."""
+    old, old_spec = tree_flatten(stored)
+    new, new_spec = tree_flatten(fresh)
+    if old_spec != new_spec:
+        raise RuntimeError("a step invariant changed structure between runs of one captured graph")
+    for o, n in zip(old, new, strict=True):
+        if isinstance(o, torch.Tensor):
+            if not isinstance(n, torch.Tensor) or o.shape != n.shape or o.dtype != n.dtype:
+                raise RuntimeError("a step invariant changed shape between runs of one captured graph")
+            o.copy_(n)
+        elif o is not n and o != n:
+            raise RuntimeError("a step invariant's non-tensor part changed between runs of one captured graph")
+
+
 @dataclass
 class _Memo:
     stats: InvariantStats
     entries: dict[tuple, tuple[torch.Tensor, object]] = field(default_factory=dict)
+    stale: set[tuple] = field(default_factory=set)
 
     def wrap(self, fn: Callable[..., torch.Tensor], tensor_arg: str) -> Callable[..., torch.Tensor]:
         def memoised(*args: object, **kwargs: object) -> torch.Tensor:
@@ -71,6 +94,11 @@ class _Memo:
             named = sorted((k, v) for k, v in kwargs.items() if k != tensor_arg)
             key = (fn.__name__, _key(t), tuple(_describe(a) for a in (*positional, *named)))
             hit = self.entries.get(key)
+            if hit is not None and key in self.stale:  # refilled input: new values into the stored result
+                _copy_into(hit[1], fn(*args, **kwargs))
+                self.stale.discard(key)
+                self.stats.computed += 1
+                return hit[1]  # type: ignore[return-value]
             if hit is not None:
                 self.stats.reused += 1
                 return hit[1]  # type: ignore[return-value]
@@ -94,9 +122,15 @@ class _FrozenProjection(nn.Module):
         self.proj = proj
         self.stats = stats
         self.key: tuple | None = None
+        self.stale = False
         self.register_buffer("value", None, persistent=False)
 
     def forward(self, context: torch.Tensor) -> torch.Tensor:
+        if self.stale and self.value is not None:  # a new run refilled the context: new K/V, same storage
+            self.value.copy_(self.proj(context))
+            self.key, self.stale = _key(context), False
+            self.stats.computed += 1
+            return self.value
         if self.value is None:
             self.value = self.proj(context)
             self.key = _key(context)
@@ -136,13 +170,35 @@ def freeze_text_kv_allowed(velocity_model: nn.Module) -> str | None:
     return None
 
 
+@dataclass
+class Invariants:
+    """The live scope: its counters, and ``refill`` for the next run of a captured graph."""
+
+    stats: InvariantStats
+    _memo: _Memo
+    _frozen: list[_FrozenProjection]
+
+    def refill(self, stats: InvariantStats | None = None) -> None:
+        """Every stored result is recomputed at its next use and written into the same tensors (the caller has
+        written the new run's inputs into the tensors the results were computed from). ``stats``: the new run's
+        counters."""
+        if stats is not None:
+            self.stats = self._memo.stats = stats
+            for f in self._frozen:
+                f.stats = stats
+        self._memo.stale = set(self._memo.entries)
+        for f in self._frozen:
+            f.stale = f.value is not None
+
+
 @contextmanager
-def step_invariants(x0_model: nn.Module, freeze_text_kv: bool = False) -> Iterator[InvariantStats]:
-    """Inside: the transformer computes step-invariant work once. Yields live ``InvariantStats``.
+def step_invariants(x0_model: nn.Module, freeze_text_kv: bool = False) -> Iterator[Invariants]:
+    """Inside: the transformer computes step-invariant work once. Yields the live ``Invariants``.
 
     ``x0_model``: ltx-core's ``X0Model`` (or the ``LTXModel`` itself). ``freeze_text_kv`` also keeps every
     block's text K/V (memory: ``text_kv_bytes``); ``ValueError`` if the model cannot (see
-    ``freeze_text_kv_allowed``). Use one scope per run: the K/V belong to that run's prompt.
+    ``freeze_text_kv_allowed``). One scope per run (the K/V belong to that run's prompt), unless the next run's
+    inputs are written into this run's tensors and ``refill`` is called (a reused CUDA graph).
     """
     model = getattr(x0_model, "velocity_model", x0_model)
     if freeze_text_kv:
@@ -153,6 +209,7 @@ def step_invariants(x0_model: nn.Module, freeze_text_kv: bool = False) -> Iterat
     memo = _Memo(stats)
     patched: list[tuple[object, str]] = []
     swapped: list[tuple[nn.Module, str, nn.Module]] = []
+    frozen: list[_FrozenProjection] = []
     try:
         for name in ("video_args_preprocessor", "audio_args_preprocessor"):
             pre = getattr(model, name, None)
@@ -165,9 +222,11 @@ def step_invariants(x0_model: nn.Module, freeze_text_kv: bool = False) -> Iterat
         if freeze_text_kv:
             for attn, proj_name in _text_projections(model):
                 proj = getattr(attn, proj_name)
-                setattr(attn, proj_name, _FrozenProjection(proj, stats))
+                holder = _FrozenProjection(proj, stats)
+                setattr(attn, proj_name, holder)
                 swapped.append((attn, proj_name, proj))
-        yield stats
+                frozen.append(holder)
+        yield Invariants(stats, memo, frozen)
     finally:
         for obj, method in patched:
             delattr(obj, method)  # the instance attribute hid the class method; removing it restores that

@@ -7,7 +7,10 @@ planned peak, beyond the one case counted here: Gemma and the connectors are pla
 so holding both needs each stage's peak plus the other's weights inside the budget. Interleaving each clip's
 decode right after its denoise (its MP4 written while the next clip denoises) keeps the transformer loaded beside
 the decoders, and is chosen only when that sum fits too; the decoders then stay for the batch only when they also
-fit beside every denoise.
+fit beside every denoise. The denoise's CUDA graph is kept from one clip to the next (replayed instead of captured
+again) when the transformer is held and every clip is graphed; with interleaved decodes its memory (one forward's
+activations in the graph's pool, plus what the accelerations keep) then sits beside each decode, so that sum must
+fit too.
 
 Pure arithmetic over plans: this module must never load anything.
 """
@@ -29,6 +32,7 @@ class BatchPlan:
     interleave_decode: bool
     reasons: tuple[str, ...]
     hold_decoders: bool = False
+    hold_step_graph: bool = False
 
 
 def _fits(peak: int, beside: int, budget: int | None) -> bool:
@@ -86,4 +90,29 @@ def plan_batch(plans: Sequence[RunPlan], budget_bytes: int | None) -> BatchPlan:
         )
     elif len(plans) > 1:
         reasons.append("decoders loaded per clip: they do not fit beside the denoise")
-    return BatchPlan(hold_text, hold_transformer, interleave, tuple(reasons), hold_decoders and len(plans) > 1)
+    hold_graph = len(plans) > 1 and hold_transformer and _graph_fits(plans, interleave, budget_bytes)
+    if hold_graph:
+        reasons.append("one CUDA graph for the batch's denoising: later clips of the same shapes replay it")
+    elif len(plans) > 1 and hold_transformer:
+        reasons.append("each clip captures its own CUDA graph: not every clip is graphed, or the graph's memory does "
+                       "not fit beside the decodes")  # fmt: skip
+    return BatchPlan(
+        hold_text, hold_transformer, interleave, tuple(reasons), hold_decoders and len(plans) > 1, hold_graph
+    )
+
+
+def _graph_fits(plans: Sequence[RunPlan], interleave: bool, budget_bytes: int | None) -> bool:
+    if not all(p.passes[0].accel.settings.cuda_graph for p in plans):
+        return False
+    if not interleave:  # the decodes come after the denoise phase, which releases the graph first
+        return True
+    return all(
+        _fits(
+            p.memory.stage("decode").predicted_peak_bytes,
+            p.passes[0].stage.weights_resident_bytes
+            + p.passes[0].stage.activations_bytes
+            + p.passes[0].accel.extra_peak_bytes,
+            budget_bytes,
+        )
+        for p in plans
+    )

@@ -17,7 +17,7 @@ from ltx_core.conditioning import ConditioningItem
 
 from ltx2_edge.accel import for_run
 from ltx2_edge.accel.compile import note_compiled
-from ltx2_edge.accel.engine import AccelSettings
+from ltx2_edge.accel.engine import AccelSettings, EngineSlot
 from ltx2_edge.engine.run_plan import PassPlan, RunPlan, require_upsampler
 from ltx2_edge.engine.setup import EngineSetup
 from ltx2_edge.models import loaders
@@ -46,6 +46,9 @@ class StageRunner:
         self.device, self.dtype = setup.device, setup.dtype
         # Set by a CFG-parallel rank (``parallel.worker``): each denoise runs this process's share of the passes.
         self.pass_split: PassSplit | None = None
+        # Set by a batch that holds the transformer and its step graph (``phased``): the denoises of the batch
+        # then replay one CUDA graph instead of capturing one each.
+        self.step_slot: EngineSlot | None = None
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -195,7 +198,8 @@ class StageRunner:
         try:
             video, audio = denoise(transformer, setup.video_state, setup.audio_state, sigmas, contexts, run.guidance,
                                    on_step=step_done, synchronize=sync, accel=settings,
-                                   accel_stats=accel_stats, split=self.pass_split)  # fmt: skip
+                                   accel_stats=accel_stats, slot=self.step_slot,
+                                   split=self.pass_split)  # fmt: skip
             if accel_stats:
                 details["accel_stats"] = accel_stats
                 for_run.compile_row(details, accel_stats, step_seconds)

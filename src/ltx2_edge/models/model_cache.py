@@ -57,6 +57,9 @@ class ModelCache:
         self._entries: dict[str, _Entry] = {}
         self._pinned: set[str] = set()
         self.loads: dict[str, int] = {}  # loads per part since the cache was made (a cache hit loads nothing)
+        # Device memory kept on purpose that is not a module (a batch's CUDA step graph), by name: counted as held
+        # so a stage beside it neither reports it as a leak nor takes it for its own.
+        self.beside: dict[str, int] = {}
 
     def get(self, part: str, load: Callable[[], torch.nn.Module], key: Hashable = None) -> torch.nn.Module:
         """The loaded ``part`` for ``key``; loaded with ``load()`` when absent or loaded for another key (the old
@@ -112,7 +115,8 @@ class ModelCache:
     def held_bytes(self, parts: Iterable[str] | None = None) -> int:
         """Bytes of what is loaded now (or of ``parts`` among it): what a later stage finds already in use."""
         names = self._entries if parts is None else [p for p in parts if p in self._entries]
-        return sum(module_bytes(self._entries[p].module) for p in names)
+        beside = sum(self.beside.values()) if parts is None else 0
+        return beside + sum(module_bytes(self._entries[p].module) for p in names)
 
     def clear(self) -> None:
         """Drop everything, pinned parts included."""

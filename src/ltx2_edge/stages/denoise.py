@@ -24,7 +24,7 @@ from ltx_core.model.transformer import Modality
 from ltx_core.types import LatentState
 
 from ltx2_edge.accel.compile import block_invariant
-from ltx2_edge.accel.engine import AccelSettings, StepEngine
+from ltx2_edge.accel.engine import AccelSettings, EngineSlot, StepEngine
 from ltx2_edge.guidance import Guidance, PassName
 
 StepCallback = Callable[[int, int, float], None]  # (step index, total steps, seconds this step)
@@ -196,6 +196,17 @@ def guided_prediction(
     return results[0], results[1]
 
 
+def _bound_inputs(
+    batched: BatchedPasses, video: LatentState, audio: LatentState
+) -> tuple[tuple[torch.Tensor | None, ...], tuple]:
+    """What ``batched_forward`` reads besides the latents and sigma (a reused graph gets them refilled), and what
+    must be equal for a graph to serve another run (the passes and their perturbations)."""
+    tensors = (batched.video_context, batched.audio_context)
+    for state in (video, audio):
+        tensors += (state.denoise_mask, state.positions, state.attention_mask)
+    return tensors, (batched.passes, repr(batched.perturbations))
+
+
 def _post_process(denoised: torch.Tensor, mask: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
     # Same expression and dtype handling as ltx_pipelines.utils.helpers.post_process_latent (bit-identical).
     return (denoised * mask + clean.float() * (1 - mask)).to(denoised.dtype)
@@ -213,13 +224,16 @@ def denoise(
     synchronize: Callable[[], None] | None = None,
     accel: AccelSettings | None = None,
     accel_stats: dict | None = None,
+    slot: EngineSlot | None = None,
     split: PassSplit | None = None,
 ) -> tuple[LatentState, LatentState]:
     """Run all Euler steps over ``sigmas``; returns the final (still patchified) video and audio states.
 
     ``synchronize`` (e.g. ``torch.cuda.synchronize``) is called before each step's timer is read, so progress
     shows real step times instead of launch times; pass None on CPU. ``accel`` (batched guidance only): how the
-    forwards run (``accel.engine``); ``accel_stats`` receives what the engine did.
+    forwards run (``accel.engine``); ``accel_stats`` receives what the engine did. ``slot``: an ``EngineSlot``
+    the caller keeps across runs on the same transformer, so a run of the same shapes replays the previous run's
+    CUDA graph (the slot's engine stays open after this run; the caller closes the slot).
     ``split`` (batched guidance only): this process runs its share of the passes (``parallel.cfg_split``), accelerated
     as a batch of its own, and gathers the others' outputs every step.
     """
@@ -238,7 +252,16 @@ def denoise(
             if accel.compile:
                 batched = replace(batched, perturbations=block_invariant(batched.perturbations))
             forward = functools.partial(batched_forward, transformer, batched)
-            engine = scope.enter_context(StepEngine(transformer, forward, accel, video.latent.device))
+            if slot is None:
+                engine = scope.enter_context(StepEngine(transformer, forward, accel, video.latent.device))
+            else:
+                bound, signature = _bound_inputs(batched, video, audio)
+                engine = slot.acquire(transformer, forward, accel, video.latent.device, bound, signature)
+                # On the way out of a run that raised (a cancelled step, an OOM), the engine may hold a half-made
+                # graph or a half-refilled one: closed, so the next run starts clean.
+                scope.push(lambda kind, _exc, _tb: slot.close() if kind is not None else None)
+        elif slot is not None:
+            slot.close()  # an open engine keeps the transformer patched for its own run's contexts
         for step in range(total):
             start = time.perf_counter()
             sigma = sigmas[step]
