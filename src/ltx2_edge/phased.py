@@ -1,7 +1,7 @@
 """Several requests run phase by phase on one ``Generator``: every text stage (Gemma loaded once when the batch
-plan holds it, a prompt-embedding cache's hits encoding nothing), then every denoise with the transformer held,
-each clip's decode right after its denoise when the decoders fit beside the transformer (else all the decodes
-after all the denoising).
+plan holds it, a prompt-embedding cache's hits encoding nothing), then every denoise with the transformer held (a
+streamed one with its slots and pinned copies, when every clip streams alike), each clip's decode right after its
+denoise when the decoders fit beside the transformer (else all the decodes after all the denoising).
 
 What may be held comes from ``plan_batch`` over the requests' own ``RunPlan``s; every stage still runs in its scope
 and is measured and checked against its prediction, and each report records the batch's holds and their reasons.
@@ -22,6 +22,7 @@ import torch
 
 from ltx2_edge.accel.engine import EngineSlot
 from ltx2_edge.engine.batch_plan import BatchPlan, plan_batch
+from ltx2_edge.engine.streamed_hold import StreamedHold
 from ltx2_edge.pipeline import Generator, Result, Run, StepHook
 from ltx2_edge.request import GenerationRequest
 from ltx2_edge.stages.denoise import Contexts
@@ -89,6 +90,7 @@ def run_phased(gen: Generator, jobs: Sequence[PhasedJob], hooks: PhaseHooks) -> 
                                      "interleave_decode": batch.interleave_decode,
                                      "hold_decoders": batch.hold_decoders,
                                      "hold_step_graph": batch.hold_step_graph,
+                                     "hold_streamed": batch.hold_streamed,
                                      "reasons": list(batch.reasons)}  # fmt: skip
 
     with _holding(gen, TEXT_PARTS if batch.hold_text else ()):
@@ -103,7 +105,7 @@ def run_phased(gen: Generator, jobs: Sequence[PhasedJob], hooks: PhaseHooks) -> 
     with ThreadPoolExecutor(1, thread_name_prefix="ltx2-edge-mp4-batch") as writer:
         beside = DECODER_PARTS if batch.hold_decoders and batch.interleave_decode else ()
         held = (*(("transformer",) if batch.hold_transformer else ()), *beside)
-        with _holding(gen, held), _step_graph_slot(gen, batch.hold_step_graph, runs):
+        with _holding(gen, held), _step_graph_slot(gen, batch.hold_step_graph, runs), _streamed(gen, batch):
             for job, run in runs:
                 if _guarded(hooks, job, lambda r=run: _denoise(gen, r), gen, run) is None:
                     continue
@@ -193,6 +195,21 @@ class _step_graph_slot:
         self.gen.cache.beside.pop("step_graph", None)
         if self.slot is not None:
             self.slot.close()
+
+
+class _streamed:
+    """The batch's streamed transformer, kept across its denoises when the batch plan says so; released after."""
+
+    def __init__(self, gen: Generator, batch: BatchPlan) -> None:
+        self.gen, self.hold = gen, StreamedHold(gen.cache) if batch.hold_streamed else None
+
+    def __enter__(self) -> None:
+        self.gen.runner.streamed_hold = self.hold
+
+    def __exit__(self, *_exc: object) -> None:
+        self.gen.runner.streamed_hold = None
+        if self.hold is not None:
+            self.hold.close()
 
 
 class _holding:

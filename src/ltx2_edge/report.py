@@ -23,6 +23,7 @@ from typing import Any
 import psutil
 import torch
 
+from ltx2_edge.atomic import temp_path
 from ltx2_edge.read_meter import ReadMeter, ReadSample
 
 GIB = 1024**3
@@ -154,7 +155,7 @@ class RunReport:
 
     def write(self, path: Path) -> None:
         """Write the JSON atomically (temp file + rename)."""
-        tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+        tmp = temp_path(path)  # short whatever the target's name: a name at NAME_MAX still gets its temporary
         try:
             tmp.write_text(json.dumps(self.to_json(), indent=2, default=str))
             os.replace(tmp, path)

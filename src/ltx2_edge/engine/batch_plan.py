@@ -10,7 +10,8 @@ the decoders, and is chosen only when that sum fits too; the decoders then stay 
 fit beside every denoise. The denoise's CUDA graph is kept from one clip to the next (replayed instead of captured
 again) when the transformer is held and every clip is graphed; with interleaved decodes its memory (one forward's
 activations in the graph's pool, plus what the accelerations keep) then sits beside each decode, so that sum must
-fit too.
+fit too. A batch whose clips all stream the transformer the same way keeps the one streamer (resident blocks, slots,
+pinned host copies) for the denoise phase, with the decodes after it.
 
 Pure arithmetic over plans: this module must never load anything.
 """
@@ -33,6 +34,7 @@ class BatchPlan:
     reasons: tuple[str, ...]
     hold_decoders: bool = False
     hold_step_graph: bool = False
+    hold_streamed: bool = False
 
 
 def _fits(peak: int, beside: int, budget: int | None) -> bool:
@@ -62,10 +64,19 @@ def plan_batch(plans: Sequence[RunPlan], budget_bytes: int | None) -> BatchPlan:
     keys = {tuple((str(f.spec.path), f.spec.strength) for f in p.passes[0].active_loras) for p in plans}
     resident = all(not p.passes[0].stage.streamed_units for p in plans)
     hold_transformer = one_stage and resident and len(keys) == 1
+    # Streaming alike: one streamer (its slots, pinned copies and resident blocks) can run every clip's forwards.
+    # Nothing else is loaded during the denoise phase and the decodes wait for its end, so each denoise's own plan
+    # already covers what is held.
+    hold_streamed = len(plans) > 1 and one_stage and not resident and len(keys) == 1 and _streams_alike(plans)
     if hold_transformer:
         reasons.append("transformer loaded once for every denoise of the batch (all blocks resident, same LoRAs)")
+    elif hold_streamed:
+        den = plans[0].passes[0].stage
+        reasons.append(f"streamed transformer loaded once for every denoise of the batch ({den.resident_units} "
+                       f"blocks resident, {den.streamed_units} streamed from {den.source_tier} through "
+                       f"{den.n_slots} slots: the same for every clip); decodes after the denoise phase")  # fmt: skip
     elif not resident:
-        reasons.append("transformer blocks stream: loaded per clip (streamed blocks are never kept)")
+        reasons.append("transformer blocks stream: loaded per clip (the clips stream differently, or one clip)")
     else:
         reasons.append("transformer loaded per clip: two-stage pipelines or different LoRAs in the batch")
     interleave = hold_transformer and all(
@@ -96,9 +107,13 @@ def plan_batch(plans: Sequence[RunPlan], budget_bytes: int | None) -> BatchPlan:
     elif len(plans) > 1 and hold_transformer:
         reasons.append("each clip captures its own CUDA graph: not every clip is graphed, or the graph's memory does "
                        "not fit beside the decodes")  # fmt: skip
-    return BatchPlan(
-        hold_text, hold_transformer, interleave, tuple(reasons), hold_decoders and len(plans) > 1, hold_graph
-    )
+    return BatchPlan(hold_text, hold_transformer, interleave, tuple(reasons), hold_decoders and len(plans) > 1,
+                     hold_graph, hold_streamed)  # fmt: skip
+
+
+def _streams_alike(plans: Sequence[RunPlan]) -> bool:
+    stages = [p.passes[0].stage for p in plans]
+    return len({(s.resident_units, s.streamed_units, s.source_tier, s.n_slots, s.slot_bytes) for s in stages}) == 1
 
 
 def _graph_fits(plans: Sequence[RunPlan], interleave: bool, budget_bytes: int | None) -> bool:

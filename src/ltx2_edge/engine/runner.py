@@ -20,6 +20,7 @@ from ltx2_edge.accel.compile import note_compiled
 from ltx2_edge.accel.engine import AccelSettings, EngineSlot
 from ltx2_edge.engine.run_plan import PassPlan, RunPlan, require_upsampler
 from ltx2_edge.engine.setup import EngineSetup
+from ltx2_edge.engine.streamed_hold import StreamedHold, stats_since
 from ltx2_edge.models import loaders
 from ltx2_edge.models.lora import LoraFile, LoraFuser
 from ltx2_edge.models.model_cache import ModelCache
@@ -49,6 +50,9 @@ class StageRunner:
         # Set by a batch that holds the transformer and its step graph (``phased``): the denoises of the batch
         # then replay one CUDA graph instead of capturing one each.
         self.step_slot: EngineSlot | None = None
+        # Set by a batch whose clips all stream the transformer alike (``phased``): the streamed transformer, its
+        # slots and pinned copies are loaded once for the batch instead of once per clip.
+        self.streamed_hold: StreamedHold | None = None
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -141,12 +145,21 @@ class StageRunner:
                 load = lambda: loaders.load_transformer(setup.checkpoint.path, self.device, self.dtype,  # noqa: E731
                                                         setup.policy, fuse)  # fmt: skip
                 return self.cache.get("transformer", load, key), None
-            # Streamed blocks are never cached: their slots and copy stream exist for this call only.
+            # Streamed blocks are never in the cache (their slots and copy stream belong to one streamer); a batch
+            # may keep the whole streamed pair in its ``streamed_hold``.
             details["residency"] = (f"{stage.resident_units} blocks resident, {stage.streamed_units} streamed from "
                                     f"{stage.source_tier} through {stage.n_slots} slots")  # fmt: skip
-            return load_streamed_transformer(setup.checkpoint.path, self.device, self.dtype, setup.policy,
-                                             stage.resident_units, stage.source_tier, stage.n_slots - 1,
-                                             fuse)  # fmt: skip
+            load = lambda: load_streamed_transformer(setup.checkpoint.path, self.device, self.dtype,  # noqa: E731
+                                                     setup.policy, stage.resident_units, stage.source_tier,
+                                                     stage.n_slots - 1, fuse)  # fmt: skip
+            if self.streamed_hold is None:
+                return load()
+            key = (tuple((str(f.spec.path), f.spec.strength) for f in fuser.files), stage.resident_units,
+                   stage.source_tier, stage.n_slots)  # fmt: skip
+            model, streamer, reused = self.streamed_hold.get(key, load)
+            if reused:
+                details["residency"] += " (kept from the batch's previous clip: nothing loaded)"
+            return model, streamer
 
     def denoise(
         self,
@@ -184,6 +197,8 @@ class StageRunner:
         if quant_report is not None:
             details["quantization"] = quant_report.lines()
         step_seconds: list[float] = details.setdefault("step_seconds", [])
+        held = self.streamed_hold is not None and self.streamed_hold.holds(streamer)
+        stream_before = streamer.stats() if held and streamer is not None else None
         started = time.perf_counter()
 
         def step_done(i: int, total: int, seconds: float) -> None:
@@ -205,13 +220,18 @@ class StageRunner:
                 for_run.compile_row(details, accel_stats, step_seconds)
                 if settings is not None and settings.compile:
                     note_compiled(pass_plan.shape_key)
+        except BaseException:
+            if held and self.streamed_hold is not None:
+                self.streamed_hold.after_error()
+            raise
         finally:
             if streamer is not None:
-                stats = streamer.stats()
+                stats = stats_since(streamer.stats(), stream_before)
                 details.update(bytes_streamed=stats.bytes_streamed, block_copies=stats.copies, slots=stats.slots,
                                slot_bytes=stats.slot_bytes, copy_wait_seconds=round(stats.wait_s, 4),
                                pinned_host_bytes=stats.source_pinned_bytes)  # fmt: skip
-                streamer.close()
+                if not held:
+                    streamer.close()
         details["steps_seconds"] = round(sum(step_seconds), 4)
         details["seconds_per_step"] = round(sum(step_seconds) / len(step_seconds), 4)
         v, a = final_latents(setup, video, audio)

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from ltx2_edge.atomic import temp_path
 from ltx2_edge.errors import Ltx2EdgeError
 
 TERMINAL = ("completed", "failed", "cancelled")
@@ -107,7 +108,7 @@ class ServiceClient:
     def download(self, video_id: str, path: Path) -> int:
         """The MP4 into ``path`` (written beside it first, renamed when complete); bytes written."""
         path = Path(path)
-        temp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+        temp = temp_path(path)
         try:
             with self._open("GET", f"/v1/videos/{video_id}/content") as res, open(temp, "wb") as out:
                 size = 0
