@@ -102,10 +102,20 @@ def test_calibrate_cpu_quick_writes_a_profile_that_cpu_runs_then_use(cache, caps
     for label in RATE_LABELS.values():
         assert label in out
     assert f"wrote {files[0]}" in out and "device_profiles" in out
+    # The timings beyond the rates: on a CPU without a checkpoint, the steps (eager only), the loads (no pinned
+    # tier: one pool) and the MP4; the decoders need --checkpoint-path and --quick leaves out the start-up.
+    timings = doc["timings"]
+    assert set(timings) == {"step", "load", "encode"}
+    assert doc["timings_detail"]["not_measured"] == ["decode", "startup"]
+    assert timings["step"]["graph_block"] is None and len(timings["step"]["rows"]) == 2
+    assert timings["load"]["quantized_gbps"] > 0 and timings["load"]["pin_gbps"] is None
+    assert timings["encode"]["encoder"] == "libx264" and timings["encode"]["audio_s_per_s"] > 0
+    assert "timings beyond the rates" in out and "startup: not measured" in out
     # A CPU run now uses it, as this device's own.
     profile, note = runtime.device_profile(torch.device("cpu"))
     assert note == "" and profile.provenance.chosen == "calibrated" and profile.name == doc["name"]
     assert profile.bf16_tflops == rates["bf16_tflops"]["value"]
+    assert profile.timings.step is not None and profile.timings.missing() == ["decode", "startup"]
     assert rate_origin(profile, "bf16_tflops") == f"measured on this device, {doc['date']}"
     assert rate_origin(profile, "runtime_overhead_bytes").startswith("not measured: a CPU run has no CUDA runtime")
 
@@ -117,7 +127,40 @@ def test_calibrate_refuses_a_missing_device_or_checkpoint_in_one_line(cache, cap
     assert err.startswith("ltx2-edge: error: ") and f"device='cuda:{gpus}'" in err and len(err.splitlines()) == 1
     assert main(["calibrate", "--device", "cpu", "--checkpoint-path", str(tmp_path / "none.safetensors")]) == 2
     assert "checkpoint-path=" in capsys.readouterr().err
+    assert main(["calibrate", "--device", "cpu", "--gemma-root", str(tmp_path)]) == 2  # without --checkpoint-path
+    assert "gemma-root=" in capsys.readouterr().err
     assert not cache.exists() or not list(cache.glob("*.json"))
+
+
+def test_calibrate_with_the_tiny_checkpoint_times_its_decoders_and_builds_4_blocks_apart(cache, capsys, tmp_path,
+                                                                                          tiny_dir):  # fmt: skip
+    from ltx2_edge.checkpoint.header import read_header
+    from ltx2_edge.checkpoint.names import AUDIO_DECODER, VIDEO_DECODER
+
+    ckpt = tiny_dir / "ltx2.safetensors"
+    # A folder that is no Gemma: refused in one line before anything is measured.
+    assert main(["calibrate", "--device", "cpu", "--checkpoint-path", str(ckpt), "--gemma-root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Gemma folder" in err and len(err.splitlines()) == 1 and not cache.exists()
+    out_file = tmp_path / "p.json"
+    assert main(["calibrate", "--device", "cpu", "--checkpoint-path", str(ckpt), "--quick", "--quiet",
+                 "--out", str(out_file)]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    doc = json.loads(out_file.read_text())
+    load = doc["timings"]["load"]
+    # The tiny model has 2 blocks: the 4-block mini transformers come from a scratch file at its width; the
+    # decoders from the checkpoint itself, their bytes read from its header.
+    assert "has fewer than 4 blocks" in load["how"]
+    decoders = sum(
+        t.nbytes for n, t in read_header(ckpt).tensors.items() if n.startswith(VIDEO_DECODER + AUDIO_DECODER)
+    )
+    assert load["decoders_bytes"] == decoders and load["decoders_s"] > 0 and load["embeddings_s"] > 0
+    assert doc["timings"]["decode"]["decoder_tflops"] > 0
+    assert doc["timings_detail"]["not_measured"] == ["startup"]
+    steps = doc["timings_detail"]["step_seconds"]
+    assert list(steps) == ["GEMM bf16/int8/fp8", "attention", "VAE conv3d", "copies", "checkpoint reads", "loads",
+                           "denoise steps", "MP4 encode", "runtime memory", "start-up"]  # fmt: skip
+    assert "calibrate's own steps, s: GEMM bf16/int8/fp8 " in out
 
 
 def test_calibrate_help_imports_no_torch():

@@ -1,19 +1,23 @@
 """``ltx2-edge calibrate``: measure this device's rates at the model's shapes and write its profile (<= 60 s).
 
 Steps, each a tick of the progress bar: the GEMMs (bf16, fp8 rowwise where the GPU has FP8, int8), attention, the
-video VAE's conv3d, host->device and device copies, checkpoint reads warm and cold, and last the runtime's own
-device memory (after every library above has initialised). Shapes come from ``--checkpoint-path``'s config, else
+video VAE's conv3d, host->device and device copies, checkpoint reads warm and cold; then the timings the rates leave
+out (``plan.timings``): the transformer's loads and a denoising step's non-GEMM work on mini transformers
+(``load_rates``, ``block_timing``), the decoders' loads and forward (with ``--checkpoint-path``), the MP4 encoder
+(``encode_rate``); the runtime's own device memory (after every library above has initialised); last a fresh
+process's start-up (``startup``; not with ``--quick``). Shapes come from ``--checkpoint-path``'s config, else
 LTX-2 19B's on a GPU and the tiny model's on a CPU (what CPU runs use), at W1 (``calibrate.shapes``). A rate that
 cannot be measured here keeps the figure of the profile runs use now, marked "not measured" with the reason.
 The document goes to ``--out`` or the cache folder (``profile_file.profiles_dir()``), atomically; a table of every
 rate beside the profile it replaces ends the run.
 
-This module orchestrates and prints; the timing is ``measure``'s and ``transfers``', the file format
-``profile_file``'s. It never writes anything but the profile and ``transfers``' scratch file.
+This module orchestrates and prints; the timing is ``measure``'s, ``transfers``' and the timing modules', the file
+format ``profile_file``'s. It never writes anything but the profile and the steps' scratch files (removed after).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -24,17 +28,23 @@ from typing import Any, TextIO
 import torch
 from tqdm import tqdm
 
-from ltx2_edge.calibrate import measure, transfers
+from ltx2_edge.calibrate import block_timing, encode_rate, load_rates, measure, mini_model, startup, transfers
 from ltx2_edge.calibrate.choice import choose_profile
 from ltx2_edge.calibrate.identity import device_identity, nvml_used_bytes, software
 from ltx2_edge.calibrate.measure import Measurement, Timing
 from ltx2_edge.calibrate.profile_file import SCHEMA, SCHEMA_VERSION, device_slug, profiles_dir, write_profile
 from ltx2_edge.calibrate.shapes import W1, W1_BATCH, conv_shapes, gemm_shapes, w1_tokens
+from ltx2_edge.calibrate.timings_file import timings_to_document
 from ltx2_edge.checkpoint.configs import ltx2_config
 from ltx2_edge.checkpoint.header import read_config
+from ltx2_edge.checkpoint.validate import inspect_gemma_folder
 from ltx2_edge.errors import RequestError
+from ltx2_edge.mp4.mux import VIDEO_ENCODER
 from ltx2_edge.plan.profiles import DeviceProfile
 from ltx2_edge.plan.provenance import RATE_FIELDS, RATE_LABELS, RATE_UNITS, rate_origin
+from ltx2_edge.plan.timings import Timings
+from ltx2_edge.quant.policy import QuantPolicy
+from ltx2_edge.quant.precision import resolve_precision
 from ltx2_edge.run_types import default_dtype
 
 MiB = 1 << 20
@@ -63,13 +73,25 @@ SIZES: dict[tuple[str, bool], Sizes] = {  # (device type, --quick)
 
 @dataclass(frozen=True)
 class CalibrateOptions:
-    """``--device`` (None: the first GPU, else the CPU), ``--checkpoint-path``, ``--out``, ``--quick``, ``--quiet``."""
+    """``--device`` (None: the first GPU, else the CPU), ``--checkpoint-path``, ``--out``, ``--quick``, ``--quiet``,
+    ``--gemma-root`` (with ``--checkpoint-path``: the start-up step builds the run's setup on both)."""
 
     device: str | None = None
     checkpoint_path: Path | None = None
     out: Path | None = None
     quick: bool = False
     quiet: bool = False
+    gemma_root: Path | None = None
+
+
+@dataclass
+class TimingResults:
+    """What the timing steps measured (``plan.timings`` sections) and their raw figures for the profile's detail."""
+
+    timings: Timings = Timings()
+    detail: dict[str, Any] | None = None
+    notes: list[str] | None = None
+    step_seconds: dict[str, float] = dataclasses.field(default_factory=dict)  # each calibrate step's own wall time
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -124,37 +146,140 @@ def _gemms(config: dict, device: torch.device, dtype: torch.dtype, timing: Timin
     return out
 
 
+def _rates_so_far(previous: DeviceProfile, results: list[Measurement]) -> DeviceProfile:
+    """``previous`` with this run's rates measured so far (the step timings' FLOP floors use this device's own)."""
+    rates = {m.field: m.value for m in results if m.value is not None and m.field != "runtime_overhead_bytes"}
+    return replace(previous, **rates)
+
+
+def _timing_steps(opts: CalibrateOptions, device: torch.device, config: dict, results: list[Measurement],
+                  previous: DeviceProfile, out: TimingResults, label: Any) -> list[tuple[str, Any]]:  # fmt: skip
+    """The timing steps (each appends its section to ``out``), to run after the rates."""
+    dtype = default_dtype(device)
+    precision, _ = resolve_precision("auto", device)
+    policy = QuantPolicy.from_flags(precision)
+    scratch = profiles_dir().parent
+    state: dict[str, Any] = {}
+    out.detail, out.notes = {}, []
+    quick = opts.quick
+
+    def transformer() -> None:
+        ckpt = opts.checkpoint_path
+        with mini_model.source_file(ckpt, config, 4, scratch, device) as path:
+            loads = load_rates.transformer_loads(path, config, device, dtype, policy, 1 if quick else 2)
+            pinned = load_rates.pinned_loads(path, config, device, dtype, policy, quick)
+        stages: dict = {}
+        decoder = None
+        if ckpt is not None:  # the decoders and connectors from the checkpoint itself, whatever its block count
+            stages, decoder = load_rates.stage_loads(ckpt, device, dtype)
+        if isinstance(pinned, str):
+            out.notes.append(f"pinned blocks {pinned}")
+        if ckpt is not None and path == ckpt:
+            src = str(ckpt)
+        else:
+            src = "a scratch file of random weights" + (f" ({ckpt} has fewer than 4 blocks)" if ckpt else "")
+        if isinstance(pinned, str):
+            pin_how = pinned
+        else:
+            pin_how = f"2 of 4 blocks streamed from pinned memory {pinned.two[0]:.3f} s" + (
+                f", all 4 {pinned.four[0]:.3f} s (released in {pinned.four[1]:.3f} s)" if pinned.four else ""
+            )
+        unresolved = (
+            ""
+            if load_rates.resolved_blocks(loads)
+            else (": no clear difference, so each block is charged a quarter of the 4-block load (an upper bound)")
+        )
+        how = (f"the run's loaders on {src} in the page cache: {precision} transformers of 2 and 4 blocks "
+               f"({loads.seconds[2]:.3f} / {loads.seconds[4]:.3f} s{unresolved}), {pin_how}"
+               + ("" if stages else "; the decoders and connectors not measured (no --checkpoint-path)"))  # fmt: skip
+        timings = load_rates.load_timings(loads, pinned, stages, how)
+        out.detail["load"] = {"transformer_s": loads.seconds, "stages": stages,
+                              "pinned": pinned if isinstance(pinned, str) else [pinned.two, pinned.four]}  # fmt: skip
+        state["models"] = loads.models
+        decode = load_rates.decode_timings(decoder, config, device, dtype, quick) if decoder is not None else None
+        del decoder
+        out.timings = replace(out.timings, load=timings, decode=decode)
+
+    def steps() -> None:
+        models = state.pop("models")
+        rates = _rates_so_far(previous, results)
+        step, detail = block_timing.measure_step_timings(models, config, device, dtype, rates, precision, quick, label)
+        del models
+        out.detail["step"] = detail
+        out.timings = replace(out.timings, step=step)
+
+    def mp4() -> None:
+        sizes = encode_rate.QUICK_SIZES if quick else encode_rate.SIZES
+        frames = (6, 3) if quick else (48, 16)
+        out.timings = replace(out.timings, encode=encode_rate.encode_timings(scratch, VIDEO_ENCODER, frames, sizes))
+
+    return [("loads", transformer), ("denoise steps", steps), ("MP4 encode", mp4)]
+
+
 def measure_all(opts: CalibrateOptions, device: torch.device, stream: TextIO, before_total: int | None = None,
+                previous: DeviceProfile | None = None, timing: TimingResults | None = None,
                 ) -> tuple[list[Measurement], str]:  # fmt: skip
     """Every step under a progress bar; returns the measurements (in step order) and what shapes were used.
     ``before_total``: NVML's device-wide used bytes before this process touched the GPU (the runtime step's
-    fallback when NVML cannot attribute memory to this process)."""
+    fallback when NVML cannot attribute memory to this process). ``timing``: filled with the timing steps'
+    results (``previous``: the profile runs use now, whose rates stand in for any not measured yet); None skips
+    those steps."""
     sizes = SIZES[(device.type, opts.quick)]
     config, workload = _model(opts.checkpoint_path, device)
-    dtype, timing = default_dtype(device), sizes.timing
+    dtype, timing_rule = default_dtype(device), sizes.timing
     tokens = w1_tokens(config)
+    results: list[Measurement] = []
     steps = [
-        ("GEMM bf16/int8/fp8", lambda: _gemms(config, device, dtype, timing)),
-        ("attention", lambda: [measure.attention_rate(config, tokens, device, dtype, timing)]),
+        ("GEMM bf16/int8/fp8", lambda: _gemms(config, device, dtype, timing_rule)),
+        ("attention", lambda: [measure.attention_rate(config, tokens, device, dtype, timing_rule)]),
         (
             "VAE conv3d",
-            lambda: [measure.conv_rate(conv_shapes(config, tokens), device, dtype, timing, sizes.conv_frames)],
+            lambda: [measure.conv_rate(conv_shapes(config, tokens), device, dtype, timing_rule, sizes.conv_frames)],
         ),  # fmt: skip
-        ("copies", lambda: transfers.copy_rates(device, sizes.copy_bytes, timing)),
+        ("copies", lambda: transfers.copy_rates(device, sizes.copy_bytes, timing_rule)),
         ("checkpoint reads", lambda: _reads(device, opts.checkpoint_path, sizes)),
-        ("runtime memory", lambda: [transfers.runtime_memory(device, before_total)]),
     ]
-    results: list[Measurement] = []
-    with tqdm(total=len(steps), desc="calibrate", unit="step", file=stream, disable=opts.quiet) as bar:
-        for label, step in steps:
+    with tqdm(total=len(steps) + (5 if timing is not None else 1), desc="calibrate", unit="step", file=stream,
+              disable=opts.quiet) as bar:  # fmt: skip
+        timing_steps = []
+        if timing is not None:
+            timing_steps = _timing_steps(opts, device, config, results, previous or choose_profile(
+                device_identity(device))[0], timing, bar.set_postfix_str)  # fmt: skip
+        runtime = [("runtime memory", lambda: [transfers.runtime_memory(device, before_total)])]
+        for label, step in [*steps, *((n, _none(f)) for n, f in timing_steps), *runtime]:
             bar.set_postfix_str(label)
+            began = time.perf_counter()
             results.extend(step())
             bar.update()
             if device.type == "cuda":
                 torch.cuda.empty_cache()  # each step's tensors go before the next allocates (and before NVML reads)
+            if timing is not None:
+                timing.step_seconds[label] = round(time.perf_counter() - began, 2)
+        if timing is not None:
+            bar.set_postfix_str("start-up")
+            began = time.perf_counter()
+            _startup(opts, device, timing)
+            timing.step_seconds["start-up"] = round(time.perf_counter() - began, 2)
+            bar.update()
     tokens_text = f"{tokens.video} video, {tokens.audio} audio, {tokens.text} text tokens"
     w1 = f"{W1['width']}x{W1['height']}x{W1['num_frames']}"
     return results, f"{workload} at W1 ({w1}: {tokens_text}, CFG batch {W1_BATCH})"
+
+
+def _none(fn: Any) -> Any:
+    def run() -> list[Measurement]:
+        fn()
+        return []
+
+    return run
+
+
+def _startup(opts: CalibrateOptions, device: torch.device, timing: TimingResults) -> None:
+    if opts.quick:
+        (timing.notes or []).append("start-up not measured (--quick)")
+        return
+    gemma = opts.gemma_root if opts.checkpoint_path is not None else None
+    timing.timings = replace(timing.timings, startup=startup.measure_startup(str(device), opts.checkpoint_path, gemma))
 
 
 def _entry(m: Measurement, previous: DeviceProfile) -> dict[str, Any]:
@@ -173,8 +298,9 @@ def _entry(m: Measurement, previous: DeviceProfile) -> dict[str, Any]:
 
 
 def build_document(results: list[Measurement], workload: str, device: torch.device, previous: DeviceProfile,
-                   opts: CalibrateOptions, seconds: float) -> dict[str, Any]:  # fmt: skip
-    """The profile document (``profile_file``'s schema) of these measurements."""
+                   opts: CalibrateOptions, seconds: float, timing: TimingResults | None = None,
+                   ) -> dict[str, Any]:  # fmt: skip
+    """The profile document (``profile_file``'s schema) of these measurements (and ``timing``'s sections)."""
     ident = device_identity(device)
     by_field = {m.field: m for m in results}
     missing = [f for f in RATE_FIELDS if f not in by_field]
@@ -203,6 +329,20 @@ def build_document(results: list[Measurement], workload: str, device: torch.devi
         "flags": {"unified": ident.integrated or cpu, "sdpa_materializes_scores": cpu},  # CPUs: one pool, math SDPA
         "replaces": {"profile": previous.name, "chosen": previous.provenance.chosen},
         "rates": {f: _entry(by_field[f], previous) for f in RATE_FIELDS},
+        **(_timing_entries(timing) if timing is not None else {}),
+    }
+
+
+def _timing_entries(timing: TimingResults) -> dict[str, Any]:
+    missing = timing.timings.missing()
+    return {
+        "timings": timings_to_document(timing.timings),
+        "timings_detail": {
+            "raw": timing.detail or {},
+            "not_measured": missing,
+            "notes": timing.notes or [],
+            "step_seconds": timing.step_seconds,
+        },
     }
 
 
@@ -227,7 +367,26 @@ def table(doc: dict[str, Any], previous: DeviceProfile) -> str:
     head = (f"{dev['name']} (capability {dev['capability']}), torch {soft['torch']}, CUDA {soft['cuda'] or '-'}, "
             f"driver {soft['driver'] or '-'}; {doc['workload']}; {doc['seconds']} s")  # fmt: skip
     hows = [f"  {RATE_LABELS[f]}: {doc['rates'][f]['how']}" for f in RATE_FIELDS]
-    return "\n".join([head, "", *lines, "", "how:", *hows])
+    return "\n".join([head, "", *lines, "", "how:", *hows, *timing_lines(doc)])
+
+
+def timing_lines(doc: dict[str, Any]) -> list[str]:
+    """The timing sections of ``doc``, one line each (what was measured, how), and those not measured."""
+    timings = doc.get("timings")
+    if timings is None:
+        return []
+    lines = ["", "timings beyond the rates (plan.timings):"]
+    for name, section in timings.items():
+        lines.append(f"  {name}: {section.get('how', '')}")
+    detail = doc.get("timings_detail") or {}
+    for name in detail.get("not_measured", []):
+        lines.append(f"  {name}: not measured")
+    lines += [f"  note: {n}" for n in detail.get("notes", [])]
+    if detail.get("step_seconds"):
+        lines.append(
+            "calibrate's own steps, s: " + ", ".join(f"{k} {v:.1f}" for k, v in detail["step_seconds"].items())
+        )
+    return lines
 
 
 def run_calibrate(opts: CalibrateOptions, stream: TextIO | None = None) -> tuple[Path, DeviceProfile]:
@@ -237,9 +396,15 @@ def run_calibrate(opts: CalibrateOptions, stream: TextIO | None = None) -> tuple
     before_total = nvml_used_bytes(device)[1] if device.type == "cuda" else None  # before CUDA holds any memory
     if opts.checkpoint_path is not None and not Path(opts.checkpoint_path).is_file():
         raise RequestError("checkpoint-path", str(opts.checkpoint_path), "an existing LTX-2 .safetensors file")
+    if opts.gemma_root is not None and (opts.checkpoint_path is None or not Path(opts.gemma_root).is_dir()):
+        why = "a Gemma 3 folder" if opts.checkpoint_path is not None else "given together with --checkpoint-path"
+        raise RequestError("gemma-root", str(opts.gemma_root), why)
+    if opts.gemma_root is not None and not opts.quick:
+        inspect_gemma_folder(opts.gemma_root)  # its one-line error now, not from the start-up step 40 s in
     previous, _ = choose_profile(device_identity(device))
-    results, workload = measure_all(opts, device, stream or sys.stderr, before_total)
-    doc = build_document(results, workload, device, previous, opts, time.perf_counter() - started)
+    timing = TimingResults()
+    results, workload = measure_all(opts, device, stream or sys.stderr, before_total, previous, timing)
+    doc = build_document(results, workload, device, previous, opts, time.perf_counter() - started, timing)
     path = Path(opts.out) if opts.out is not None else profiles_dir() / f"{doc['name']}.json"
     if path.exists() and path.is_dir():
         raise RequestError("out", str(path), "a file path ending in .json (it is a folder)")

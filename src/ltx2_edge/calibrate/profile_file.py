@@ -5,7 +5,9 @@ One format for both kinds of file: those ``ltx2-edge calibrate`` writes to the u
 (``src/ltx2_edge/plan/device_profiles/*.json``: adding a device is dropping its calibrated file there). A document
 holds the schema and its version, the device (name, compute capability, integrated or not), the software it was
 measured with (torch, CUDA, driver), when, and every rate of ``plan.provenance.RATE_FIELDS`` with its unit, kind
-(measured, derived, published, assumed, nominal, not measured) and how it was obtained.
+(measured, derived, published, assumed, nominal, not measured) and how it was obtained; and, optionally, the
+``timings`` calibrate measured beyond the rates (``calibrate.timings_file``: per-block step work, loads, the MP4
+encoder, start-up), which an older file lacks.
 
 Torch-free (the planner's side reads these files). This module never measures anything and never writes a file
 except atomically (``atomic.atomic_output``): a failed write leaves the previous profile in place.
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ltx2_edge.atomic import atomic_output
+from ltx2_edge.calibrate.timings_file import TimingsError, timings_from_document, timings_to_document
 from ltx2_edge.errors import Ltx2EdgeError
 from ltx2_edge.plan.profiles import DeviceProfile
 from ltx2_edge.plan.provenance import KINDS, RATE_FIELDS, RATE_UNITS, Provenance, RateSource
@@ -128,11 +131,15 @@ def profile_from_document(doc: object, file: str = "") -> DeviceProfile:
         file=file,
         rates=tuple((field, source) for field, (_, source) in parsed.items()),
     )
+    try:
+        timings = timings_from_document(doc.get("timings"), where)
+    except TimingsError as exc:
+        raise _fail(where, str(exc).removeprefix(f"{where}: ")) from None
     values = {field: value for field, (value, _) in parsed.items()}
     values["runtime_overhead_bytes"] = int(values["runtime_overhead_bytes"])
     return DeviceProfile(name=name, **values, unified=flags["unified"],  # type: ignore[arg-type]
                          sdpa_materializes_scores=flags["sdpa_materializes_scores"],
-                         source=_text(where, doc, "source"), provenance=provenance)  # fmt: skip
+                         source=_text(where, doc, "source"), provenance=provenance, timings=timings)  # fmt: skip
 
 
 def document_from_profile(profile: DeviceProfile, **extra: Any) -> dict[str, Any]:
@@ -154,6 +161,9 @@ def document_from_profile(profile: DeviceProfile, **extra: Any) -> dict[str, Any
         "flags": {"unified": profile.unified, "sdpa_materializes_scores": profile.sdpa_materializes_scores},
         "rates": rates,
     }
+    timings = timings_to_document(profile.timings)
+    if timings:
+        doc["timings"] = timings
     doc.update(extra)
     return doc
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ltx2_edge.plan.activations import TokenCounts, token_counts, video_decoder_levels
-from ltx2_edge.plan.flops import transformer_rows
+from ltx2_edge.plan.flops import block_linear_shapes, transformer_rows
 from ltx2_edge.plan.planner import default_is_quantized
 
 # The reference workload W1 (docs/benchmarks.md): 512x288, 97 frames at 24 fps, CFG = 2 passes in one forward.
@@ -61,29 +61,9 @@ def w1_tokens(config: dict[str, Any]) -> TokenCounts:
 
 def block_linears(config: dict[str, Any]) -> dict[str, tuple[int, int]]:
     """Block 0's Linear weights by file name -> ``(out_features, in_features)``, as ltx-core's
-    ``BasicAVTransformerBlock`` builds them from ``config["transformer"]`` (``tests/test_calibrate.py`` checks this
-    against the checkpoint layout)."""
-    t = config["transformer"]
-    dv = t["num_attention_heads"] * t["attention_head_dim"]
-    da = t["audio_num_attention_heads"] * t["audio_attention_head_dim"]
-    text_v, text_a = t["cross_attention_dim"], t["audio_cross_attention_dim"]
-    out: dict[str, tuple[int, int]] = {}
-
-    def attention(module: str, q: tuple[int, int], kv: tuple[int, int], o: tuple[int, int]) -> None:
-        for proj, shape in (("to_q", q), ("to_k", kv), ("to_v", kv), ("to_out.0", o)):
-            out[f"{_BLOCK}{module}.{proj}.weight"] = shape
-
-    attention("attn1", (dv, dv), (dv, dv), (dv, dv))
-    attention("attn2", (dv, dv), (dv, text_v), (dv, dv))
-    out[f"{_BLOCK}ff.net.0.proj.weight"] = (4 * dv, dv)
-    out[f"{_BLOCK}ff.net.2.weight"] = (dv, 4 * dv)
-    attention("audio_attn1", (da, da), (da, da), (da, da))
-    attention("audio_attn2", (da, da), (da, text_a), (da, da))
-    out[f"{_BLOCK}audio_ff.net.0.proj.weight"] = (4 * da, da)
-    out[f"{_BLOCK}audio_ff.net.2.weight"] = (da, 4 * da)
-    attention("audio_to_video_attn", (da, dv), (da, da), (dv, da))  # video queries, audio keys, at the audio width
-    attention("video_to_audio_attn", (da, da), (da, dv), (da, da))  # audio queries, video keys
-    return out
+    ``BasicAVTransformerBlock`` builds them from ``config["transformer"]`` (``plan.flops.block_linear_shapes``;
+    ``tests/test_calibrate.py`` checks this against the checkpoint layout)."""
+    return {_BLOCK + name: shape for name, shape in block_linear_shapes(config).items()}
 
 
 def gemm_shapes(config: dict[str, Any], tokens: TokenCounts, batch: int = W1_BATCH) -> list[Gemm]:

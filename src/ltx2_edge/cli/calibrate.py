@@ -12,7 +12,8 @@ from pathlib import Path
 
 CALIBRATE_HELP = (
     "measure this device's rates at the model's shapes (GEMMs, attention, VAE conv, copies, checkpoint reads, the "
-    "runtime's memory) and write its profile, which plan and generate then use (<= 60 s)"
+    "runtime's memory) and the times they leave out (a denoising step's other work, loads, the MP4 encoder, start-up), "
+    "and write its profile, which plan and generate then use (<= 60 s)"
 )
 
 
@@ -34,6 +35,13 @@ def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
         help="where to write the profile JSON (default: $XDG_CACHE_HOME/ltx2-edge/profiles/<device>.json, where "
         "runs on this device look for it)",
     )
+    cal.add_argument(
+        "--gemma-root",
+        type=Path,
+        default=None,
+        help="the Gemma 3 folder; with --checkpoint-path, the start-up step times the run's whole setup on both files "
+        "(file checks, tokenizer) as generate does before its first stage",
+    )
     cal.add_argument("--quick", action="store_true", help="fewer samples and smaller copies (seconds; CI, a check)")
     cal.add_argument("--quiet", action="store_true", help="no progress bar (the table still prints)")
 
@@ -43,5 +51,5 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from ltx2_edge.calibrate.command import CalibrateOptions
     from ltx2_edge.calibrate.command import run_calibrate as run
 
-    run(CalibrateOptions(args.device, args.checkpoint_path, args.out, args.quick, args.quiet))
+    run(CalibrateOptions(args.device, args.checkpoint_path, args.out, args.quick, args.quiet, args.gemma_root))
     return 0

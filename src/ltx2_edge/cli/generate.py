@@ -145,8 +145,13 @@ def _run_plan(args: argparse.Namespace) -> int:
 
 
 def _run_generate(args: argparse.Namespace, checkpoint: Path, gemma_root: Path) -> int:
+    from ltx2_edge.cli.process_times import ProcessTimes, prediction_line
+
+    times = ProcessTimes()  # the report's stages start late in a fresh process: it records what came before
+    import ltx2_edge.pipeline  # noqa: F401  (timed on its own: torch, transformers, ltx-core)
     from ltx2_edge.atomic import install_signal_cleanup
 
+    times.mark("engine_imported")
     if not args.prompt:
         raise RequestError("prompt", args.prompt, "a non-empty text (--prompt)")
     if args.output_path is None:
@@ -155,9 +160,22 @@ def _run_generate(args: argparse.Namespace, checkpoint: Path, gemma_root: Path) 
     if getattr(args, "cfg_parallel", None) is not None:  # demo has no --cfg-parallel
         return _run_cfg_parallel(args, request, checkpoint, gemma_root)
     generator = _generator(args, checkpoint, gemma_root)
+    times.mark("generator_ready")
     with install_signal_cleanup():
         result = generator.generate(request, args.output_path, overwrite=args.overwrite)
+    times.mark("generated")
+    # Written again (atomically) with the process's own marks, which exist only once the run has returned.
+    process = result.report.extra["process"] = times.record(result.report.total_seconds)
+    try:
+        result.report.write(result.report_path)
+    except OSError as exc:  # the run's own report is already in place, whole; only these marks are missing from it
+        print(f"note: the process times were not added to {result.report_path}: {exc}", file=sys.stderr)
     print(result.report.table())
+    plan = result.report.extra.get("plan")
+    if plan is not None:
+        den = next((s for s in result.report.stages if s.stage == "denoise"), None)
+        steps = den.details.get("steps_seconds") if den is not None else None
+        print(prediction_line(plan, process, result.report.total_seconds, steps))
     print(f"wrote {result.output_path} and {result.report_path}")
     return 0
 

@@ -5,7 +5,9 @@ run on quantized weights and those on BF16 weights (the keep-list), because the 
 rates. Attention: 4 x S_q x S_kv x inner_dim (QK^T and PV) per attention. Convolutions: 2 x k^3 x C_in x
 C_out per output voxel. Check: W1's transformer forward is 57.5 TFLOP (53.1 linear + 4.45 attention; the compute
 floor it gives is in docs/benchmarks.md, "denoising at the compute floor"); ``tests/test_planner.py`` holds us to
-5 %. Pure arithmetic; never imports torch.
+5 %. ``block_linear_shapes`` / ``block_flops``: one transformer block from the config alone, shared by the planner's
+step model (``plan.step_time``) and ``calibrate``'s mini transformer, so both price a block the same way. Pure
+arithmetic; never imports torch.
 """
 
 from __future__ import annotations
@@ -93,6 +95,59 @@ def transformer_rows(tokens: TokenCounts) -> Callable[[str], int]:
         return a if name.startswith(("audio_", "av_ca_audio", "av_ca_v2a")) else v
 
     return rows
+
+
+TEXT_KV = ("attn2.to_k.weight", "attn2.to_v.weight", "audio_attn2.to_k.weight", "audio_attn2.to_v.weight")
+"""A block's text cross-attention K/V projections: computed once per run when ``accel.step_invariants`` freezes
+them (every block resident), every step otherwise."""
+
+
+def block_linear_shapes(config: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """One block's Linear weights by name inside the block (``attn1.to_q.weight``) -> ``(out_features,
+    in_features)``, as ltx-core's ``BasicAVTransformerBlock`` builds them from ``config["transformer"]``
+    (``tests/test_calibrate.py`` checks this against the checkpoint layout)."""
+    t = config["transformer"]
+    dv = t["num_attention_heads"] * t["attention_head_dim"]
+    da = t["audio_num_attention_heads"] * t["audio_attention_head_dim"]
+    text_v, text_a = t["cross_attention_dim"], t["audio_cross_attention_dim"]
+    out: dict[str, tuple[int, int]] = {}
+
+    def attention(module: str, q: tuple[int, int], kv: tuple[int, int], o: tuple[int, int]) -> None:
+        for proj, shape in (("to_q", q), ("to_k", kv), ("to_v", kv), ("to_out.0", o)):
+            out[f"{module}.{proj}.weight"] = shape
+
+    attention("attn1", (dv, dv), (dv, dv), (dv, dv))
+    attention("attn2", (dv, dv), (dv, text_v), (dv, dv))
+    out["ff.net.0.proj.weight"] = (4 * dv, dv)
+    out["ff.net.2.weight"] = (dv, 4 * dv)
+    attention("audio_attn1", (da, da), (da, da), (da, da))
+    attention("audio_attn2", (da, da), (da, text_a), (da, da))
+    out["audio_ff.net.0.proj.weight"] = (4 * da, da)
+    out["audio_ff.net.2.weight"] = (da, 4 * da)
+    attention("audio_to_video_attn", (da, dv), (da, da), (dv, da))  # video queries, audio keys, at the audio width
+    attention("video_to_audio_attn", (da, da), (da, dv), (da, da))  # audio queries, video keys
+    return out
+
+
+def block_flops(
+    config: dict[str, Any], tokens: TokenCounts, batch: int, quantized: Callable[[str], bool], block_prefix: str
+) -> tuple[FlopCount, FlopCount]:
+    """``(one block's FLOPs, the part of them that is text K/V)`` for ``batch`` guidance samples at ``tokens``.
+
+    ``quantized(name)`` sees ``block_prefix + local name`` (``model.diffusion_model.transformer_blocks.0.``: the
+    file names the policy reads). Attention is ``transformer_attention_flops`` over one block.
+    """
+    rows = transformer_rows(tokens)
+    shapes = block_linear_shapes(config)
+    infos = [TensorInfo(block_prefix + name, "BF16", shape, 0, 0) for name, shape in shapes.items()]
+
+    def local(name: str) -> str:  # transformer_rows reads names relative to the model
+        return "transformer_blocks.0." + name[len(block_prefix) :]
+
+    linear = linear_flops(infos, lambda n: rows(local(n)), quantized)
+    kv = linear_flops([i for i in infos if i.name.endswith(TEXT_KV)], lambda n: rows(local(n)), quantized)
+    attention = transformer_attention_flops(config, tokens) / config["transformer"]["num_layers"]
+    return (linear + FlopCount(attention=attention)).scaled(batch), kv.scaled(batch)
 
 
 def transformer_attention_flops(config: dict[str, Any], tokens: TokenCounts) -> float:

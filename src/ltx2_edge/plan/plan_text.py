@@ -10,6 +10,7 @@ from ltx2_edge.plan.file_reads import reads_lines
 from ltx2_edge.plan.plan_types import Plan, StagePlan
 from ltx2_edge.plan.provenance import origin_line, profile_origin
 from ltx2_edge.plan.stage_fit import allowance
+from ltx2_edge.plan.timings import STAND_INS
 
 _HEADERS = ("stage", "peak", "resident", "streamed", "slots", "source", "moved/step", "bound", "seconds", "technique")
 
@@ -62,6 +63,7 @@ def format_plan(plan: Plan) -> str:
         f"profile {plan.profile.name}: {plan.profile.source}",
         f"rates: {origin_line(plan.profile)}",
         *reads_lines(plan),
+        *time_lines(plan),
     ]
     slack, runtime = allowance(r, plan.profile)
     allocator = " (CUDA expandable segments)" if r.expandable_segments else ""
@@ -70,14 +72,38 @@ def format_plan(plan: Plan) -> str:
     return "\n".join(lines)
 
 
+def time_lines(plan: Plan) -> list[str]:
+    """A fresh process's predicted time, part by part, which parts the profile has not measured and what stands in
+    for them (``timings.STAND_INS``), and where each stage's figures come from."""
+    missing = plan.profile.timings.missing()
+    loads = sum(s.load_seconds for s in plan.stages)
+    passes = sum(s.predicted_seconds for s in plan.stages)
+    setup = sum(s.setup_seconds for s in plan.stages)
+    mp4 = sum(s.mp4_seconds for s in plan.stages)
+    lines = [f"end to end: {plan.predicted_end_to_end_seconds:.1f} s for a fresh process, warm page cache (start-up "
+             f"{plan.startup_seconds:.1f}, loads {loads:.1f}, passes {passes:.1f}, in-stage setup {setup:.1f}, MP4 "
+             f"{mp4:.1f}, exit {plan.exit_seconds:.1f})"]  # fmt: skip
+    if missing:
+        lines.append(f"  not measured by profile {plan.profile.name} (`ltx2-edge calibrate` measures them): "
+                     + "; ".join(f"{name}: {STAND_INS[name]}" for name in missing))  # fmt: skip
+    if len(missing) == len(STAND_INS):  # nothing measured: each stage's note would only repeat the line above
+        return lines
+    for s in plan.stages:
+        if s.time_note:
+            lines.append(f"  {s.name}: {s.stage_seconds:.2f} s ({s.time_note})")
+    return lines
+
+
 def plan_to_json(plan: Plan) -> dict[str, Any]:
     """The plan as plain JSON types: request, budget, profile (and ``profile_origin``: where each rate comes from),
-    every stage field (``reads``: the file it reads; ``file_read_bytes`` and its seconds warm and cold), and the
-    totals."""
+    every stage field (``reads``: the file it reads; ``file_read_bytes`` and its seconds warm and cold; with measured
+    timings ``load_seconds``, ``setup_seconds``, ``mp4_seconds`` and ``stage_seconds``), and the totals
+    (``predicted_end_to_end_seconds``: a fresh process, ``plan_types.Plan``'s)."""
     stages = []
     for s in plan.stages:
         d = asdict(s)
         d["tiles"] = None if s.tiles is None else {**asdict(s.tiles), "description": s.tiles.describe()}
+        d["stage_seconds"] = s.stage_seconds
         stages.append(d)
     return {
         "request": asdict(plan.request),
@@ -91,4 +117,8 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         "cold_load_seconds": plan.cold_load_seconds,
         "warm_load_seconds": plan.warm_load_seconds,
         "file_read_bytes": plan.file_read_bytes,
+        "startup_seconds": plan.startup_seconds,
+        "exit_seconds": plan.exit_seconds,
+        "predicted_end_to_end_seconds": plan.predicted_end_to_end_seconds,
+        "timings_not_measured": plan.profile.timings.missing(),
     }

@@ -72,7 +72,9 @@ class PlanRequest:
     allocator runs with expandable segments (``memory.allocator``), so reserved memory follows allocated memory
     and each stage needs a smaller allowance over its counted bytes. ``guidance_ranks``: processes (one a GPU) the
     passes are shared among (CFG parallel, ``parallel/``): ``guidance_batch`` is then one rank's share, each rank's
-    plan is its own GPU's, and both prompts are still encoded (on every rank).
+    plan is its own GPU's, and both prompts are still encoded (on every rank). ``cuda_graph``: the run may capture a
+    CUDA graph of the denoising forward (``--cuda-graph auto`` with batched guidance); the step model
+    (``plan.step_time``) then times a resident run graphed, as ``accel.settings`` will run it.
     """
 
     width: int
@@ -89,6 +91,7 @@ class PlanRequest:
     second_stage: SecondStage | None = None
     expandable_segments: bool = False
     guidance_ranks: int = 1
+    cuda_graph: bool = True
 
     def __post_init__(self) -> None:
         for name, value in (("width", self.width), ("height", self.height)):
@@ -135,6 +138,13 @@ class StagePlan:
     quantized at load reads twice what lands on the device); ``cold_load_seconds`` / ``warm_load_seconds``: those
     bytes at the profile's cold (disk) and warm (page cache) checkpoint read rates; ``reads``: the file(s) they come
     from (``plan.file_reads``; empty when the planner was called without them).
+
+    With the profile's measured timings (``plan.timings``; ``plan.stage_time`` computes them): ``predicted_seconds``
+    is the stage's passes as they run (denoise: every step, first steps and capture included; decode: the whole
+    decoder), ``load_seconds`` its warm load (read, quantized, pinned), ``setup_seconds`` the rest inside the stage
+    (the SDPA backend timed, the pinned copy released), ``mp4_seconds`` the MP4 encode left after the decode;
+    ``steady_step_seconds`` / ``first_steps_seconds`` / ``capture_seconds`` / ``graphed`` the denoise steps' parts;
+    ``time_note`` where each figure comes from. Without timings those are 0 and ``predicted_seconds`` is the floor.
     """
 
     name: str
@@ -162,9 +172,22 @@ class StagePlan:
     file_read_bytes: int = 0
     warm_load_seconds: float = 0.0
     reads: str = ""
+    load_seconds: float = 0.0
+    setup_seconds: float = 0.0
+    mp4_seconds: float = 0.0
+    steady_step_seconds: float = 0.0
+    first_steps_seconds: float = 0.0
+    capture_seconds: float = 0.0
+    graphed: bool = False
+    time_note: str = ""
     # upsample only: the transformer of stage 1 stays resident through this stage into stage 2 (its bytes are in
     # the peak), instead of being released and loaded again.
     keeps_transformer: bool = False
+
+    @property
+    def stage_seconds(self) -> float:
+        """The whole stage as its report row times it: load, passes, setup and the MP4 left after the decode."""
+        return self.load_seconds + self.predicted_seconds + self.setup_seconds + self.mp4_seconds
 
 
 @dataclass(frozen=True)
@@ -213,3 +236,22 @@ class Plan:
     def file_read_bytes(self) -> int:
         """Bytes every stage's load reads from the files, once each."""
         return sum(s.file_read_bytes for s in self.stages)
+
+    @property
+    def startup_seconds(self) -> float:
+        """A fresh process's seconds before the first stage (imports, CUDA, the engine's setup) as the profile
+        measured them; 0 when it did not."""
+        st = self.profile.timings.startup
+        return 0.0 if st is None else st.before_first_stage_s
+
+    @property
+    def exit_seconds(self) -> float:
+        """A fresh process's seconds from its last stage to its exit, as the profile measured them (0: not)."""
+        st = self.profile.timings.startup
+        return 0.0 if st is None else st.exit_s
+
+    @property
+    def predicted_end_to_end_seconds(self) -> float:
+        """A fresh ``ltx2-edge generate`` process, warm page cache: start-up, every stage (load, passes, setup, the
+        MP4 left after the decode), exit. What the profile has not measured (``Timings.missing``) is left out."""
+        return self.startup_seconds + sum(s.stage_seconds for s in self.stages) + self.exit_seconds

@@ -51,6 +51,7 @@ from ltx2_edge.plan.flops import (
 from ltx2_edge.plan.plan_types import Plan, PlanRequest, SecondStage, StagePlan
 from ltx2_edge.plan.profiles import DeviceProfile
 from ltx2_edge.plan.stage_fit import FitContext, IsQuantized, MiB, Shortfall, Weights, fit_stage
+from ltx2_edge.plan.step_time import denoise_shape
 from ltx2_edge.plan.tile_plan import VideoTiling, candidate_tilings, frames_bytes
 from ltx2_edge.quant.policy import QuantPolicy
 
@@ -222,7 +223,8 @@ def _denoise(ctx: _Context, name: str = "denoise") -> StagePlan | Shortfall:
     activations = act.transformer_activation_bytes(ctx.config, tokens, r.guidance_batch,
                                                    ctx.profile.sdpa_materializes_scores)  # fmt: skip
     w = ctx.weights(tensors, TRANSFORMER_BLOCKS)
-    plan = fit_stage(ctx, name, w, activations, flops, r.num_inference_steps, "block")
+    shape = denoise_shape(ctx.config, tokens, r.guidance_batch, ctx.quantized)  # what the step model prices
+    plan = fit_stage(ctx, name, w, activations, flops, r.num_inference_steps, "block", shape=shape)
     keyframes = f"; +{r.conditioning_tokens} keyframe tokens" if r.conditioning_tokens else ""
     ranks = f" on each of {r.guidance_ranks} ranks (CFG parallel)" if r.guidance_ranks > 1 else ""
     return _with_note(plan, f"; {r.guidance_batch} guidance pass(es) in one batched forward per step{ranks}{keyframes}")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ltx2_edge.errors import RequestError
 from ltx2_edge.plan.provenance import RATE_FIELDS, Provenance, RateSource
+from ltx2_edge.plan.timings import Timings
 
 GiB = 1024**3
 
@@ -29,7 +30,9 @@ class DeviceProfile:
     the CUDA context and library workspaces outside the allocator: device memory counted inside the budget
     (the device budget of a discrete GPU, the one pool of a Jetson); a discrete GPU's host budget counts the
     same again for the runtime's host side. ``provenance``: where each rate comes from and how a run chose this
-    profile (``plan/provenance.py``).
+    profile (``plan/provenance.py``). ``timings``: what the rates leave out of a run's time (per-block non-GEMM work,
+    loads, the MP4 encoder, start-up; ``plan/timings.py``), as ``ltx2-edge calibrate`` measured it; empty sections
+    were not measured and the planner says so.
     """
 
     name: str
@@ -48,6 +51,7 @@ class DeviceProfile:
     runtime_overhead_bytes: int
     source: str
     provenance: Provenance = Provenance()
+    timings: Timings = Timings()
 
     def linear_tflops(self, precision: str) -> float:
         """The rate of a Linear layer whose weights are in ``precision`` (bf16, fp8 or int8)."""

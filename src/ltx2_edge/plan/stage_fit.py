@@ -25,6 +25,8 @@ from ltx2_edge.plan.budget import Budget, format_gib
 from ltx2_edge.plan.flops import FlopCount
 from ltx2_edge.plan.plan_types import PlanRequest, StagePlan
 from ltx2_edge.plan.profiles import DeviceProfile
+from ltx2_edge.plan.stage_time import StageLoad, stage_time
+from ltx2_edge.plan.step_time import DenoiseShape
 
 MiB = 1024**2
 # Per stage, beyond the counted bytes: what the allocator reserves but has not allocated, and estimation error.
@@ -47,11 +49,12 @@ IsQuantized = Callable[[str], bool]
 class Weights:
     """A stage's weights in device bytes: ``fixed`` always resident, ``units`` the streamable blocks in order;
     ``file_bytes``: what loading them reads from the files (a BF16 file quantized at load reads twice its device
-    bytes; None: the device bytes)."""
+    bytes; None: the device bytes); ``unit_file_bytes``: each unit's share of it (empty: not split)."""
 
     fixed: int
     units: tuple[int, ...]
     file_bytes: int | None = None
+    unit_file_bytes: tuple[int, ...] = ()
 
     @property
     def total(self) -> int:
@@ -105,14 +108,17 @@ class FitContext:
 
     def weights(self, tensors: dict[str, TensorInfo], unit_prefix: str | None) -> Weights:
         """Group ``tensors`` into fixed bytes and per-block bytes (blocks are ``{unit_prefix}N.*``)."""
-        fixed, units = 0, {}
+        fixed, units, unit_file = 0, {}, {}
         for name, info in tensors.items():
             if unit_prefix is not None and name.startswith(unit_prefix):
                 idx = int(name[len(unit_prefix) :].split(".", 1)[0])
                 units[idx] = units.get(idx, 0) + self.device_bytes(info)
+                unit_file[idx] = unit_file.get(idx, 0) + info.nbytes
             else:
                 fixed += self.device_bytes(info)
-        return Weights(fixed, tuple(units[i] for i in sorted(units)), sum(t.nbytes for t in tensors.values()))
+        order = sorted(units)
+        return Weights(fixed, tuple(units[i] for i in order), sum(t.nbytes for t in tensors.values()),
+                       tuple(unit_file[i] for i in order))  # fmt: skip
 
     def seconds(self, flops: FlopCount) -> float:
         """The compute floor: each kernel class's FLOPs over the profile's rate for it."""
@@ -148,9 +154,11 @@ def fit_stage(
     steps: int,
     unit_word: str,
     host_held: int = 0,
+    shape: DenoiseShape | None = None,
 ) -> StagePlan | Shortfall:
     """Plan one stage (``steps`` passes of ``flops``), or say the least it needs. ``host_held``: anonymous host
-    bytes the stage keeps (decoded frames), inside the pool when there is one pool."""
+    bytes the stage keeps (decoded frames), inside the pool when there is one pool. ``shape``: a denoising
+    forward's blocks and rows, for the step model (``plan.step_time``) when the profile has step timings."""
     p, budget, n = ctx.profile, ctx.budget, len(w.units)
     in_pool = ctx.pool_extra + (host_held if budget.unified else 0)
     base = w.fixed + activations + in_pool
@@ -187,6 +195,12 @@ def fit_stage(
     else:
         technique = f"all resident ({n} {unit_word}s)" if n else "all resident"
     resident = w.fixed + sum(w.units[:k])
+    block_copy = slot / ((p.h2d_pinned_gbps if tier == "pinned" else p.file_read_warm_gbps) * 1e9)
+    # Without step timings a pass takes max(compute, copy): prefetch overlaps the copies with the compute.
+    timed = stage_time(ctx.profile, ctx.request, name, _stage_load(ctx, w, k, tier), flops, max(compute, copy), steps,
+                       block_copy, k, slots, shape, tier)  # fmt: skip
+    bound = "compute" if compute >= copy else ("copy" if tier == "pinned" else "disk")
+    steps_timed = timed.steps
     return StagePlan(
         name=name,
         weights_resident_bytes=resident,
@@ -200,8 +214,8 @@ def fit_stage(
         source_tier=tier,
         tiles=None,
         bytes_moved_per_step=streamed,
-        predicted_seconds=steps * max(compute, copy),
-        bottleneck="compute" if compute >= copy else ("copy" if tier == "pinned" else "disk"),
+        predicted_seconds=timed.compute_s,
+        bottleneck=steps_timed.bound if steps_timed is not None else bound,  # type: ignore[arg-type]
         technique=technique,
         host_bytes=host,
         steps=steps,
@@ -211,4 +225,22 @@ def fit_stage(
         cold_load_seconds=w.read_bytes / (p.file_read_cold_gbps * 1e9),
         warm_load_seconds=w.read_bytes / (p.file_read_warm_gbps * 1e9),
         flops_per_step=flops.total,
+        load_seconds=timed.load_s,
+        setup_seconds=timed.setup_s,
+        mp4_seconds=timed.mp4_s,
+        steady_step_seconds=steps_timed.steady_s if steps_timed is not None else 0.0,
+        first_steps_seconds=steps_timed.first_s if steps_timed is not None else 0.0,
+        capture_seconds=steps_timed.capture_s if steps_timed is not None else 0.0,
+        graphed=steps_timed.graphed if steps_timed is not None else False,
+        time_note=timed.note,
     )
+
+
+def _stage_load(ctx: FitContext, w: Weights, k: int, tier: str) -> StageLoad:
+    """What loading the stage reads: the fixed part and the K resident units; streamed units too when they wait in
+    pinned host memory (read, quantized on the device, packed); from the file they are not loaded."""
+    unit_read = w.unit_file_bytes or tuple(0 for _ in w.units)
+    fixed_read = w.read_bytes - sum(unit_read)
+    pinned = tier == "pinned"
+    return StageLoad(fixed_read, sum(unit_read[:k]), sum(unit_read[k:]) if pinned else 0,
+                     sum(w.units[k:]) if pinned else 0, ctx.request.precision != "bf16")  # fmt: skip

@@ -1,0 +1,210 @@
+"""Calibrate's step timings: the run's denoising loop (``stages.denoise.denoise``, ``accel``'s StepEngine, StepGraph
+and step invariants) on mini transformers of 2 and 4 blocks at the checkpoint's width, eager and CUDA-graphed.
+
+Per shape (rows = CFG batch 2 x (video + audio tokens)), both models, steps timed as a run times them (device
+synchronised before each step's timer is read): eager with text K/V every step (as streamed runs run), graphed with
+text K/V frozen (as resident runs run). Then, per block: ``(t4 - t2) / 2``; outside the blocks: ``t2 - 2 x block``.
+What a block takes over its FLOP floor (``plan.step_time.floor_seconds`` with this calibration's own rates) becomes
+a line in rows through two shapes; the launch floor is an eager block at a small shape; step 0's extra and the
+capture become lines in blocks (first runs at a shape are "cold": new cuBLAS/Triton plans). The SDPA backend is
+timed at each shape first, as a run does. Nothing here is fitted to a run: the runs check it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ltx2_edge.accel import attention
+from ltx2_edge.accel.engine import AccelSettings
+from ltx2_edge.checkpoint.names import TEXT_CONTEXT_TOKENS
+from ltx2_edge.guidance import Guidance
+from ltx2_edge.plan.activations import token_counts
+from ltx2_edge.plan.flops import block_flops
+from ltx2_edge.plan.planner import quantized_predicate
+from ltx2_edge.plan.profiles import DeviceProfile
+from ltx2_edge.plan.step_time import BLOCK_PREFIX, floor_seconds
+from ltx2_edge.plan.timings import Line, StepTimings
+from ltx2_edge.quant.policy import QuantPolicy
+from ltx2_edge.stages.denoise import Contexts, denoise, official_sigmas
+from ltx2_edge.stages.latents import noised_latents, pixel_shape
+
+BATCH = 2  # CFG: cond + uncond in one forward, as W1 runs
+FPS = 24.0
+
+
+@dataclass(frozen=True)
+class StepShape:
+    """A clip size the step timings are measured at."""
+
+    width: int
+    height: int
+    frames: int
+
+
+# (small: the launch floor, mid, large). GPU: about 0.1, 0.8 and 2.1 x W1's rows, at W1's 512x288 (the large one
+# near a 10 s clip); none is W1 itself, whose GEMM shapes calibrate's GEMM step has already warmed.
+GPU_SHAPES = (StepShape(256, 160, 25), StepShape(512, 288, 81), StepShape(512, 288, 225))
+CPU_SHAPES = (None, StepShape(128, 96, 17), StepShape(128, 96, 41))
+
+
+@dataclass(frozen=True)
+class Run:
+    """One ``denoise`` call's step seconds; ``first_steady``: the first step that is a steady one (eager 1: step 0
+    meets new shapes; graphed 2: step 1 captures)."""
+
+    seconds: tuple[float, ...]
+    first_steady: int = 1
+
+    @property
+    def steady(self) -> float:
+        """Median of the steady steps."""
+        return statistics.median(self.seconds[self.first_steady :])
+
+
+def _contexts(config: dict, device: torch.device, dtype: torch.dtype) -> Contexts:
+    width = config["transformer"]["caption_channels"]
+    gen = torch.Generator(device=device).manual_seed(1)
+    return Contexts(*(torch.randn(1, TEXT_CONTEXT_TOKENS, width, device=device, dtype=dtype, generator=gen)
+                      for _ in range(4)))  # fmt: skip
+
+
+def run_steps(model: torch.nn.Module, config: dict, shape: StepShape, steps: int, device: torch.device,
+              dtype: torch.dtype, accel: AccelSettings) -> Run:  # fmt: skip
+    """``steps`` denoising steps of ``model`` at ``shape`` with CFG, through the run's ``denoise``."""
+    setup = noised_latents(pixel_shape(shape.width, shape.height, shape.frames, FPS),
+                           torch.Generator(device=device).manual_seed(0), device, dtype)  # fmt: skip
+    times: list[float] = []
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+    denoise(model, setup.video_state, setup.audio_state, official_sigmas(steps, device),
+            _contexts(config, device, dtype), Guidance.preset_named("cfg"), on_step=lambda i, n, s: times.append(s),
+            synchronize=sync, accel=accel)  # fmt: skip
+    return Run(tuple(times), 2 if accel.cuda_graph else 1)
+
+
+@dataclass(frozen=True)
+class ShapeRuns:
+    """Everything timed at one shape: rows, the SDPA choice's seconds, and the runs by name (E2c cold, E2, E4, G2,
+    G4), with this shape's FLOP floors of one block (text K/V computed, and frozen)."""
+
+    rows: int
+    choice_s: float
+    runs: dict[str, Run]
+    floor_block: float
+    floor_block_frozen: float
+
+    def block(self, mode: str) -> float:
+        return (self.runs[f"{mode}4"].steady - self.runs[f"{mode}2"].steady) / 2
+
+    def fixed(self, mode: str) -> float:
+        return self.runs[f"{mode}2"].steady - 2 * self.block(mode)
+
+
+def time_shape(models: dict[int, torch.nn.Module], config: dict, shape: StepShape, device: torch.device,
+               dtype: torch.dtype, profile: DeviceProfile, precision: str, graphs: bool, steps: int,
+               ) -> ShapeRuns:  # fmt: skip
+    """Every run at ``shape``: the SDPA backend timed, then E2 (cold), E2, E4 and, with ``graphs``, G2 and G4."""
+    tokens = token_counts(config, shape.width, shape.height, shape.frames, FPS)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    backend, _ = attention.choose_backend(
+        attention.step_shapes(config, BATCH, tokens.video, tokens.audio, TEXT_CONTEXT_TOKENS), device, dtype
+    )
+    choice_s = time.perf_counter() - start
+    eager = AccelSettings(attention=backend)
+    graphed = AccelSettings(cuda_graph=True, freeze_text_kv=True, attention=backend)
+    runs = {"E2c": run_steps(models[2], config, shape, steps, device, dtype, eager)}
+    runs["E2"] = run_steps(models[2], config, shape, steps, device, dtype, eager)
+    runs["E4"] = run_steps(models[4], config, shape, steps, device, dtype, eager)
+    if graphs:
+        for n in (2, 4):
+            runs[f"G{n}"] = run_steps(models[n], config, shape, steps + 2, device, dtype, graphed)
+            torch.cuda.empty_cache()  # the graph's pool goes before the next run allocates
+    block, kv = block_flops(config, tokens, BATCH, quantized_predicate(QuantPolicy.from_flags(precision)), BLOCK_PREFIX)
+    return ShapeRuns(BATCH * (tokens.video + tokens.audio), choice_s, runs, floor_seconds(profile, precision, block),
+                     floor_seconds(profile, precision, block + kv.scaled(-1.0)))  # fmt: skip
+
+
+def _through(points: list[tuple[float, float]]) -> Line:
+    (x0, y0), (x1, y1) = points[0], points[-1]
+    return Line.through(x0, y0, x1, y1)
+
+
+def fit_step_timings(small: ShapeRuns | None, mid: ShapeRuns, large: ShapeRuns, graphs: bool, how: str,
+                     ) -> StepTimings:  # fmt: skip
+    """The step model from the runs (``StepTimings``' fields; see the module docstring)."""
+    pair = (mid, large)
+    launch = max(0.0, small.block("E")) if small is not None else 0.0  # noise can make 4 blocks look faster
+    eager_res = [(s.rows, s.block("E") - s.floor_block) for s in pair]
+
+    def first(s: ShapeRuns, mode: str) -> tuple[float, float]:
+        """(step 0's extra at 2 blocks on a cold shape, its extra per block) over the steady eager step: the extra
+        per block from the warm runs (2 and 4 blocks), the shape's own cost from the cold run over the warm one."""
+        w2 = s.runs[f"{mode}2"].seconds[0] - s.runs["E2"].steady
+        w4 = s.runs[f"{mode}4"].seconds[0] - s.runs["E4"].steady
+        per_block = max(0.0, (w4 - w2) / 2)
+        shape_cost = max(0.0, (s.runs["E2c"].seconds[0] - s.runs["E2c"].steady) - (s.runs["E2"].seconds[0]
+                                                                                    - s.runs["E2"].steady))  # fmt: skip
+        return shape_cost + w2, per_block
+
+    def mean_line(values: list[tuple[float, float]]) -> Line:
+        at2 = statistics.fmean(v[0] for v in values)
+        per = statistics.fmean(v[1] for v in values)
+        return Line(at2 - 2 * per, per)
+
+    eager_first = mean_line([first(s, "E") for s in pair])
+    fields: dict = {}
+    if graphs:
+        graph_res = [(s.rows, s.block("G") - s.floor_block_frozen) for s in pair]
+        graph_block = _through(graph_res)
+        # Eager over graphed where the GPU, not the launches, bounds the block (the large shape).
+        extra = eager_res[-1][1] - graph_res[-1][1]
+        eager_block = Line(graph_block.at_zero + extra, graph_block.per_unit)
+        captures = []
+        for s in pair:
+            c2 = s.runs["G2"].seconds[1] - s.runs["E2"].steady - s.runs["G2"].steady
+            c4 = s.runs["G4"].seconds[1] - s.runs["E4"].steady - s.runs["G4"].steady
+            captures.append((c2, max(0.0, (c4 - c2) / 2)))
+        fields = {
+            "graph_block": graph_block,
+            "graph_fixed": _through([(s.rows, s.fixed("G")) for s in pair]),
+            "graph_first_step": mean_line([first(s, "G") for s in pair]),
+            "capture": mean_line(captures),
+        }
+    else:
+        eager_block = _through(eager_res)
+    return StepTimings(eager_block=eager_block, eager_fixed=_through([(s.rows, s.fixed("E")) for s in pair]),
+                       launch_block_s=launch, eager_first_step=eager_first, backend_choice_s=mid.choice_s,
+                       rows=tuple(s.rows for s in (small, mid, large) if s is not None), how=how, **fields)  # fmt: skip
+
+
+def measure_step_timings(models: dict[int, torch.nn.Module], config: dict, device: torch.device, dtype: torch.dtype,
+                         profile: DeviceProfile, precision: str, quick: bool,
+                         progress: Callable[[str], None] = lambda _: None) -> tuple[StepTimings, dict]:  # fmt: skip
+    """Time every shape and fit ``StepTimings``; also returns the raw runs (for the profile's detail)."""
+    graphs = device.type == "cuda"
+    shapes = GPU_SHAPES if device.type == "cuda" else CPU_SHAPES
+    steps = 3 if quick else 5
+    measured: list[ShapeRuns | None] = []
+    for shape in shapes:
+        if shape is None or (quick and shape is shapes[0]):
+            measured.append(None)
+            continue
+        progress(f"steps at {shape.width}x{shape.height}x{shape.frames}")
+        measured.append(time_shape(models, config, shape, device, dtype, profile, precision,
+                                   graphs and shape is not shapes[0], steps))  # fmt: skip
+    small, mid, large = measured
+    assert mid is not None and large is not None  # only the small shape is optional
+    where = ", ".join(f"{s.width}x{s.height}x{s.frames}" for s in shapes if s is not None)
+    how = (f"the run's denoise loop on {precision} mini transformers of 2 and 4 blocks at the checkpoint's width, "
+           f"CFG batch {BATCH}, at {where}; per block (t4 - t2) / 2 over its FLOP floor at this profile's rates; "
+           f"{'eager and CUDA-graphed' if graphs else 'eager (no CUDA graph here)'}")  # fmt: skip
+    detail = {f"{s.rows} rows": {"choice_s": round(s.choice_s, 4), "floor_block_s": s.floor_block,
+                                 **{k: [round(x, 5) for x in r.seconds] for k, r in s.runs.items()}}
+              for s in measured if s is not None}  # fmt: skip
+    return fit_step_timings(small, mid, large, graphs, how), detail

@@ -1,0 +1,223 @@
+"""Calibrate's load timings, with the run's loaders on files in the page cache: the transformer (mini models of 2 and
+4 blocks: per block and the fixed rest), blocks packed into pinned host memory and released
+(``models.streamed_blocks.load_streamed``, tier pinned: 4 blocks with 2 and with 0 resident, so the per-block cost
+and the streaming's fixed cost, its ``gc.collect`` included, come apart), and, on ``--checkpoint-path``, the
+decoders' and the connectors' loads as the stages load them, and the video decoder's whole forward at W1's latent
+(first call, then steady). Every file region is read once before it is timed (``mini_model.warm``). Returns
+numbers; writes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ltx2_edge.calibrate import mini_model
+from ltx2_edge.calibrate.shapes import w1_tokens
+from ltx2_edge.checkpoint.header import read_header
+from ltx2_edge.checkpoint.names import AUDIO_DECODER, EMBEDDINGS, VIDEO_DECODER
+from ltx2_edge.models import loaders
+from ltx2_edge.models.embeddings import load_embeddings_processor
+from ltx2_edge.models.streamed_blocks import load_streamed
+from ltx2_edge.models.streamed_transformer import TRANSFORMER_BLOCKS
+from ltx2_edge.plan.flops import video_decode_flops
+from ltx2_edge.plan.timings import DecodeTimings, LoadTimings
+from ltx2_edge.quant.policy import QuantPolicy
+from ltx2_edge.stages.decode_video import decode_video
+
+GB = 1e9
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _free(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _timed(fn: Callable[[], object], device: torch.device) -> tuple[object, float]:
+    _sync(device)
+    start = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return out, time.perf_counter() - start
+
+
+@dataclass
+class TransformerLoads:
+    """The mini transformers (kept for the step timings) and what loading them measured."""
+
+    models: dict[int, torch.nn.Module]
+    seconds: dict[int, float]
+    block_read: float  # file bytes of one block (mean of the first four)
+    block_device: int  # device bytes of one block as loaded (8-bit where the policy says)
+    fixed_read: int  # file bytes outside the blocks
+
+
+def _block_device_bytes(model: torch.nn.Module, index: int) -> int:
+    block = model.velocity_model.transformer_blocks[index]
+    return sum(t.numel() * t.element_size() for t in (*block.parameters(), *block.buffers()))
+
+
+def transformer_loads(path: Path, config: dict, device: torch.device, dtype: torch.dtype, policy: QuantPolicy,
+                      reps: int) -> TransformerLoads:  # fmt: skip
+    """Load 2- and 4-block transformers ``reps`` times each (the fastest counts) and keep one of each."""
+    infos = mini_model.transformer_tensors(path, 4)
+    mini_model.warm(path, infos)
+    blocks = [i for i in infos if mini_model.block_index(i.name) is not None]
+    models: dict[int, torch.nn.Module] = {}
+    seconds: dict[int, float] = {}
+    for layers in (2, 4):
+        best = float("inf")
+        for _ in range(reps):
+            models.pop(layers, None)
+            _free(device)
+            models[layers], took = mini_model.load_mini(path, config, layers, device, dtype, policy)
+            best = min(best, took)
+        seconds[layers] = best
+    return TransformerLoads(models, seconds, sum(i.nbytes for i in blocks) / 4, _block_device_bytes(models[2], 0),
+                            sum(i.nbytes for i in infos) - sum(i.nbytes for i in blocks))  # fmt: skip
+
+
+def _pinned(path: Path, config: dict, device: torch.device, dtype: torch.dtype, policy: QuantPolicy,
+            resident: int) -> tuple[float, float]:  # fmt: skip
+    """(seconds to load a 4-block transformer with blocks ``resident..3`` streamed from pinned host memory, seconds
+    to release it), as ``models.streamed_transformer`` loads one."""
+    meta = mini_model.build_meta(config, 4)
+    _sync(device)
+    start = time.perf_counter()
+    _, streamer = load_streamed(meta, TRANSFORMER_BLOCKS, [path], mini_model._key_map(4), device, dtype, policy,
+                                resident, "pinned", 2)  # fmt: skip
+    _sync(device)
+    loaded = time.perf_counter() - start
+    start = time.perf_counter()
+    streamer.close()
+    released = time.perf_counter() - start
+    del meta
+    _free(device)
+    return loaded, released
+
+
+@dataclass(frozen=True)
+class PinnedLoads:
+    """4-block loads with 2 blocks streamed from pinned memory and (unless quick) with all 4: seconds and release."""
+
+    two: tuple[float, float]
+    four: tuple[float, float] | None
+
+
+def pinned_loads(path: Path, config: dict, device: torch.device, dtype: torch.dtype, policy: QuantPolicy,
+                 quick: bool) -> PinnedLoads | str:  # fmt: skip
+    """The pinned loads, or why they cannot run here (a CPU or an integrated GPU never makes a pinned copy: one
+    memory pool streams from the file)."""
+    if device.type != "cuda":
+        return "not measured: a CPU run streams blocks from the file (one memory pool), never from pinned memory"
+    try:
+        two = _pinned(path, config, device, dtype, policy, 2)
+    except ValueError as exc:
+        return f"not measured: {exc}"
+    return PinnedLoads(two, None if quick else _pinned(path, config, device, dtype, policy, 0))
+
+
+RESOLVED = 0.02  # the 4-block load must exceed the 2-block one by this share of it to count as a measured difference
+
+
+def resolved_blocks(loads: TransformerLoads) -> bool:
+    """Whether the 4-block load exceeds the 2-block load by more than timing noise (``RESOLVED``)."""
+    return loads.seconds[4] - loads.seconds[2] > RESOLVED * loads.seconds[4]
+
+
+def load_timings(loads: TransformerLoads, pinned: PinnedLoads | str, stages: dict[str, tuple[float, int]],
+                 how: str) -> LoadTimings:  # fmt: skip
+    """``LoadTimings`` from the transformer loads, the pinned loads and the stages measured on the checkpoint.
+
+    Per block: (4-block load - 2-block load) / 2, the rest of the 2-block load fixed. Where the 4-block load is not
+    clearly slower (within ``RESOLVED`` of it: small blocks, a noisy host, the tiny model) the difference is noise,
+    so each block is charged a quarter of the 4-block load (the most it can cost: the fixed part is >= 0) and the
+    fixed part whatever keeps the 2-block load as measured; ``resolved_blocks`` says which happened.
+    Per pinned block: (all 4 streamed - 2 streamed) / 2; the streaming's fixed cost: 2 streamed - the resident
+    4-block load - 2 blocks' pinning. Quick (one pinned load): the per-block figure carries the fixed cost."""
+    t2, t4 = loads.seconds[2], loads.seconds[4]
+    per_block = (t4 - t2) / 2 if resolved_blocks(loads) else t4 / 4
+    fixed = max(t2 - 2 * per_block, 0.0)
+    pin = release = None
+    stream_fixed = 0.0
+    if not isinstance(pinned, str):
+        two = pinned.two[0] - loads.seconds[4]  # 2 blocks pinned instead of resident, + the fixed cost
+        extra = (pinned.four[0] - pinned.two[0]) / 2 if pinned.four is not None else two / 2
+        stream_fixed = max(0.0, two - 2 * extra) if pinned.four is not None else 0.0
+        pin = loads.block_device / extra / GB if extra > 0 else None
+        released = pinned.four[1] if pinned.four is not None else pinned.two[1]
+        count = 4 if pinned.four is not None else 2
+        release = count * loads.block_device / released / GB if released > 0 else None
+    decoders = stages.get("decoders")
+    embeddings = stages.get("embeddings")
+    # The as-stored loader's rate: the decoders' (many small tensors, cast on the device) where measured, else the
+    # transformer's fixed part (its build included: a lower bound on the rate).
+    bf16 = decoders[1] / decoders[0] / GB if decoders else loads.fixed_read / max(fixed, 1e-6) / GB
+    return LoadTimings(
+        quantized_gbps=loads.block_read / per_block / GB, bf16_gbps=bf16, transformer_fixed_s=fixed,
+        pin_gbps=pin, release_gbps=release, stream_fixed_s=stream_fixed,
+        decoders_s=decoders[0] if decoders else None, decoders_bytes=decoders[1] if decoders else None,
+        embeddings_s=embeddings[0] if embeddings else None, embeddings_bytes=embeddings[1] if embeddings else None,
+        how=how,
+    )  # fmt: skip
+
+
+def stage_loads(checkpoint: Path, device: torch.device, dtype: torch.dtype) -> tuple[dict[str, tuple[float, int]],
+                                                                                       torch.nn.Module]:  # fmt: skip
+    """The decode stage's loads (video decoder, audio decoder, vocoder) and the connectors', as those stages load
+    them from ``checkpoint``: ``{name: (seconds, file bytes)}``, and the video decoder (kept for the decode timing)."""
+    tensors = read_header(checkpoint).tensors
+    out: dict[str, tuple[float, int]] = {}
+    for name, prefixes in (("decoders", VIDEO_DECODER + AUDIO_DECODER), ("embeddings", EMBEDDINGS)):
+        infos = [t for n, t in tensors.items() if n.startswith(prefixes)]
+        mini_model.warm(checkpoint, infos)
+        out[name] = (0.0, sum(t.nbytes for t in infos))
+
+    def decoders() -> tuple[torch.nn.Module, ...]:
+        return (loaders.load_video_decoder(checkpoint, device, dtype), loaders.load_audio_decoder(checkpoint, device,
+                dtype), loaders.load_vocoder(checkpoint, device, dtype))  # fmt: skip
+
+    parts, seconds = _timed(decoders, device)
+    out["decoders"] = (seconds, out["decoders"][1])
+    video_decoder = parts[0]  # type: ignore[index]
+    del parts
+    processor, seconds = _timed(lambda: load_embeddings_processor(checkpoint, device, dtype), device)
+    out["embeddings"] = (seconds, out["embeddings"][1])
+    del processor
+    _free(device)
+    return out, video_decoder
+
+
+def decode_timings(decoder: torch.nn.Module, config: dict, device: torch.device, dtype: torch.dtype,
+                   quick: bool = False) -> DecodeTimings:  # fmt: skip
+    """The video decoder untiled on a random latent of W1's size (``quick``: about a tenth of it, a check that the
+    step runs rather than a figure to plan with): first call (new shapes), then a steady one."""
+    t = w1_tokens(config)
+    frames, height, width = t.latent_frames, t.latent_height, t.latent_width
+    if quick:
+        frames, height, width = min(frames, 3), max(1, height // 2), max(1, width // 2)
+    channels = config["vae"].get("latent_channels", 128)
+    gen = torch.Generator(device=device).manual_seed(0)
+    latent = torch.randn(1, channels, frames, height, width, device=device, dtype=dtype, generator=gen)
+
+    def once() -> None:
+        with torch.inference_mode():
+            for _ in decode_video(latent, decoder, None):
+                pass
+
+    _, first = _timed(once, device)
+    _, steady = _timed(once, device)
+    flops = video_decode_flops(config["vae"], frames, height, width)
+    size = "a small random latent (--quick)" if quick else "a random latent of W1's size"
+    how = (f"the run's video decoder, untiled, on {size} ({frames}x{height}x{width}): first call {first:.3f} s, "
+           f"then {steady:.3f} s")  # fmt: skip
+    return DecodeTimings(flops / steady / 1e12, max(0.0, first - steady), how)

@@ -1,0 +1,122 @@
+"""A stage's time beyond its compute floor, from the profile's measured timings (``plan.timings``): the load, the
+denoising steps as they run (``plan.step_time``), the decode as the whole decoder runs, the MP4 encode after it, and
+the stage's own setup (the SDPA backend timed, the pinned host copy released).
+
+Loads, warm (the page cache): the transformer's fixed part + its resident file bytes at the 8-bit loader's rate
+(+ streamed blocks read, quantized and packed into pinned memory when they wait there; blocks streamed from the
+file are not loaded); Gemma's layers at the same loader's rate (calibrate does not load Gemma: its layers take the
+same path) and the rest of it (the embedding table, norms) at the as-stored loader's rate; the connectors and the
+decoders as measured on the checkpoint calibrate read, scaled by file bytes; anything else at the as-stored loader's
+rate. A profile without load timings gives bytes over the warm read rate.
+Every figure says in ``note`` where it comes from. Pure arithmetic; never imports torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ltx2_edge.plan.flops import FlopCount
+from ltx2_edge.plan.plan_types import PlanRequest
+from ltx2_edge.plan.profiles import DeviceProfile
+from ltx2_edge.plan.step_time import DenoiseShape, StepPrediction, predict_steps
+
+GB = 1e9
+TRANSFORMER_STAGES = ("denoise", "denoise_2")
+
+
+@dataclass(frozen=True)
+class StageLoad:
+    """What loading a stage's weights reads, in file bytes: ``fixed_read`` (outside its blocks), ``blocks_read``
+    (the resident blocks), ``streamed_read`` (blocks loaded into pinned host memory; 0 unless they wait there) and
+    ``streamed_device`` their device bytes (what is packed and pinned); ``quantized``: its Linears become 8-bit."""
+
+    fixed_read: int
+    blocks_read: int
+    streamed_read: int
+    streamed_device: int
+    quantized: bool
+
+    @property
+    def read(self) -> int:
+        """Every file byte the load reads."""
+        return self.fixed_read + self.blocks_read + self.streamed_read
+
+
+@dataclass(frozen=True)
+class StageTime:
+    """The stage's time parts: ``load_s`` (warm), ``compute_s`` (its passes: the denoising steps, the decode, the
+    rest at the floor), ``setup_s`` (inside the stage, neither), ``mp4_s`` (the decode's MP4 encode left after the
+    last frame), the denoise steps' detail (``steps``: None elsewhere or without step timings) and ``note``."""
+
+    load_s: float
+    compute_s: float
+    setup_s: float
+    mp4_s: float
+    steps: StepPrediction | None
+    note: str
+
+
+def load_seconds(profile: DeviceProfile, stage: str, load: StageLoad) -> tuple[float, str]:
+    """The warm load of ``stage``'s weights and where the figure comes from."""
+    lt = profile.timings.load
+    read = load.read
+    if lt is None:
+        return read / (profile.file_read_warm_gbps * GB), "load: file bytes at the warm read rate (no load timings)"
+    rate = lt.quantized_gbps if load.quantized else lt.bf16_gbps
+    pinned = (
+        load.streamed_device / (lt.pin_gbps * GB) + lt.stream_fixed_s if load.streamed_device and lt.pin_gbps else 0.0
+    )
+    if stage in TRANSFORMER_STAGES:  # the fixed part was measured whole: its bytes are inside it
+        seconds = lt.transformer_fixed_s + (load.blocks_read + load.streamed_read) / (rate * GB) + pinned
+        return seconds, "load: the transformer's fixed part + blocks at the measured loader rate" + (
+            " + pinning" if pinned else "")  # fmt: skip
+    if stage == "text_encode":  # Gemma's layers take the transformer blocks' path; the rest loads as stored
+        seconds = (load.blocks_read + load.streamed_read) / (rate * GB) + load.fixed_read / (lt.bf16_gbps * GB)
+        return seconds + pinned, "load: Gemma's layers at the transformer blocks' loader rate, the rest as stored"
+    measured = {"embeddings": (lt.embeddings_s, lt.embeddings_bytes), "decode": (lt.decoders_s, lt.decoders_bytes)}
+    seconds, nbytes = measured.get(stage, (None, None))
+    if seconds is not None and nbytes:
+        return seconds * read / nbytes, "load: measured with the run's loaders on the calibrated checkpoint"
+    return read / (lt.bf16_gbps * GB), "load: file bytes at the measured as-stored loader rate"
+
+
+def mp4_seconds(profile: DeviceProfile, request: PlanRequest) -> float:
+    """The MP4 encode of the request's frames and audio (all after an untiled decode; a tiled one hides part)."""
+    e = profile.timings.encode
+    if e is None:
+        return 0.0
+    width, height = request.width, request.height
+    frames = request.num_frames
+    return frames * max(0.0, e.frame.at(width * height)) + frames / request.frame_rate * e.audio_s_per_s
+
+
+def stage_time(profile: DeviceProfile, request: PlanRequest, stage: str, load: StageLoad, flops: FlopCount,
+               floor_s: float, steps: int, copy_s: float, resident: int, slots: int, shape: DenoiseShape | None,
+               tier: str) -> StageTime:  # fmt: skip
+    """Every time part of one stage. ``floor_s``: one pass at the floor (max of compute and copies); ``copy_s``: one
+    streamed block's copy (denoise); ``resident``/``slots``: its residency; ``tier``: where streamed blocks wait."""
+    load_s, note = load_seconds(profile, stage, load)
+    notes = [note]
+    compute, setup, mp4, steps_pred = steps * max(floor_s, 0.0), 0.0, 0.0, None
+    step_t = profile.timings.step
+    if shape is not None and step_t is not None:
+        bound = "copy" if tier == "pinned" else "disk"
+        steps_pred = predict_steps(profile, request.precision, shape, steps, resident, slots, copy_s,
+                                   request.cuda_graph, bound)  # fmt: skip
+        if steps_pred is not None:
+            compute = steps_pred.seconds
+            setup += step_t.backend_choice_s
+            notes.append(f"steps: {steps_pred.note}")
+    lt = profile.timings.load
+    if stage in TRANSFORMER_STAGES and tier == "pinned" and lt is not None and lt.release_gbps:
+        setup += load.streamed_device / (lt.release_gbps * GB)
+        notes.append("pinned copy released at the stage's end")
+    if stage == "decode":
+        d = profile.timings.decode
+        if d is not None:
+            compute = flops.conv / (d.decoder_tflops * 1e12) + d.first_call_s
+            notes.append("decode: the whole decoder's measured rate + its first call at new shapes")
+        mp4 = mp4_seconds(profile, request)
+        if profile.timings.encode is not None:
+            notes.append(f"MP4: {profile.timings.encode.encoder} on noise frames (an upper bound), after the decode")
+    return StageTime(load_s, compute, setup, mp4, steps_pred, "; ".join(notes))

@@ -1,0 +1,171 @@
+"""A denoising stage's steps in seconds: the FLOP floor plus what calibrate measured beyond it, with the copies of
+streamed blocks overlapped as the streamer overlaps them.
+
+Per block: ``floor(block FLOPs) + line(rows)`` (``plan.timings.StepTimings``); CUDA-graphed when the run will graph
+(every block resident, enough replays, a device with graph timings, ``PlanRequest.cuda_graph``), else eager, and an
+eager block never faster than the launch floor. Text K/V are frozen (computed once, at step 0) when every block is
+resident, as ``accel.settings`` decides. Per step: the blocks plus the work outside them (``fixed``). Steps:
+- graphed: step 0 eager (text K/V computed) + its first-step extra; step 1 its warm-up forward (eager) + the
+  capture + one replay; the other steps replay;
+- eager: step 0 (text K/V computed) + its first-step extra, then steady steps.
+With streamed blocks a step is a pipeline (``pipeline_steps``): the K resident blocks compute, then each streamed
+block waits for its copy; a copy starts when the previous copy is done and its slot's last block has computed (the
+streamer's rule); the first ``slots`` copies are issued when streaming starts. Pure arithmetic, never imports torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ltx2_edge.plan.activations import TokenCounts
+from ltx2_edge.plan.flops import FlopCount, block_flops
+from ltx2_edge.plan.profiles import DeviceProfile
+from ltx2_edge.plan.timings import StepTimings
+
+# A CUDA graph is captured only when at least this many replays follow (steps - 2); accel.settings holds the same
+# rule for the run (tests/test_prediction_model.py checks the two agree).
+GRAPH_MIN_REPLAYS = 10
+BLOCK_PREFIX = "model.diffusion_model.transformer_blocks.0."
+
+
+def floor_seconds(profile: DeviceProfile, precision: str, flops: FlopCount) -> float:
+    """Each kernel class's FLOPs over the profile's rate for it (the compute floor)."""
+    p = profile
+    linear = flops.linear_quantized / p.linear_tflops(precision) + flops.linear_bf16 / p.bf16_tflops
+    return (linear + flops.attention / p.attention_tflops + flops.conv / p.conv_tflops) / 1e12
+
+
+@dataclass(frozen=True)
+class DenoiseShape:
+    """One denoising forward as the step model sees it: ``rows`` through each block (guidance batch x (video +
+    audio tokens)) and ``blocks`` blocks of ``block`` FLOPs, ``text_kv`` of them the text K/V projections. The work
+    outside the blocks (about 2 % of W1's FLOPs) is priced by the measured ``fixed`` line alone."""
+
+    rows: int
+    blocks: int
+    block: FlopCount
+    text_kv: FlopCount
+
+
+def denoise_shape(config: dict[str, Any], tokens: TokenCounts, batch: int, quantized: Any) -> DenoiseShape:
+    """The shape of one forward of ``batch`` samples at ``tokens`` (keyframe tokens counted in ``tokens.video``)."""
+    block, kv = block_flops(config, tokens, batch, quantized, BLOCK_PREFIX)
+    return DenoiseShape(batch * (tokens.video + tokens.audio), config["transformer"]["num_layers"], block, kv)
+
+
+def _minus(a: FlopCount, b: FlopCount) -> FlopCount:
+    return a + b.scaled(-1.0)
+
+
+@dataclass(frozen=True)
+class StepPrediction:
+    """The steps of one denoising stage: ``seconds`` all of them; ``steady_s`` one step after the first ones;
+    ``first_s`` step 0 (graphed: steps 0 and 1, capture included); ``capture_s`` the capture's share;
+    ``compute_s`` one steady step's compute alone (no waiting on copies); ``graphed``/``frozen_text_kv`` the
+    accelerations assumed; ``bound``: compute, copy or disk."""
+
+    seconds: float
+    steady_s: float
+    first_s: float
+    capture_s: float
+    compute_s: float
+    block_s: float
+    graphed: bool
+    frozen_text_kv: bool
+    bound: str
+    note: str
+
+
+def will_graph(t: StepTimings, cuda_graph: bool, streamed: int, steps: int) -> bool:
+    """The run's CUDA-graph rule (``accel.settings.choose_accel``) as the planner can see it."""
+    return t.graph_block is not None and cuda_graph and streamed == 0 and steps - 2 >= GRAPH_MIN_REPLAYS
+
+
+def pipeline_steps(resident: int, streamed: int, slots: int, block_s: float, copy_s: float, fixed_s: float,
+                   steps: int) -> list[float]:  # fmt: skip
+    """Seconds of each step when ``streamed`` blocks pass through ``slots`` slots behind ``resident`` ones.
+
+    Block order per step: the resident ones, then the streamed ones, then ``fixed_s`` (the rest of the step). Load
+    ``n`` is the n-th streamed block computed; its copy starts at max(copy ``n - 1`` done, load ``n - slots``
+    computed) and lasts ``copy_s``; loads ``0..slots-1`` are issued at time 0; a streamed block starts at max(the
+    previous block done, its copy done).
+    """
+    copy_done: list[float] = []
+    computed: list[float] = []
+    t, out = 0.0, []
+    for step in range(steps):
+        begin = t
+        t += resident * block_s
+        for j in range(streamed):
+            n = step * streamed + j
+            while len(copy_done) <= n:  # issue copies up to load n, in order, each as soon as its rule allows
+                k = len(copy_done)
+                # k - slots < n: that block has computed (copies are asked for in the order blocks run).
+                start = max(copy_done[k - 1] if k else 0.0, computed[k - slots] if k >= slots else 0.0)
+                copy_done.append(start + copy_s)
+            t = max(t, copy_done[n]) + block_s
+            computed.append(t)
+        t += fixed_s
+        out.append(t - begin)
+    return out
+
+
+def predict_steps(profile: DeviceProfile, precision: str, shape: DenoiseShape, steps: int, resident: int, slots: int,
+                  copy_s: float, cuda_graph: bool, copy_bound_word: str = "copy") -> StepPrediction | None:  # fmt: skip
+    """The stage's steps under ``profile.timings.step`` (None when the profile has none). ``resident`` of
+    ``shape.blocks`` blocks stay; the rest stream through ``slots`` slots, ``copy_s`` each."""
+    t = profile.timings.step
+    if t is None:
+        return None
+    streamed = shape.blocks - resident
+    graphed = will_graph(t, cuda_graph, streamed, steps)
+    frozen = streamed == 0
+    rows = shape.rows
+
+    def eager_block(freeze: bool) -> float:
+        floor = floor_seconds(profile, precision, _minus(shape.block, shape.text_kv) if freeze else shape.block)
+        return max(floor + t.eager_block.at(rows), t.launch_block_s)
+
+    eager_fixed = max(0.0, t.eager_fixed.at(rows))
+    eager_step_fresh = eager_fixed + shape.blocks * eager_block(False)  # step 0: every text K/V computed
+    if graphed:
+        assert t.graph_block is not None and t.graph_fixed is not None  # will_graph checked graph_block
+        floor = floor_seconds(profile, precision, _minus(shape.block, shape.text_kv))
+        block = max(0.0, floor + t.graph_block.at(rows))
+        steady = max(0.0, t.graph_fixed.at(rows)) + shape.blocks * block
+        first_extra = max(0.0, (t.graph_first_step or t.eager_first_step).at(shape.blocks))
+        capture = max(0.0, t.capture.at(shape.blocks)) if t.capture is not None else 0.0
+        # Calibrate measures step 1's extra over an eager step as step 0 runs it (and step 0's extra likewise), so
+        # both are added to that same eager step here.
+        first = eager_step_fresh + first_extra + eager_step_fresh + capture + steady
+        total = first + (steps - 2) * steady
+        return StepPrediction(total, steady, first, capture, steady, block, True, True, "compute",
+                              f"CUDA graph: step 0 eager + {first_extra:.2f} s at new shapes, step 1 warm-up + "
+                              f"capture {capture:.2f} s, {steps - 2} replays of {steady:.3f} s")  # fmt: skip
+    block = eager_block(frozen)
+    first_extra = max(0.0, t.eager_first_step.at(shape.blocks))
+    if streamed:
+        periods = pipeline_steps(resident, streamed, slots, block, copy_s, eager_fixed, max(steps, 3))
+        steady, first = periods[-1], periods[0] + first_extra
+        compute = eager_fixed + shape.blocks * block
+        total = first + sum(periods[1:steps])
+        bound = copy_bound_word if steady > compute * 1.05 else "compute"
+        note = (f"eager, {resident} resident + {streamed} streamed blocks ({block * 1e3:.2f} ms compute, "
+                f"{copy_s * 1e3:.2f} ms copy each): {steady:.3f} s a step")  # fmt: skip
+        return StepPrediction(total, steady, first, 0.0, compute, block, False, False, bound, note)
+    steady = eager_fixed + shape.blocks * block
+    first = eager_step_fresh + first_extra  # step 0 computes the text K/V that later steps reuse when frozen
+    why = "eager" if t.graph_block is not None or not cuda_graph else "eager (no graph timings on this device)"
+    note = f"{why}: step 0 + {first_extra:.2f} s at new shapes, then {steady:.3f} s a step"
+    return StepPrediction(first + (steps - 1) * steady, steady, first, 0.0, steady, block, False, frozen, "compute",
+                          note)  # fmt: skip
+
+
+def without_graph(profile: DeviceProfile) -> DeviceProfile:
+    """``profile`` with its graph timings removed (what a run with ``--cuda-graph off`` would see)."""
+    t = profile.timings.step
+    if t is None:
+        return profile
+    step = replace(t, graph_block=None, graph_fixed=None, graph_first_step=None, capture=None)
+    return replace(profile, timings=replace(profile.timings, step=step))

@@ -1,0 +1,301 @@
+"""The prediction model's arithmetic (issue 17, item 2): W1 planned from full-size headers with a synthetic profile,
+every new term checked against numbers worked out by hand in the comments (not by calling the same code again).
+
+The synthetic profile's GEMM, attention and conv rates are 1e12 TFLOP/s, so every FLOP floor is ~1e-10 s and the
+figures are the measured-timing terms alone; its pinned copy rate makes one streamed block's copy exactly 8 ms.
+W1: 512x288, 97 frames, 20 steps, CFG 2, fp8: rows = 2 x (1872 video + 101 audio) = 3946.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from types import SimpleNamespace
+
+import pytest
+
+from ltx2_edge.accel import settings as accel_settings
+from ltx2_edge.calibrate.block_timing import Run, ShapeRuns, fit_step_timings
+from ltx2_edge.calibrate.profile_file import ProfileFileError, document_from_profile, profile_from_document
+from ltx2_edge.plan.budget import Budget, GiB
+from ltx2_edge.plan.plan_text import format_plan, plan_to_json
+from ltx2_edge.plan.plan_types import PlanRequest
+from ltx2_edge.plan.planner import plan
+from ltx2_edge.plan.profiles import H100, profile_for
+from ltx2_edge.plan.step_time import GRAPH_MIN_REPLAYS, pipeline_steps
+from ltx2_edge.plan.timings import (
+    DecodeTimings,
+    EncodeTimings,
+    Line,
+    LoadTimings,
+    StartupTimings,
+    StepTimings,
+    Timings,
+)
+
+SLOT = 436_924_416  # one fp8 block of LTX-2 19B on the device (the 16 GiB run's slot_bytes)
+TIMINGS = Timings(
+    step=StepTimings(
+        eager_block=Line(0.002, 1e-6), eager_fixed=Line(0.02, 0.0), launch_block_s=0.003,
+        eager_first_step=Line(0.1, 0.005), graph_block=Line(0.001, 1e-6), graph_fixed=Line(0.01, 2e-6),
+        graph_first_step=Line(0.2, 0.01), capture=Line(0.05, 0.004), backend_choice_s=0.07,
+    ),
+    load=LoadTimings(quantized_gbps=14.0, bf16_gbps=3.0, transformer_fixed_s=0.3, pin_gbps=1.0, stream_fixed_s=0.3,
+                     release_gbps=20.0, decoders_s=0.45, decoders_bytes=1_231_778_344, embeddings_s=0.7,
+                     embeddings_bytes=2_862_950_400),
+    decode=DecodeTimings(decoder_tflops=60.0, first_call_s=0.1),
+    encode=EncodeTimings("libx264", Line(0.004, 1e-7), 0.06),
+    startup=StartupTimings(import_s=8.0, cuda_init_s=1.0, exit_s=1.0, setup_s=1.5),
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def profile():
+    h200 = profile_for("nvidia-h200-sm90")  # its runtime bytes, so the 16 GiB residency is the runs' (30 + 18)
+    fast = 1e12
+    return replace(h200, bf16_tflops=fast, fp8_rowwise_tflops=fast, int8_tops=fast, attention_tflops=fast,
+                   conv_tflops=fast, h2d_pinned_gbps=SLOT / 0.008 / 1e9, timings=TIMINGS)  # fmt: skip
+
+
+def _w1(headers, profile, budget_gib, **kw):
+    ltx, gemma = headers
+    request = PlanRequest(512, 288, 97, 24.0, 20, precision="fp8", expandable_segments=True, **kw)
+    return plan(ltx, gemma, request, Budget(budget_gib * GiB, None, False), profile)
+
+
+def test_graphed_resident_steps(full_headers, profile):
+    den = _w1(full_headers, profile, 32).stage("denoise")
+    assert den.graphed and den.streamed_units == 0
+    # replay: block 0.001 + 1e-6 x 3946 = 0.004946; step 0.01 + 2e-6 x 3946 + 48 x 0.004946 = 0.017892 + 0.237408
+    assert den.steady_step_seconds == pytest.approx(0.2553, abs=1e-6)
+    # step 0: eager block max(0.002 + 0.003946, 0.003) = 0.005946, step 0.02 + 48 x 0.005946 = 0.305408, + 0.2 +
+    # 48 x 0.01 = 0.68; step 1: 0.305408 + capture 0.05 + 48 x 0.004 = 0.242, + one replay 0.2553
+    assert den.capture_seconds == pytest.approx(0.242, abs=1e-6)
+    assert den.first_steps_seconds == pytest.approx(0.305408 + 0.68 + 0.305408 + 0.242 + 0.2553, abs=1e-6)
+    # 1.788116 + 18 replays x 0.2553
+    assert den.predicted_seconds == pytest.approx(6.383516, abs=1e-6)
+
+
+def test_streamed_steps_are_a_pipeline_of_copies_and_blocks(full_headers, profile):
+    den = _w1(full_headers, profile, 16).stage("denoise")
+    assert (den.resident_units, den.streamed_units, den.n_slots, den.slot_bytes) == (30, 18, 3, SLOT)
+    assert not den.graphed
+    # c = 0.005946 (eager, text K/V every step), d = 0.008, f = 0.02. Loads 0-2 are copied during the 30 resident
+    # blocks (30c = 0.17838 > 3d). Load 3's copy waits for block 0's slot: done at 31c + d; from load 5 on the blocks
+    # wait for copies (31c + 3d > 35c), back to back: the last starts at 31c + 15d. Step: 32c + 15d + f, every step.
+    step = 32 * 0.005946 + 15 * 0.008 + 0.02
+    assert den.steady_step_seconds == pytest.approx(step, abs=1e-6) and step == pytest.approx(0.330272)
+    assert den.bottleneck == "copy"
+    # + step 0's extra 0.1 + 48 x 0.005
+    assert den.predicted_seconds == pytest.approx(20 * 0.330272 + 0.34, abs=1e-6)
+
+
+def test_pipeline_by_hand():
+    # 1 resident + 3 streamed through 2 slots, block 1 s, copy 2 s. Step 0: resident ends 1; copies 0,1 at [0,2],
+    # [2,4]; block 0 [2,3]; block 1 [4,5]; copy 2 starts max(4, block 0 done 3) = 4, done 6: block 2 [6,7] -> 7.
+    # Step 1: resident [7,8]; copy 3 max(6, 5) -> 8: block [8,9]; copy 4 max(8, 7) -> 10: block [10,11];
+    # copy 5 max(10, 9) -> 12: block [12,13] -> 6.
+    assert pipeline_steps(1, 3, 2, 1.0, 2.0, 0.0, 2) == [7.0, 6.0]
+    # Compute-bound: copies never wait, a step is its blocks.
+    assert pipeline_steps(2, 2, 2, 1.0, 0.5, 0.25, 3) == [4.25, 4.25, 4.25]
+
+
+def test_few_steps_run_eager_and_cuda_graph_off_too(full_headers, profile):
+    assert GRAPH_MIN_REPLAYS == accel_settings.GRAPH_MIN_REPLAYS  # the planner's rule is the run's
+    ltx, gemma = full_headers
+    for request in (PlanRequest(512, 288, 97, 24.0, 11, precision="fp8"),  # 9 replays: not worth a capture
+                    PlanRequest(512, 288, 97, 24.0, 20, precision="fp8", cuda_graph=False)):  # fmt: skip
+        den = plan(ltx, gemma, request, Budget(32 * GiB, None, False), profile).stage("denoise")
+        assert not den.graphed
+        # resident: text K/V frozen (floor ~0 either way): block 0.005946, step 0.305408; step 0 + 0.34
+        steps = request.num_inference_steps
+        assert den.predicted_seconds == pytest.approx(steps * 0.305408 + 0.34, abs=1e-6)
+
+
+def test_loads_setup_decode_mp4_and_end_to_end(full_headers, profile):
+    p32, p16 = _w1(full_headers, profile, 32), _w1(full_headers, profile, 16)
+    blocks = 37_063_163_904  # the 48 blocks' BF16 file bytes (772,149,248 B a block)
+    den32, den16 = p32.stage("denoise"), p16.stage("denoise")
+    # resident: fixed 0.3 + 37.063163904 GB / 14 GB/s
+    assert den32.load_seconds == pytest.approx(0.3 + blocks / 14e9, abs=1e-9)
+    # 18 blocks pinned: + 18 x 436924416 B / 1 GB/s + 0.3 once; released at 20 GB/s
+    assert den16.load_seconds == pytest.approx(0.3 + blocks / 14e9 + 7.864639488 + 0.3, abs=1e-9)
+    assert den16.setup_seconds == pytest.approx(0.07 + 7.864639488 / 20, abs=1e-9)
+    assert den32.setup_seconds == pytest.approx(0.07)
+    text, emb, dec = (p32.stage(n) for n in ("text_encode", "embeddings", "decode"))
+    # Gemma 3 12B's language model: 23,532,068,352 B, of it the embedding table 262208 x 3840 x 2 B + the final
+    # norm 3840 x 2 B = 2,013,765,120 B loaded as stored (3 GB/s), the 48 layers' 21,518,303,232 B at the blocks'
+    # 8-bit rate (14 GB/s): 1.537021659 + 0.671255040 s
+    assert text.file_read_bytes == 23_532_068_352
+    assert text.load_seconds == pytest.approx(2.208276699, abs=1e-8)
+    assert emb.load_seconds == pytest.approx(0.7) and dec.load_seconds == pytest.approx(0.45)  # measured, same bytes
+    # the video decoder at W1: 18.711419551744 TFLOP of convolutions at the whole decoder's 60 TFLOP/s + 0.1 first call
+    assert dec.flops_per_step == pytest.approx(18.711419551744e12, rel=1e-9)
+    assert dec.predicted_seconds == pytest.approx(0.311856993 + 0.1, abs=1e-8)
+    # 97 x (0.004 + 1e-7 x 147456) = 1.8183232; audio 97 / 24 s x 0.06 = 0.2425
+    assert dec.mp4_seconds == pytest.approx(2.0608232, abs=1e-9)
+    assert (p32.startup_seconds, p32.exit_seconds) == (10.5, 1.0)
+    # stages (passes of text and embeddings ~1e-11 s): text 2.208276699; embeddings 0.7; denoise 2.947368850 +
+    # 6.383516 + 0.07 = 9.400884850; decode 0.45 + 0.411856993 + 2.0608232 = 2.922680193. + start-up 10.5, exit 1.0
+    assert den32.stage_seconds == pytest.approx(9.400884850, abs=1e-6)
+    assert dec.stage_seconds == pytest.approx(2.922680193, abs=1e-8)
+    assert p32.predicted_end_to_end_seconds == pytest.approx(26.731841742, abs=1e-6)
+    doc = plan_to_json(p32)
+    assert doc["predicted_end_to_end_seconds"] == pytest.approx(p32.predicted_end_to_end_seconds)
+    assert doc["timings_not_measured"] == [] and doc["stages"][2]["stage_seconds"] == pytest.approx(den32.stage_seconds)
+    assert "end to end: " in format_plan(p32) and "not measured" not in format_plan(p32).split("end to end:")[1]
+    assert f"  denoise: {den32.stage_seconds:.2f} s (load: the transformer's fixed part" in format_plan(p32)
+
+
+def test_without_timings_the_plan_keeps_the_floor_and_says_what_is_left_out(full_headers):
+    ltx, gemma = full_headers
+    p = plan(ltx, gemma, PlanRequest(512, 288, 97, 24.0, 20, precision="fp8"), Budget(16 * GiB, None, False), H100)
+    den = p.stage("denoise")
+    assert den.predicted_seconds == pytest.approx(20 * max(den.compute_seconds_per_step, den.copy_seconds_per_step))
+    assert den.load_seconds == pytest.approx(den.warm_load_seconds) and den.mp4_seconds == 0.0
+    assert p.predicted_end_to_end_seconds == pytest.approx(sum(s.load_seconds + s.predicted_seconds for s in p.stages))
+    text = format_plan(p)  # the built-in H100: no timings at all; the plan names every stand-in
+    assert "end to end: " in text and "(start-up 0.0, " in text
+    assert (
+        "not measured by profile h100 (`ltx2-edge calibrate` measures them): step: denoise steps at the "
+        "FLOP floor, max(compute, copy) each; load: loads at the warm checkpoint read rate; decode: "
+    ) in text
+    assert "startup: start-up and exit left out (0 s)" in text
+    assert plan_to_json(p)["timings_not_measured"] == ["step", "load", "decode", "encode", "startup"]
+    half = replace(H100, timings=Timings(encode=TIMINGS.encode))
+    text = format_plan(plan(ltx, gemma, PlanRequest(512, 288, 97, 24.0, 20), Budget(None, None, False), half))
+    assert "measures them): step: " in text and "encode:" not in text.split("measures them)")[1].split("\n")[0]
+
+
+def test_timings_round_trip_through_the_profile_file_and_bad_ones_are_refused(profile):
+    doc = document_from_profile(profile)
+    assert profile_from_document(doc).timings == TIMINGS
+    doc["timings"]["load"]["quantized_gbps"] = 0
+    with pytest.raises(ProfileFileError, match=r"timings\.load\.quantized_gbps=0 must be > 0"):
+        profile_from_document(doc)
+    doc["timings"]["load"]["quantized_gbps"] = 14.0
+    doc["timings"]["step"]["eager_block"] = [0.1, 0.2]
+    with pytest.raises(ProfileFileError, match=r"timings\.step\.eager_block is not a line"):
+        profile_from_document(doc)
+    del doc["timings"]
+    assert profile_from_document(doc).timings == Timings()  # an older file: nothing measured
+
+
+def _shape(rows, floor, floor_frozen, eager_block, graph_block, eager_fixed, graph_fixed, cold_extra, first_e,
+           first_g, capture):  # fmt: skip
+    """Runs as a device would time them at one shape, from chosen per-block and per-step figures."""
+
+    def steps(first, then, n=6):
+        return (first, *([then] * (n - 1)))
+
+    runs = {}
+    for blocks in (2, 4):
+        e = eager_fixed + blocks * eager_block
+        g = graph_fixed + blocks * graph_block
+        runs[f"E{blocks}"] = Run(steps(e + first_e[blocks], e))
+        runs[f"G{blocks}"] = Run((e + first_g[blocks], e + capture[blocks] + g, *([g] * 5)), 2)
+    e2 = eager_fixed + 2 * eager_block
+    runs["E2c"] = Run(steps(e2 + first_e[2] + cold_extra, e2))
+    return ShapeRuns(rows, 0.05, runs, floor, floor_frozen)
+
+
+def test_calibrate_fits_the_lines_it_was_given():
+    # Blocks over their floors: graphed 0.001 + 1e-6 x rows; eager 0.0004 more; floors 1e-6 x rows (frozen 0.9e-6).
+    # Fixed: eager 0.02, graphed 0.01 + 2e-6 x rows. Step 0 extra: 0.1 + 0.005 / block eager (0.3 more on a cold
+    # shape), 0.2 + 0.01 / block graphed; capture 0.05 + 0.004 / block.
+    def at(rows):
+        floor, frozen = 1e-6 * rows, 0.9e-6 * rows
+        g = frozen + 0.001 + 1e-6 * rows
+        e = floor + 0.0014 + 1e-6 * rows
+        return _shape(rows, floor, frozen, e, g, 0.02, 0.01 + 2e-6 * rows, 0.3,
+                      {2: 0.11, 4: 0.12}, {2: 0.22, 4: 0.24}, {2: 0.058, 4: 0.066})  # fmt: skip
+
+    small = _shape(300, 0.0, 0.0, 0.0031, 0.0, 0.02, 0.0, 0.0, {2: 0.1, 4: 0.1}, {2: 0, 4: 0}, {2: 0, 4: 0})
+    t = fit_step_timings(small, at(1000), at(3000), graphs=True, how="test")
+    assert t.graph_block.at_zero == pytest.approx(0.001) and t.graph_block.per_unit == pytest.approx(1e-6)
+    assert t.eager_block.at_zero == pytest.approx(0.0014) and t.eager_block.per_unit == pytest.approx(1e-6)
+    assert t.graph_fixed.at_zero == pytest.approx(0.01) and t.graph_fixed.per_unit == pytest.approx(2e-6)
+    assert t.eager_fixed.at(5000) == pytest.approx(0.02) and t.launch_block_s == pytest.approx(0.0031)
+    # eager step 0: 0.11 at 2 blocks + 0.3 cold, 0.005 / block -> 0.41 - 2 x 0.005 at 0 blocks
+    assert t.eager_first_step.per_unit == pytest.approx(0.005) and t.eager_first_step.at(2) == pytest.approx(0.41)
+    assert t.graph_first_step.per_unit == pytest.approx(0.01) and t.graph_first_step.at(2) == pytest.approx(0.52)
+    assert t.capture.per_unit == pytest.approx(0.004) and t.capture.at(2) == pytest.approx(0.058)
+    assert t.rows == (300, 1000, 3000) and t.backend_choice_s == 0.05
+
+
+def test_the_start_up_probe_times_a_fresh_interpreter():
+    from ltx2_edge.calibrate.startup import measure_startup
+
+    t = measure_startup("cpu", reps=1, modules=("json",))
+    assert t.import_s > 0 and t.cuda_init_s >= 0 and t.exit_s >= 0 and t.setup_s is None
+    assert t.before_first_stage_s == pytest.approx(t.import_s + t.cuda_init_s)
+    assert "one fresh interpreter" in t.how and "not measured" in t.how
+
+
+def test_process_times_split_the_wall_time_outside_the_stages(monkeypatch):
+    from ltx2_edge.cli import process_times
+
+    clock = iter([100.0 + x for x in (2.0, 9.5, 11.0, 41.0)])  # command, engine imported, generator, generated
+    monkeypatch.setattr(process_times.time, "time", lambda: next(clock))
+    monkeypatch.setattr("psutil.Process", lambda pid: SimpleNamespace(create_time=lambda: 100.0))
+    times = process_times.ProcessTimes()
+    for mark in ("engine_imported", "generator_ready", "generated"):
+        times.mark(mark)
+    out = times.record(run_seconds=28.5)
+    # 2.0 to the command; imports 7.5; setup 1.5; generate 30.0, of it 1.5 outside the report's clock
+    assert (out["to_command_s"], out["engine_import_s"], out["setup_s"], out["generate_s"]) == (2.0, 7.5, 1.5, 30.0)
+    assert out["outside_run_s"] == 1.5 and out["before_first_stage_s"] == 12.5
+    plan = {"stages": [{"name": "text_encode", "stage_seconds": 4.25, "predicted_seconds": 0.1},
+                       {"name": "denoise", "stage_seconds": 9.5, "predicted_seconds": 5.125}],
+            "startup_seconds": 11.0, "exit_seconds": 1.5, "predicted_end_to_end_seconds": 26.25,
+            "timings_not_measured": ["encode"]}  # fmt: skip
+    line = process_times.prediction_line(plan, out, 28.5, 5.0)
+    assert line == (
+        "predicted / measured: before the first stage 11.0 / 12.5 s; the run 13.8 / 28.5 s; denoise "
+        "steps 5.12 / 5.00 s; end to end 26.2 s predicted, exit 1.5 s included (not measured by the "
+        "profile, left out or at the floor: encode)"
+    )
+
+
+def test_the_prediction_table_compares_the_stages_own_peak_and_marks_the_targets():
+    from conftest import load_bench
+
+    table = load_bench("prediction_table")
+    gib = 2**30
+    plan_stage = {"name": "denoise", "predicted_seconds": 5.0, "stage_seconds": 8.0, "predicted_peak_bytes": 20 * gib}
+    report = {
+        "budget": {"device_bytes": 32 * gib, "unified": False}, "total_seconds": 17.0,
+        "plan": {"stages": [plan_stage], "total_seconds": 5.0, "predicted_end_to_end_seconds": 20.0,
+                 "startup_seconds": 10.0, "exit_seconds": 1.0},
+        "stages": [{"stage": "denoise", "seconds": 8.5, "peak_bytes": 23 * gib,
+                    "details": {"steps_seconds": 5.4, "predicted_peak_bytes": 24 * gib,
+                                "peak_reserved_bytes": 25 * gib, "load_seconds": 2.9}}],
+        "process": {"before_first_stage_s": 12.0, "marks_s": {"generated": 29.0}},
+    }  # fmt: skip
+    r = table.row_for({"label": "w1", "process_wall_s": 30.0}, report)
+    assert r["peak_pred_gib"] == 24 and r["peak_meas_gib"] == 25 and r["peak_within"]  # 24 / 25: 4 % off
+    assert r["denoise_steps_ratio"] == pytest.approx(1.08) and r["denoise_steps_within"]
+    assert r["end_to_end_ratio"] == pytest.approx(1.5) and not r["end_to_end_within"]  # 20 / 30: 33 % off
+    assert r["parts_meas"]["startup_s"] == 12.0 and r["parts_meas"]["exit_s"] == 1.0  # 30 - 29 after the run
+    text = table.markdown([r])
+    assert "20.00 / 30.00 (1.50) **off**" in text and "24.00 / 25.00 (1.04, denoise) ok" in text
+
+
+def test_load_timings_split_blocks_from_the_fixed_part_and_charge_unresolved_blocks_their_most():
+    from ltx2_edge.calibrate.load_rates import PinnedLoads, TransformerLoads, load_timings
+
+    def loads(t2, t4):  # blocks of 1 GB in the file, 0.5 GB on the device; 0.8 GB outside them
+        return TransformerLoads({}, {2: t2, 4: t4}, 1e9, 500_000_000, 800_000_000)
+
+    # 2 blocks 1.0 s, 4 blocks 1.6 s: a block 0.3 s (1 / 0.3 GB/s), fixed 1.0 - 0.6 = 0.4 s (0.8 GB / 0.4 s = 2 GB/s
+    # as stored, no decoders measured). Pinned: 2 of 4 streamed 2.3 s, all 4 2.7 s: a pinned block 0.4 / 2 = 0.2 s
+    # (0.5 GB / 0.2 s = 2.5 GB/s), streaming's fixed cost (2.3 - 1.6) - 2 x 0.2 = 0.3 s; 4 x 0.5 GB freed in 0.25 s.
+    t = load_timings(loads(1.0, 1.6), PinnedLoads((2.3, 0.1), (2.7, 0.25)), {}, "test")
+    assert t.quantized_gbps == pytest.approx(1 / 0.3) and t.transformer_fixed_s == pytest.approx(0.4)
+    assert t.bf16_gbps == pytest.approx(2.0) and t.pin_gbps == pytest.approx(2.5)
+    assert t.stream_fixed_s == pytest.approx(0.3) and t.release_gbps == pytest.approx(8.0)
+    # 4 blocks 0.505 s against 0.5 s: 1 % apart, noise. A block is charged 0.505 / 4 = 0.12625 s, the fixed part
+    # 0.5 - 0.2525 = 0.2475 s (the 2-block load as measured); a decoder load gives the as-stored rate: 2 GB in 4 s.
+    t = load_timings(loads(0.5, 0.505), "not measured: a CPU", {"decoders": (4.0, 2_000_000_000)}, "test")
+    assert t.quantized_gbps == pytest.approx(1 / 0.12625) and t.transformer_fixed_s == pytest.approx(0.2475)
+    assert t.bf16_gbps == pytest.approx(0.5) and t.pin_gbps is None and t.release_gbps is None
+    assert (t.decoders_s, t.decoders_bytes, t.embeddings_s) == (4.0, 2_000_000_000, None)
