@@ -143,9 +143,12 @@ def _phased(a: argparse.Namespace) -> dict:
     done: dict[str, tuple[float, object]] = {}
     errors: dict[str, str] = {}
 
+    timeline: list[tuple[str, float]] = []  # (job, seconds) each time the batch turns to a job: where gaps lie
+
     class Hooks:
         def bind(self, job):  # noqa: ANN202
-            pass
+            if not timeline or timeline[-1][0] != job.job_id:
+                timeline.append((job.job_id, round(time.perf_counter() - t0, 3)))
 
         def on_step(self, job):  # noqa: ANN202
             return None
@@ -195,7 +198,7 @@ def _phased(a: argparse.Namespace) -> dict:
             "first_clip_s": round(ends[0], 3) if ends else None, "steady_per_clip_s": steady and round(steady, 3),
             "batch": None if batch is None else {"reasons": list(batch.reasons),
                                                  "hold_step_graph": batch.hold_step_graph},
-            "reuse_check": check, "jobs": rows}  # fmt: skip
+            "reuse_check": check, "jobs": rows, "timeline": timeline}  # fmt: skip
 
 
 def _cli(a: argparse.Namespace) -> dict:
@@ -229,7 +232,7 @@ def main() -> None:
     Path(a.work).mkdir(parents=True, exist_ok=True)
     row = {"serve": _serve, "generator": _generator, "phased": _phased, "cli": _cli}[a.mode](a)
     a.out.write_text(json.dumps(row, indent=1))
-    print(json.dumps({k: v for k, v in row.items() if k != "jobs"}))
+    print(json.dumps({k: v for k, v in row.items() if k not in ("jobs", "timeline")}))
 
 
 if __name__ == "__main__":

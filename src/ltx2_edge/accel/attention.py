@@ -26,6 +26,7 @@ CANDIDATES: dict[str, SDPBackend] = {
 }
 # (batch, heads, query tokens, key tokens, head dim) of one call.
 Shape = tuple[int, int, int, int, int]
+_CHOSEN: dict[tuple, tuple[str | None, dict[str, float | str]]] = {}  # choose_backend's choices in this process
 
 
 def step_shapes(config: dict, batch: int, video_tokens: int, audio_tokens: int, text_tokens: int) -> list[Shape]:
@@ -59,9 +60,16 @@ def _time_backend(backend: SDPBackend, tensors: list[tuple[torch.Tensor, ...]], 
 def choose_backend(
     shapes: Sequence[Shape], device: torch.device, dtype: torch.dtype, repeats: int = 3
 ) -> tuple[str | None, dict[str, float | str]]:
-    """``(fastest backend name or None, {name: seconds for all shapes once, or why it could not run})``."""
+    """``(fastest backend name or None, {name: seconds for all shapes once, or why it could not run})``.
+
+    Timed once per process for the same shapes, device and dtype: a long-lived process (the service's batch) then
+    keeps the first run's choice, so its clips neither pay the timing again nor run different kernels."""
     if device.type != "cuda":
         return None, {"note": f"not measured on {device.type}: PyTorch's default dispatch"}
+    key = (tuple(shapes), str(device), dtype, repeats)
+    if key in _CHOSEN:
+        backend, results = _CHOSEN[key]
+        return backend, {**results, "note": "timed by an earlier run of these shapes in this process"}
     gen = torch.Generator(device=device).manual_seed(0)
     tensors = [
         tuple(torch.randn(b, h, n, d, device=device, dtype=dtype, generator=gen) for n in (q, k, k))
@@ -74,7 +82,9 @@ def choose_backend(
         except RuntimeError as exc:  # a backend that cannot run these shapes is recorded, not chosen
             results[name] = f"unavailable: {str(exc).splitlines()[0][:160]}"
     timed = {k: v for k, v in results.items() if isinstance(v, float)}
-    return (min(timed, key=timed.__getitem__) if timed else None), results
+    backend = min(timed, key=timed.__getitem__) if timed else None
+    _CHOSEN[key] = (backend, results)
+    return backend, results
 
 
 @contextmanager

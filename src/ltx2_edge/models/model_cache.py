@@ -89,16 +89,23 @@ class ModelCache:
 
     def done_with(self, part: str, keep: Iterable[str] = ()) -> None:
         """``part``'s stage no longer needs it: drop it unless pinned or in ``keep`` (the plan's keep-list)."""
-        if part not in self._pinned and part not in set(keep):
+        if part not in self._pinned and part not in set(keep) and part in self._entries:
             self._drop(part)
             self.collect()
 
     def end_stage(self, keep: Iterable[str] = ()) -> None:
-        """A stage ended: drop every part neither pinned nor in ``keep``, then give the memory back."""
+        """A stage ended: drop every part neither pinned nor in ``keep``, then give the memory back.
+
+        When nothing is dropped (a batch holding every part its stages use) there is nothing to give back: the
+        stage's own temporaries are already free in the allocator, which reuses them for the next stage and, at
+        the budget's cap, returns cached blocks before it fails. Skipping the collection there keeps a full
+        ``gc.collect`` and a device synchronisation off every clip's critical path."""
         kept = set(keep) | self._pinned
-        for part in [p for p in self._entries if p not in kept]:
+        dropped = [part for part in self._entries if part not in kept]
+        for part in dropped:
             self._drop(part)
-        self.collect()
+        if dropped:
+            self.collect()
 
     def loaded(self) -> tuple[str, ...]:
         """The parts loaded now, in ``PARTS`` order."""
