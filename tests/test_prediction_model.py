@@ -299,3 +299,38 @@ def test_load_timings_split_blocks_from_the_fixed_part_and_charge_unresolved_blo
     assert t.quantized_gbps == pytest.approx(1 / 0.12625) and t.transformer_fixed_s == pytest.approx(0.2475)
     assert t.bf16_gbps == pytest.approx(0.5) and t.pin_gbps is None and t.release_gbps is None
     assert (t.decoders_s, t.decoders_bytes, t.embeddings_s) == (4.0, 2_000_000_000, None)
+
+
+def test_a_refused_step_shape_is_measured_at_a_run_shape_or_said(monkeypatch, capsys):
+    """A kernel refusing calibrate's step shape (cuBLASLt FP8 did on an H200) moves that role to a shape the runs
+    use; when no shape of a needed role runs, the refusal is raised with every reason (calibrate notes it)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from ltx2_edge.calibrate import block_timing as bt
+
+    refused = {bt.GPU_SHAPES[1], bt.GPU_SHAPES[0]}
+
+    def fake_time_shape(models, config, shape, *args):
+        if shape in refused:
+            raise RuntimeError("CUDA error: CUBLAS_STATUS_NOT_SUPPORTED when calling `cublasLtMatmulAlgoGetHeuristic`")
+        return SimpleNamespace(shape=shape, rows=shape.frames, choice_s=0.0, floor_block=0.0, runs={})
+
+    seen = {}
+
+    def fake_fit(small, mid, large, graphs, how):
+        seen.update(small=small, mid=mid, large=large, how=how)
+        return "timings"
+
+    monkeypatch.setattr(bt, "time_shape", fake_time_shape)
+    monkeypatch.setattr(bt, "fit_step_timings", fake_fit)
+    step, _ = bt.measure_step_timings({}, {}, torch.device("cuda"), torch.bfloat16, None, "fp8", False)
+    assert step == "timings"
+    assert seen["small"] is None and seen["mid"].shape == bt.GPU_FALLBACKS[1]
+    assert seen["large"].shape == bt.GPU_SHAPES[2]
+    assert "256x160x25: CUDA error: CUBLAS_STATUS_NOT_SUPPORTED" in seen["how"] and "512x288x81" in seen["how"]
+    assert "CUBLAS_STATUS_NOT_SUPPORTED" in capsys.readouterr().err  # the traceback, to find the GEMM
+    refused.add(bt.GPU_FALLBACKS[1])
+    with pytest.raises(bt.StepTimingRefused, match="512x288x97: CUDA error"):
+        bt.measure_step_timings({}, {}, torch.device("cuda"), torch.bfloat16, None, "fp8", False)

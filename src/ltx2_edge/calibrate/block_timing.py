@@ -13,7 +13,9 @@ timed at each shape first, as a run does. Nothing here is fitted to a run: the r
 from __future__ import annotations
 
 import statistics
+import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,6 +39,10 @@ BATCH = 2  # CFG: cond + uncond in one forward, as W1 runs
 FPS = 24.0
 
 
+class StepTimingRefused(RuntimeError):
+    """No shape of a needed role could run on this device (each refusal in the message)."""
+
+
 @dataclass(frozen=True)
 class StepShape:
     """A clip size the step timings are measured at."""
@@ -50,6 +56,9 @@ class StepShape:
 # near a 10 s clip); none is W1 itself, whose GEMM shapes calibrate's GEMM step has already warmed.
 GPU_SHAPES = (StepShape(256, 160, 25), StepShape(512, 288, 81), StepShape(512, 288, 225))
 CPU_SHAPES = (None, StepShape(128, 96, 17), StepShape(128, 96, 41))
+# Where a kernel refuses a shape (cuBLASLt's FP8 heuristics have refused some: CUBLAS_STATUS_NOT_SUPPORTED), the
+# same role is measured at a shape the runs themselves use: W1 for the mid one, the 10 s clip for the large one.
+GPU_FALLBACKS = (None, StepShape(512, 288, 97), StepShape(512, 288, 241))
 
 
 @dataclass(frozen=True)
@@ -189,21 +198,40 @@ def measure_step_timings(models: dict[int, torch.nn.Module], config: dict, devic
     """Time every shape and fit ``StepTimings``; also returns the raw runs (for the profile's detail)."""
     graphs = device.type == "cuda"
     shapes = GPU_SHAPES if device.type == "cuda" else CPU_SHAPES
+    fallbacks = GPU_FALLBACKS if device.type == "cuda" else (None, None, None)
     steps = 3 if quick else 5
     measured: list[ShapeRuns | None] = []
-    for shape in shapes:
-        if shape is None or (quick and shape is shapes[0]):
+    used: list[StepShape] = []
+    refused: list[str] = []
+    for role, (shape, fallback) in enumerate(zip(shapes, fallbacks, strict=True)):
+        if shape is None or (quick and role == 0):
             measured.append(None)
             continue
-        progress(f"steps at {shape.width}x{shape.height}x{shape.frames}")
-        measured.append(time_shape(models, config, shape, device, dtype, profile, precision,
-                                   graphs and shape is not shapes[0], steps))  # fmt: skip
+        runs = None
+        for candidate in (shape, fallback):
+            if candidate is None:
+                continue
+            name = f"{candidate.width}x{candidate.height}x{candidate.frames}"
+            progress(f"steps at {name}")
+            try:
+                runs = time_shape(models, config, candidate, device, dtype, profile, precision, graphs and role > 0,
+                                  steps)  # fmt: skip
+            except RuntimeError as exc:  # a kernel that refuses a shape: say so, try the role's next shape
+                refused.append(f"{name}: {str(exc).splitlines()[0][:200]}")
+                traceback.print_exc(file=sys.stderr)
+                continue
+            used.append(candidate)
+            break
+        if runs is None and role > 0:  # only the small shape (the launch floor) is optional
+            raise StepTimingRefused("; ".join(refused))
+        measured.append(runs)
     small, mid, large = measured
-    assert mid is not None and large is not None  # only the small shape is optional
-    where = ", ".join(f"{s.width}x{s.height}x{s.frames}" for s in shapes if s is not None)
+    assert mid is not None and large is not None
+    where = ", ".join(f"{s.width}x{s.height}x{s.frames}" for s in used)
+    skipped = f"; refused, so measured elsewhere or left out: {'; '.join(refused)}" if refused else ""
     how = (f"the run's denoise loop on {precision} mini transformers of 2 and 4 blocks at the checkpoint's width, "
            f"CFG batch {BATCH}, at {where}; per block (t4 - t2) / 2 over its FLOP floor at this profile's rates; "
-           f"{'eager and CUDA-graphed' if graphs else 'eager (no CUDA graph here)'}")  # fmt: skip
+           f"{'eager and CUDA-graphed' if graphs else 'eager (no CUDA graph here)'}{skipped}")  # fmt: skip
     detail = {f"{s.rows} rows": {"choice_s": round(s.choice_s, 4), "floor_block_s": s.floor_block,
                                  **{k: [round(x, 5) for x in r.seconds] for k, r in s.runs.items()}}
               for s in measured if s is not None}  # fmt: skip

@@ -203,8 +203,14 @@ def _timing_steps(opts: CalibrateOptions, device: torch.device, config: dict, re
     def steps() -> None:
         models = state.pop("models")
         rates = _rates_so_far(previous, results)
-        step, detail = block_timing.measure_step_timings(models, config, device, dtype, rates, precision, quick, label)
-        del models
+        try:
+            step, detail = block_timing.measure_step_timings(models, config, device, dtype, rates, precision, quick,
+                                                             label)  # fmt: skip
+        except block_timing.StepTimingRefused as exc:  # the rest of the profile still stands; runs say what's missing
+            out.notes.append(f"denoise step timings not measured: {exc}")
+            return
+        finally:
+            del models
         out.detail["step"] = detail
         out.timings = replace(out.timings, step=step)
 
