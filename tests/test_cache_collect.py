@@ -1,5 +1,6 @@
-"""The model cache gives memory back only when a stage dropped something: a batch that holds every part its stages
-use must not pay a full garbage collection (and a device synchronisation) after each of them."""
+"""Inside an owner's batch the model cache gives memory back only when a stage dropped something: a batch that
+holds every part its stages use must not pay a full garbage collection (and a device synchronisation) after each of
+them. Without holds every stage end collects: a stage may have let go of weights the cache never held."""
 
 import torch
 
@@ -23,3 +24,8 @@ def test_end_stage_collects_only_after_dropping(monkeypatch):
     assert calls == [1]
     cache.release("transformer")
     assert calls == [1, 1] and cache.loaded() == ()
+    cache.end_stage()  # no holds (a single run): a streamed transformer built outside the cache may have gone
+    assert calls == [1, 1, 1]
+    cache.beside["streamed_transformer"] = 1  # a batch's streamed hold counts as holding
+    cache.end_stage()
+    assert calls == [1, 1, 1]

@@ -96,15 +96,16 @@ class ModelCache:
     def end_stage(self, keep: Iterable[str] = ()) -> None:
         """A stage ended: drop every part neither pinned nor in ``keep``, then give the memory back.
 
-        When nothing is dropped (a batch holding every part its stages use) there is nothing to give back: the
-        stage's own temporaries are already free in the allocator, which reuses them for the next stage and, at
-        the budget's cap, returns cached blocks before it fails. Skipping the collection there keeps a full
-        ``gc.collect`` and a device synchronisation off every clip's critical path."""
+        Inside an owner's batch (something held) a stage that dropped nothing has nothing to give back: its own
+        temporaries are already free in the allocator, which reuses them for the next clip and, at the budget's
+        cap, returns cached blocks before it fails. Skipping the collection there keeps a full ``gc.collect`` and
+        a device synchronisation off every clip's critical path. Without an owner's holds it always collects: a
+        stage may have let go of weights the cache never held (a streamed transformer, built per run)."""
         kept = set(keep) | self._pinned
         dropped = [part for part in self._entries if part not in kept]
         for part in dropped:
             self._drop(part)
-        if dropped:
+        if dropped or not (self._pinned or self.beside):
             self.collect()
 
     def loaded(self) -> tuple[str, ...]:
