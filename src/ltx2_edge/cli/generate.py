@@ -150,6 +150,7 @@ def _run_generate(args: argparse.Namespace, checkpoint: Path, gemma_root: Path) 
     times = ProcessTimes()  # the report's stages start late in a fresh process: it records what came before
     import ltx2_edge.pipeline  # noqa: F401  (timed on its own: torch, transformers, ltx-core)
     from ltx2_edge.atomic import install_signal_cleanup
+    from ltx2_edge.memory.heap import freeze_long_lived
 
     times.mark("engine_imported")
     if not args.prompt:
@@ -160,6 +161,7 @@ def _run_generate(args: argparse.Namespace, checkpoint: Path, gemma_root: Path) 
     if getattr(args, "cfg_parallel", None) is not None:  # demo has no --cfg-parallel
         return _run_cfg_parallel(args, request, checkpoint, gemma_root)
     generator = _generator(args, checkpoint, gemma_root)
+    freeze_long_lived()  # this process's imports and setup outlive the run: later collections skip them
     times.mark("generator_ready")
     with install_signal_cleanup():
         result = generator.generate(request, args.output_path, overwrite=args.overwrite)

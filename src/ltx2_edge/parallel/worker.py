@@ -28,6 +28,7 @@ from ltx2_edge.atomic import Terminated, install_signal_cleanup
 from ltx2_edge.engine.run_plan import prepare_run
 from ltx2_edge.engine.settings import RunSettings
 from ltx2_edge.errors import Ltx2EdgeError
+from ltx2_edge.memory.heap import freeze_long_lived
 from ltx2_edge.parallel import env
 from ltx2_edge.parallel.cfg_split import CfgSplit
 from ltx2_edge.parallel.ranks import RankLayout
@@ -72,6 +73,7 @@ def _run(job: CfgJob, layout: RankLayout, rank: int) -> dict[str, Any]:
     try:
         progress = Progress(quiet=job.quiet or rank != 0)
         gen = Generator(job.checkpoint, job.gemma_root, replace(job.settings, device=str(device)), progress)
+        freeze_long_lived()  # the rank's imports and setup outlive its run (memory/heap.py)
         plan = prepare_run(gen.setup, gen.text.tokenizer, job.request, guidance_ranks=layout.ranks)
         if rank == 0:  # start() checks the MP4 and its report before anything else
             output, overwrite = job.output, job.overwrite

@@ -41,6 +41,7 @@ from typing import Any
 
 from ltx2_edge.engine.run_plan import denoise_passes
 from ltx2_edge.errors import BudgetError, CheckpointError, Ltx2EdgeError, RequestError
+from ltx2_edge.memory.heap import freeze_long_lived
 from ltx2_edge.phased import PhasedJob, run_phased
 from ltx2_edge.pipeline import Generator, Result, RunPlan, RunSettings
 from ltx2_edge.plan.plan_text import format_plan, plan_to_json
@@ -229,6 +230,7 @@ class Engine:
         self._worker = Generator(config.checkpoint_path, config.gemma_root, config.settings, self._progress)
         self._planner = Generator(config.checkpoint_path, config.gemma_root, config.settings, Progress(quiet=True))
         self._planner_lock = threading.Lock()
+        freeze_long_lived()  # the service's imports and generators live as long as it does (memory/heap.py)
         self.prompt_cache = prompt_cache if prompt_cache is not None else PromptCache()
         setup = self._worker.setup
         # Gemma's weights and tokenizer, and the checkpoint (it holds the embeddings connectors).
