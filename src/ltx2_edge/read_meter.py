@@ -5,10 +5,12 @@ Linux keeps both counters per process (``/proc/self/io``, every thread included)
 this process (what was cold). Weights load through ``preadv`` (``streaming.tensor_reader``, ``streaming.sources``),
 so ``rchar`` is the bytes read from the checkpoint files, plus a few KiB of tokenizer and Python files.
 
-Seconds come from a daemon thread that samples the counters every ``interval_s``: the reading window runs from the
-sample before the first one that grew by more than ``MIN_GROWTH`` to the last one that did, so a stage that reads
-for 4.6 s and computes for 5 s reports 4.6 s of reading (to within one interval), however the stage is built.
-The sampler's own reads of ``/proc/self/io`` are subtracted.
+Seconds come from a daemon thread that samples the counters every ``interval_s``: the reading time is the sum of the
+intervals in which they grew by more than ``MIN_GROWTH``, so a stage that reads for 4.6 s and computes for 5 s
+reports 4.6 s of reading (to within one interval a burst), however the stage is built — also when its reads come in
+bursts apart (the decoders loaded at the stage's start, the vocoder on a worker thread later), which a window from
+the first read to the last would count with the compute between them. The sampler's own reads of
+``/proc/self/io`` are subtracted.
 
 This module only measures: it never reads a checkpoint and holds no lock the stage waits on. Where the counters do
 not exist (not Linux, or a kernel without task I/O accounting) ``ReadMeter.stop`` returns None.
@@ -29,7 +31,8 @@ INTERVAL_S = 0.01
 @dataclass(frozen=True)
 class ReadSample:
     """One span's reads: ``bytes`` from files (page cache or disk), ``disk_bytes`` of them from the storage device,
-    ``seconds`` of reading (its window, to within ``resolution_s``), ``span_seconds`` the whole span."""
+    ``seconds`` of reading (the sampled intervals that read, to within ``resolution_s`` a burst), ``span_seconds``
+    the whole span."""
 
     bytes: int
     disk_bytes: int
@@ -75,7 +78,7 @@ class ReadMeter:
         # A sample's value includes the bytes of every earlier sample's own read, not its own.
         self._own, self._pending_own = 0, own
         self._last = (self._start, rchar)
-        self._window: tuple[float, float] | None = None  # (start, end) of the reading seen so far
+        self._reading_s = 0.0  # the sampled intervals in which files were read
         self._thread = threading.Thread(target=self._run, name="read-meter", daemon=True)
         self._thread.start()
 
@@ -87,8 +90,7 @@ class ReadMeter:
         self._pending_own = own
         now, then = time.perf_counter(), self._last[0]
         if grown > MIN_GROWTH:
-            begin = then if self._window is None else self._window[0]
-            self._window = (begin, now)
+            self._reading_s += now - then
         self._last = (now, rchar)
         return rchar, disk
 
@@ -108,6 +110,6 @@ class ReadMeter:
             os.close(self._fd)
             self._fd = None
         span = time.perf_counter() - self._start
-        window = 0.0 if self._window is None else self._window[1] - self._window[0]
         read = max(0, rchar - self._first[0] - self._own)
-        return ReadSample(read, max(0, disk - self._first[1]), round(window, 4), round(span, 4), self._interval)
+        return ReadSample(read, max(0, disk - self._first[1]), round(self._reading_s, 4), round(span, 4),
+                          self._interval)  # fmt: skip
