@@ -13,11 +13,15 @@ pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
 # aarch64 wheel, a CUDA 13 build with sm_110 kernels (cu128/cu129 builds have none: "no kernel image"); a torch
 # already in .venv (a JetPack container's, through --system-site-packages) is kept. scripts/torch_arch.py then
 # checks that torch carries sm_110 and that Triton can compile for the GPU, and says what to do when not.
+jetson=""
 if [ "$(uname -m)" = aarch64 ] && "$PY" scripts/torch_arch.py --is-jetson; then
+  jetson=1
   .venv/bin/python -c 'import torch' 2>/dev/null || pip install "torch==2.13.0"
   .venv/bin/python scripts/torch_arch.py --require sm_110 --triton
 else
-  .venv/bin/python -c 'import torch' 2>/dev/null || pip install "torch==2.13.0"
+  # --no-compile: Python writes each module's bytecode when it is first imported, instead of pip compiling all of
+  # torch's files here (half of this install's time).
+  .venv/bin/python -c 'import torch' 2>/dev/null || pip install --no-compile "torch==2.13.0"
 fi
 extra=""
 no_deps=("ltx-core==1.0.0")
@@ -31,10 +35,20 @@ if [ -n "$extra" ]; then
   # torch already installed (ray[serve] requires no torch, so the CPU pin above stays what runs).
   .venv/bin/python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["ray"]))' >> .venv/requirements.txt
 fi
-pip install -r .venv/requirements.txt
+# The rest goes in with uv (the test extra's, installed by pip first): the same resolution as pip's, downloaded in
+# parallel, in seconds instead of minutes. uv keeps the torch installed above (the requirements name none; what needs
+# torch is satisfied by it), and it does not read pip's configuration. On a Jetson pip installs it all: uv ignores
+# a venv's system site packages, where a JetPack container's torch lives.
+if [ -n "$jetson" ]; then
+  install() { pip install "$@"; }
+else
+  pip install "$(.venv/bin/python scripts/deps.py --req uv)"
+  install() { .venv/bin/uv pip install --quiet --python .venv/bin/python --no-python-downloads --link-mode copy "$@"; }
+fi
+install -r .venv/requirements.txt
 # ltx-core (and ltx-pipelines) without their declared dependencies: those are in our pyproject, all but torchaudio
 # (see _compat.py). Installed after the rest because pip checks conflicts on every install that resolves
 # dependencies and would print a false ERROR about torchaudio; tests/test_dependency_bounds.py checks these
 # packages' requirements instead.
-pip install --no-deps "${no_deps[@]}"
-pip install --no-deps -e .
+install --no-deps "${no_deps[@]}"
+install --no-deps -e .

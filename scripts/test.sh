@@ -6,9 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 junit=$(mktemp "${TMPDIR:-/tmp}/ltx2-edge-junit.XXXXXX")
 verdict=""
+chromium_pid=""
+apt_log=""
 finish() {
   local rc=$?
-  rm -f "$junit"
+  # A chromium install still running (the setup failed beside it) is waited for: dpkg stopped midway breaks apt.
+  [ -z "$chromium_pid" ] || wait "$chromium_pid" 2>/dev/null || true
+  rm -f "$junit" "$apt_log"
   if [ -n "$verdict" ]; then
     echo "scripts/test.sh: $verdict"
   elif [ "$rc" -eq 5 ]; then
@@ -19,19 +23,36 @@ finish() {
 }
 trap finish EXIT
 start=$SECONDS
-bash scripts/setup.sh --test
 # The web page test drives a real browser: Debian's chromium (Playwright's own browser download is not used).
-if ! command -v chromium >/dev/null; then
+install_chromium() {
+  local sudo
   sudo=$([ "$(id -u)" = 0 ] || echo sudo)
   { $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium >/dev/null; } ||
     echo "scripts/test.sh: could not install chromium; the page test will be skipped" >&2
+}
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then  # as root (CI) beside the setup, its output held until the setup is done
+    apt_log=$(mktemp "${TMPDIR:-/tmp}/ltx2-edge-apt.XXXXXX")
+    install_chromium >"$apt_log" 2>&1 &
+    chromium_pid=$!
+  else  # sudo may ask for a password: in the foreground
+    install_chromium
+  fi
+fi
+bash scripts/setup.sh --test
+if [ -n "$chromium_pid" ]; then
+  wait "$chromium_pid"
+  chromium_pid=""
+  cat "$apt_log" >&2
 fi
 .venv/bin/ruff check src tests bench scripts
 .venv/bin/ruff format --check src tests bench scripts
 # The Ray fleet tests (tests/test_ray_fleet.py) skip only when LTX2_EDGE_SKIP_RAY=1; the full suite runs them, so a
 # missing or broken ray extra fails here instead of passing as a skip.
 unset LTX2_EDGE_SKIP_RAY
-.venv/bin/python -m pytest -q --junitxml="$junit" "$@"
+# Two workers (pytest-xdist) for CI's 2 cores, each test file whole on one of them: a file's module fixtures (a gloo
+# launch, the Ray cluster) start once, and its tests never run beside each other.
+.venv/bin/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --junitxml="$junit" "$@"
 # pytest's own counts (JUnit XML; xfailed counts as skipped there): skipped tests are not tests that ran.
 read -r tests skipped < <(.venv/bin/python -c '
 import sys, xml.etree.ElementTree as ET

@@ -1,10 +1,11 @@
 """CFG parallel (issue 19, item 2): a step's guidance passes split over processes, tested with two gloo ranks.
 
-One launch of two CPU ranks on the tiny model (module fixture) must give the latents of the single-process batched
-run within the oracle's tolerance (tests/test_oracle_denoise.py: rtol 1e-4, atol 1e-5), bit for bit those of the
-sequential run (each rank's forward has the shapes of one sequential pass), the same latents on both ranks, and
-the MP4 from rank 0 alone. The rest (the flag, the pass shares, the per-rank plan, the launcher's failure
-handling) runs without starting a process.
+One launch of two CPU ranks on the tiny model must give the latents of the single-process batched run within the
+oracle's tolerance (tests/test_oracle_denoise.py: rtol 1e-4, atol 1e-5), bit for bit those of the sequential run
+(each rank's forward has the shapes of one sequential pass), the same latents on both ranks, and the MP4 from rank 0
+alone. That launch and the two single-process runs are bench/multi_gpu.py's, run once on the CPU (module fixture):
+the tests compare the tensors it saved themselves, and check that the bench reads its verdicts from the runs. The
+rest (the flag, the pass shares, the per-rank plan, the launcher's failure handling) runs without starting a process.
 """
 
 from __future__ import annotations
@@ -16,21 +17,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import load_bench
 from ltx2_edge import cli
-from ltx2_edge.engine.settings import RunSettings
 from ltx2_edge.errors import RequestError
 from ltx2_edge.mp4.probe import probe_mp4
 from ltx2_edge.parallel import env
 from ltx2_edge.parallel.ranks import pass_ranges, rank_layout
-from ltx2_edge.request import GenerationRequest
 
 SIZE = {"width": 96, "height": 64, "num_frames": 17, "num_inference_steps": 2}
 PROMPT = "a red kite over the sea"
 ORACLE_TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}  # tests/test_oracle_denoise.py, batched against the official loop
-
-
-def _request() -> GenerationRequest:
-    return GenerationRequest(prompt=PROMPT, **SIZE)
 
 
 def _scratch_dirs() -> set[str]:
@@ -39,51 +35,58 @@ def _scratch_dirs() -> set[str]:
 
 @pytest.fixture(scope="module")
 def launched(tiny_dir, tmp_path_factory):
-    """Two gloo ranks run one clip: their summaries, the output folder and the folder of their latents."""
-    from ltx2_edge.parallel.launch import run_cfg_parallel
-    from ltx2_edge.parallel.worker import CfgJob
+    """bench/multi_gpu.py once: two gloo ranks, then the batched and the sequential run in this process. Its result
+    and JSON file, its work folder (rank 0's MP4 and report, the ranks' latents in ``parallel/``, the single runs'
+    latents), what ``run_cfg_parallel`` returned, and the rank scratch folders left behind."""
+    import ltx2_edge.parallel.launch as launch
 
-    out, latents = tmp_path_factory.mktemp("cfg-out"), tmp_path_factory.mktemp("cfg-latents")
+    bench = load_bench("multi_gpu")
+    work, out = tmp_path_factory.mktemp("cfg-work"), tmp_path_factory.mktemp("cfg-bench") / "multi_gpu.json"
+    summaries: list[dict] = []
+    real = launch.run_cfg_parallel
+
+    def recording(job, layout):
+        summaries.extend(real(job, layout))
+        return summaries
+
     before = _scratch_dirs()
-    layout = rank_layout(2, "one-stage", ("cond", "uncond"), "cpu", 0)
-    job = CfgJob(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma", RunSettings(device="cpu"), _request(),
-                 out / "clip.mp4", quiet=True, latents_dir=latents)  # fmt: skip
-    summaries = run_cfg_parallel(job, layout)
-    return summaries, out, latents, _scratch_dirs() - before
+    with pytest.MonkeyPatch.context() as mp:  # the bench imports run_cfg_parallel from the module when it runs
+        mp.setattr(launch, "run_cfg_parallel", recording)
+        result = bench.main(["--checkpoint-path", str(tiny_dir / "ltx2.safetensors"), "--gemma-root",
+                             str(tiny_dir / "gemma"), "--device", "cpu", "--ranks", "2", "--width", str(SIZE["width"]),
+                             "--height", str(SIZE["height"]), "--frames", str(SIZE["num_frames"]), "--steps",
+                             str(SIZE["num_inference_steps"]), "--with-sequential", "--work", str(work), "--out",
+                             str(out), "--quiet"])  # fmt: skip
+    return result, out, work, summaries, _scratch_dirs() - before
 
 
-def _single(tiny_dir: Path, tmp_path: Path, mode: str):
-    from ltx2_edge.pipeline import Generator
-
-    gen = Generator(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma", RunSettings(device="cpu", guidance_mode=mode))
-    try:
-        return gen.generate(_request(), tmp_path / f"{mode}.mp4").latents
-    finally:
-        gen.close()
-
-
-def test_two_ranks_equal_the_single_process_runs(launched, tiny_dir, tmp_path):
-    _, _, latents, _ = launched
-    rank0, rank1 = (torch.load(latents / f"rank{r}.pt") for r in (0, 1))
-    batched, sequential = _single(tiny_dir, tmp_path, "batched"), _single(tiny_dir, tmp_path, "sequential")
+def test_two_ranks_equal_the_single_process_runs(launched):
+    _, _, work, _, _ = launched
+    rank0, rank1 = (torch.load(work / "parallel" / f"rank{r}.pt") for r in (0, 1))
+    batched, sequential = torch.load(work / "batched.pt"), torch.load(work / "sequential.pt")
     for key in ("video", "audio"):
         assert torch.equal(rank0[key], rank1[key])  # the gathered predictions are the same on every rank
-        torch.testing.assert_close(rank0[key], getattr(batched, key), **ORACLE_TOLERANCE)
-        assert torch.equal(rank0[key], getattr(sequential, key))
+        torch.testing.assert_close(rank0[key], batched[key], **ORACLE_TOLERANCE)
+        assert torch.equal(rank0[key], sequential[key])
     # Guards against a comparison that cannot fail: batched differs from sequential by rounding, not by nothing,
     # and the latents are far from zero.
-    assert not torch.equal(batched.video, sequential.video)
+    assert not torch.equal(batched["video"], sequential["video"])
     assert rank0["video"].abs().max() > 1.0
 
 
 def test_only_rank_0_writes_the_mp4_and_its_report_holds_every_rank(launched):
-    summaries, out, _, scratch_left = launched
-    assert sorted(p.name for p in out.iterdir()) == ["clip.mp4", "clip.report.json"]
+    _, _, work, summaries, scratch_left = launched
+    # The parallel run's files are rank 0's MP4 and report; the rest are the bench's single runs and latents.
+    assert sorted(p.name for p in work.iterdir()) == [
+        "batched.pt", "parallel", "parallel.mp4", "parallel.report.json", "sequential.pt", "single-batched.mp4",
+        "single-batched.report.json", "single-sequential.mp4", "single-sequential.report.json",
+    ]  # fmt: skip
+    assert sorted(p.name for p in (work / "parallel").iterdir()) == ["rank0.pt", "rank1.pt"]
     assert not scratch_left  # rank 1's private scratch folder is gone
-    assert summaries[0]["output_path"] == str(out / "clip.mp4") and "output_path" not in summaries[1]
+    assert summaries[0]["output_path"] == str(work / "parallel.mp4") and "output_path" not in summaries[1]
     assert [s["passes"] for s in summaries] == [["cond"], ["uncond"]]
-    assert probe_mp4(out / "clip.mp4").frames == SIZE["num_frames"]
-    report = json.loads((out / "clip.report.json").read_text())
+    assert probe_mp4(work / "parallel.mp4").frames == SIZE["num_frames"]
+    report = json.loads((work / "parallel.report.json").read_text())
     per_rank = report["cfg_parallel"]["per_rank"]
     assert report["cfg_parallel"]["ranks"] == 2 and report["cfg_parallel"]["backend"] == "gloo"
     assert [r["rank"] for r in per_rank] == [0, 1] and [r["passes"] for r in per_rank] == [["cond"], ["uncond"]]
@@ -92,6 +95,35 @@ def test_only_rank_0_writes_the_mp4_and_its_report_holds_every_rank(launched):
         assert len(denoise["step_seconds"]) == SIZE["num_inference_steps"] and denoise["within_budget"]
     assert [s["stage"] for s in report["stages"]] == ["text_encode", "denoise", "decode"]
     assert any("rank 0: cond; rank 1: uncond" in n for n in report["notes"])
+
+
+def test_the_multi_gpu_bench_reads_its_verdicts_from_the_runs(launched):
+    # bench/multi_gpu.py runs unchanged on the CPU. Its timings mean nothing here (two CPU processes share the
+    # cores); its equality and memory verdicts must come from the runs: the same latents give "bit-identical", a
+    # perturbed copy does not.
+    result, out, work, _, _ = launched
+    bench = load_bench("multi_gpu")
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    eq = result["equality"]
+    assert eq["ranks_identical"]
+    assert all(eq["rank0_vs_batched"][k]["within_oracle_tolerance"] for k in ("video", "audio"))
+    assert all(eq["rank0_vs_sequential"][k]["bit_identical"] for k in ("video", "audio"))
+    assert not eq["sequential_vs_batched"]["video"]["bit_identical"]  # the floor is rounding, not nothing
+    speed = result["speedup"]
+    assert len(speed["per_rank"]) == 2 and all(len(r["step_seconds"]) == 2 for r in speed["per_rank"])
+    assert speed["speedup_steps"] > 0 and speed["meets_goal"] == (speed["speedup_steps"] >= 1.7)
+    assert [r["passes"] for r in result["parallel"]] == [["cond"], ["uncond"]]
+    for rank in result["parallel"]:
+        assert {m["stage"] for m in rank["memory"]} >= {"text_encode", "denoise"}
+        assert all(m["peak_bytes"] > 0 and m["within_budget"] for m in rank["memory"])
+    assert result["machine"]["device"] == "cpu" and result["budget"] == "32GiB"
+
+    saved = torch.load(work / "batched.pt")
+    nudged = {k: v.clone() for k, v in saved.items()}
+    nudged["video"][(0,) * nudged["video"].ndim] += 1.0
+    diff = bench._diff(nudged, saved)
+    assert not diff["video"]["bit_identical"] and not diff["video"]["within_oracle_tolerance"]
+    assert abs(diff["video"]["max_abs_diff"] - 1.0) < 1e-3 and diff["audio"]["bit_identical"]
 
 
 # ---- without starting a process ----

@@ -30,6 +30,9 @@ pytestmark = pytest.mark.slow
 CLIP = {"num_frames": 9, "num_inference_steps": 2}
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+# httpx's 5 s default is too short for a request the Serve proxy forwards while other tests load both cores (the
+# /health behind it asks every replica): a late answer is not what these tests check.
+HTTP_TIMEOUT = 60
 
 
 def _free_port() -> int:
@@ -103,16 +106,15 @@ def test_openai_client_six_clips_on_both_replicas(fleet, tmp_path):
     client.videos.download_content(done[0].id).write_to_file(tmp_path / "clip.mp4")
     _check_clip(tmp_path / "clip.mp4")
     assert str(data) not in json.dumps(done[0].model_extra["report"])  # no server path for clients
-    health = httpx.get(url + "/health").json()
+    health = httpx.get(url + "/health", timeout=HTTP_TIMEOUT).json()
     assert {r["id"] for r in health["replicas"]} == replicas and health["status"] == "ready"
     assert _temporaries(data) == []
 
 
 def test_killed_replica_reruns_its_job_elsewhere(fleet, tmp_path):
     url, data, serve = fleet
-    vid = httpx.post(
-        f"{url}/v1/videos", json={"prompt": "a long one", "size": "64x64", "num_frames": 9, "num_inference_steps": 60}
-    ).json()["id"]
+    body = {"prompt": "a long one", "size": "64x64", "num_frames": 9, "num_inference_steps": 60}
+    vid = httpx.post(f"{url}/v1/videos", json=body, timeout=HTTP_TIMEOUT).json()["id"]
     killed: dict = {}
     kinds: list[str] = []
     with httpx.stream("GET", f"{url}/v1/videos/{vid}/events", timeout=120) as res:
@@ -121,17 +123,18 @@ def test_killed_replica_reruns_its_job_elsewhere(fleet, tmp_path):
                 continue
             kinds.append(line.removeprefix("event: "))
             if kinds[-1] == "step" and not killed:
-                holder = next(r for r in httpx.get(url + "/health").json()["replicas"] if vid in r["jobs"])
+                replicas = httpx.get(url + "/health", timeout=HTTP_TIMEOUT).json()["replicas"]
+                holder = next(r for r in replicas if vid in r["jobs"])
                 os.kill(holder["pid"], signal.SIGKILL)  # mid-denoise: the replica's process dies outright
                 killed = holder
             if kinds[-1] in ("completed", "failed", "cancelled"):
                 break
     assert killed and kinds[-1] == "completed", kinds
     assert kinds.count("started") == 2 and "queued" in kinds[kinds.index("step") :]  # re-queued, then run again
-    video = httpx.get(f"{url}/v1/videos/{vid}").json()
+    video = httpx.get(f"{url}/v1/videos/{vid}", timeout=HTTP_TIMEOUT).json()
     assert video["status"] == "completed" and video["attempts"] == 2
     assert video["report"]["service"]["replica"] != killed["id"]
-    (tmp_path / "clip.mp4").write_bytes(httpx.get(f"{url}/v1/videos/{vid}/content").content)
+    (tmp_path / "clip.mp4").write_bytes(httpx.get(f"{url}/v1/videos/{vid}/content", timeout=HTTP_TIMEOUT).content)
     _check_clip(tmp_path / "clip.mp4")
     assert _temporaries(data) == []  # the dead writer's temporaries went with its job's re-run
     deadline = time.monotonic() + 90  # and Ray put a new replica in the dead one's place
