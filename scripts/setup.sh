@@ -19,9 +19,13 @@ if [ "$(uname -m)" = aarch64 ] && "$PY" scripts/torch_arch.py --is-jetson; then
   .venv/bin/python -c 'import torch' 2>/dev/null || pip install "torch==2.13.0"
   .venv/bin/python scripts/torch_arch.py --require sm_110 --triton
 else
-  # --no-compile: Python writes each module's bytecode when it is first imported, instead of pip compiling all of
-  # torch's files here (half of this install's time).
-  .venv/bin/python -c 'import torch' 2>/dev/null || pip install --no-compile "torch==2.13.0"
+  if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
+    # Its bytecode compiled on every core instead of pip's one file at a time (a few of torch's files are not
+    # Python 3 and fail to compile, as they do under pip: not an error).
+    pip install --no-compile "torch==2.13.0"
+    site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    .venv/bin/python -m compileall -q -j 0 "$site/torch" >/dev/null || true
+  fi
 fi
 extra=""
 no_deps=("ltx-core==1.0.0")
@@ -43,7 +47,12 @@ if [ -n "$jetson" ]; then
   install() { pip install "$@"; }
 else
   pip install "$(.venv/bin/python scripts/deps.py --req uv)"
-  install() { .venv/bin/uv pip install --quiet --python .venv/bin/python --no-python-downloads --link-mode copy "$@"; }
+  # --compile-bytecode, as pip does: where PYTHONDONTWRITEBYTECODE is set (CI machines) nothing else writes it, and
+  # every process (each test worker, server, rank) would compile its imports from source again.
+  install() {
+    .venv/bin/uv pip install --quiet --python .venv/bin/python --no-python-downloads --link-mode copy \
+      --compile-bytecode "$@"
+  }
 fi
 install -r .venv/requirements.txt
 # ltx-core (and ltx-pipelines) without their declared dependencies: those are in our pyproject, all but torchaudio
