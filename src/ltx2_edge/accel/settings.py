@@ -14,15 +14,9 @@ from dataclasses import dataclass
 
 from ltx2_edge.accel.compile import CompileDecision, CompileEconomics, decide_compile
 from ltx2_edge.accel.engine import AccelSettings
+from ltx2_edge.plan.step_time import GRAPH_MIN_REPLAYS  # the planner prices the same rule
 
 CUDA_GRAPH_MODES: tuple[str, ...] = ("auto", "off")
-
-
-# Capturing the whole forward costs a warm-up forward plus the capture (0.6-1.1 s measured on the H100 at W1); each
-# replay saves the launch overhead of one eager forward (0.262 -> 0.205 s at W1, fp8). Break-even is 10-19 replays:
-# a 20-step run (18 replays) captures, the 8 distilled steps and the 3 stage-2 steps run eager (measured: a 3-step
-# stage 2 at 1024x576 took 2.5 s captured, 1.6 s streamed and uncaptured).
-GRAPH_MIN_REPLAYS = 10
 
 
 @dataclass(frozen=True)
