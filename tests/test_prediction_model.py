@@ -16,6 +16,7 @@ import pytest
 from ltx2_edge.accel import settings as accel_settings
 from ltx2_edge.calibrate.block_timing import Run, ShapeRuns, fit_step_timings
 from ltx2_edge.calibrate.profile_file import ProfileFileError, document_from_profile, profile_from_document
+from ltx2_edge.plan.block_placement import resident_positions, run_order, streamed_positions
 from ltx2_edge.plan.budget import Budget, GiB
 from ltx2_edge.plan.plan_text import format_plan, plan_to_json
 from ltx2_edge.plan.plan_types import PlanRequest
@@ -79,14 +80,16 @@ def test_streamed_steps_are_a_pipeline_of_copies_and_blocks(full_headers, profil
     den = _w1(full_headers, profile, 16).stage("denoise")
     assert (den.resident_units, den.streamed_units, den.n_slots, den.slot_bytes) == (30, 18, 3, SLOT)
     assert not den.graphed
-    # c = 0.005946 (eager, text K/V every step), d = 0.008, f = 0.02. Loads 0-2 are copied during the 30 resident
-    # blocks (30c = 0.17838 > 3d). Load 3's copy waits for block 0's slot: done at 31c + d; from load 5 on the blocks
-    # wait for copies (31c + 3d > 35c), back to back: the last starts at 31c + 15d. Step: 32c + 15d + f, every step.
-    step = 32 * 0.005946 + 15 * 0.008 + 0.02
-    assert den.steady_step_seconds == pytest.approx(step, abs=1e-6) and step == pytest.approx(0.330272)
-    assert den.bottleneck == "copy"
-    # + step 0's extra 0.1 + 48 x 0.005
-    assert den.predicted_seconds == pytest.approx(20 * 0.330272 + 0.34, abs=1e-6)
+    # c = 0.005946 (eager, text K/V every step), d = 0.008, f = 0.02. The 18 streamed blocks are spread between the
+    # resident ones (blocks 1, 4, 6, ..., 46: 2-3 blocks = 11.9-17.8 ms of compute apart, each copy 8 ms), so after
+    # step 0's first block no block waits: every step is its compute, 48c + f (the copies, 18d = 0.144 s, hide).
+    # Gathered after the 30 resident blocks (the order before) the same plan cost 32c + 15d + f = 0.330272 a step.
+    step = 48 * 0.005946 + 0.02
+    assert den.steady_step_seconds == pytest.approx(step, abs=1e-6) and step == pytest.approx(0.305408)
+    assert den.bottleneck == "compute"
+    # Step 0: block 1 waits for the first copy (done at d, block 0 done at c): + d - c = 0.002054; + step 0's extra
+    # 0.1 + 48 x 0.005.
+    assert den.predicted_seconds == pytest.approx(20 * 0.305408 + 0.002054 + 0.34, abs=1e-6)
 
 
 def test_pipeline_by_hand():
@@ -94,9 +97,40 @@ def test_pipeline_by_hand():
     # [2,4]; block 0 [2,3]; block 1 [4,5]; copy 2 starts max(4, block 0 done 3) = 4, done 6: block 2 [6,7] -> 7.
     # Step 1: resident [7,8]; copy 3 max(6, 5) -> 8: block [8,9]; copy 4 max(8, 7) -> 10: block [10,11];
     # copy 5 max(10, 9) -> 12: block [12,13] -> 6.
-    assert pipeline_steps(1, 3, 2, 1.0, 2.0, 0.0, 2) == [7.0, 6.0]
+    assert pipeline_steps((False, True, True, True), 2, 1.0, 2.0, 0.0, 2) == [7.0, 6.0]
     # Compute-bound: copies never wait, a step is its blocks.
-    assert pipeline_steps(2, 2, 2, 1.0, 0.5, 0.25, 3) == [4.25, 4.25, 4.25]
+    assert pipeline_steps((False, False, True, True), 2, 1.0, 0.5, 0.25, 3) == [4.25, 4.25, 4.25]
+
+
+def test_pipeline_spread_hides_copies_that_gathered_blocks_wait_for():
+    # 3 resident + 3 streamed through 2 slots, block 1 s, copy 2 s: copies are the bound, 6 s a step at best.
+    # Gathered after the resident ones, the streamed blocks run back to back and wait: 7 s a step. Spread (blocks
+    # 1, 3, 5), each copy runs while a resident block computes: 6 s from the second step on.
+    gathered = (False, False, False, True, True, True)
+    spread = run_order(6, 3)
+    assert spread == (False, True, False, True, False, True)
+    g = pipeline_steps(gathered, 2, 1.0, 2.0, 0.0, 4)
+    s = pipeline_steps(spread, 2, 1.0, 2.0, 0.0, 4)
+    assert g == pytest.approx([7.0] * 4) and s == pytest.approx([7.0, 6.0, 6.0, 6.0])
+    # The 16 GiB W1 shape on the H200 (30 + 18 blocks, 3 slots, ~4.5 ms eager block, ~8 ms copy): gathered is
+    # copy-bound by about the streamed blocks' copies; spread comes within a copy of max(compute, copies).
+    g = pipeline_steps((False,) * 30 + (True,) * 18, 3, 0.0045, 0.008, 0.0, 6)[-1]
+    s = pipeline_steps(run_order(48, 30), 3, 0.0045, 0.008, 0.0, 6)[-1]
+    floor = max(48 * 0.0045, 18 * 0.008)
+    assert g > 1.2 * floor and s < floor + 0.008
+
+
+def test_block_placement_spreads_every_count():
+    for n in (1, 3, 6, 34, 48):
+        for k in range(n + 1):
+            streamed = streamed_positions(n, k)
+            assert len(set(streamed)) == n - k and list(streamed) == sorted(streamed)
+            assert sorted(streamed + resident_positions(n, k)) == list(range(n))
+            if n - k >= 2:  # evenly spaced: gaps differ by at most one block
+                gaps = [b - a for a, b in zip(streamed, streamed[1:], strict=False)]
+                assert max(gaps) - min(gaps) <= 1
+    with pytest.raises(ValueError, match="between 0 and n=4"):
+        streamed_positions(4, 5)
 
 
 def test_few_steps_run_eager_and_cuda_graph_off_too(full_headers, profile):

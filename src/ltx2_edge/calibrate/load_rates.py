@@ -88,7 +88,7 @@ def transformer_loads(path: Path, config: dict, device: torch.device, dtype: tor
 
 def _pinned(path: Path, config: dict, device: torch.device, dtype: torch.dtype, policy: QuantPolicy,
             resident: int) -> tuple[float, float]:  # fmt: skip
-    """(seconds to load a 4-block transformer with blocks ``resident..3`` streamed from pinned host memory, seconds
+    """(seconds to load a 4-block transformer with ``4 - resident`` blocks streamed from pinned host memory, seconds
     to release it), as ``models.streamed_transformer`` loads one."""
     meta = mini_model.build_meta(config, 4)
     _sync(device)

@@ -209,7 +209,8 @@ def load_streamed_gemma_text_model(
     tier: str,
     prefetch: int,
 ) -> tuple[GemmaText, BlockStreamer]:
-    """Gemma's language model with layers ``0..resident_layers-1`` resident and the rest streamed from ``tier``."""
+    """Gemma's language model with ``resident_layers`` layers resident and the rest, spread between them, streamed
+    from ``tier``."""
     dev = torch.device(device)
     config_path, weights, _ = find_gemma_files(Path(gemma_root))
     model = build_gemma_text_model(read_text_config(config_path))

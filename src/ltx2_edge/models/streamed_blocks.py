@@ -1,4 +1,5 @@
-"""Loads a model whose repeated blocks stream: the first K resident, the rest through ``streaming.streamer``.
+"""Loads a model whose repeated blocks stream: K resident, the rest, spread between them
+(``plan.block_placement``), through ``streaming.streamer``.
 
 Shared by the transformer (48 ``transformer_blocks``) and Gemma (48 ``layers``). Built from the plan's numbers,
 never re-deciding them. Everything outside the streamed blocks loads onto the device (8-bit per the policy);
@@ -23,6 +24,7 @@ from ltx2_edge.checkpoint.header import read_header
 from ltx2_edge.errors import RequestError
 from ltx2_edge.models.quantized_loading import load_quantized
 from ltx2_edge.models.weights import KeyMap, WeightTransform, load_into, meta_tensors
+from ltx2_edge.plan.block_placement import streamed_positions
 from ltx2_edge.quant.apply import QuantReport, quantize_model_
 from ltx2_edge.quant.policy import QuantPolicy
 from ltx2_edge.streaming.layout import BlockLayout
@@ -92,7 +94,8 @@ def load_streamed(
     prefetch: int,
     transform: WeightTransform | None = None,
 ) -> tuple[QuantReport | None, BlockStreamer]:
-    """Fill the meta-built ``model`` with blocks ``0..resident-1`` resident and the rest streamed from ``tier``.
+    """Fill the meta-built ``model`` with ``resident`` of its blocks resident and the rest streamed from ``tier``,
+    spread evenly between the resident ones (``plan.block_placement.streamed_positions``).
 
     ``transform`` (``weights.load_into``'s, by whole-model names) sees every weight as read, the streamed blocks'
     too before they are packed; the file tier moves stored bytes at every use, so it refuses one.
@@ -110,7 +113,7 @@ def load_streamed(
     if tier == "file":
         _check_file_tier(sources, names, policy, dtype)
     blocks: torch.nn.ModuleList = model.get_submodule(names.module)
-    streamed = list(range(resident, len(blocks)))
+    streamed = list(streamed_positions(len(blocks), resident))
     prefixes = tuple(f"{names.module}.{i}." for i in streamed)
     templates = {i: copy.deepcopy(blocks[i]) for i in streamed} if tier == "pinned" else {}
     # Streamed blocks become meta shells in the run's dtypes (8-bit Linears where the policy says): their
@@ -155,7 +158,8 @@ def load_streamed(
             torch.cuda.empty_cache()
     else:
         source = FileSource(list(sources), streamed, template=names.file + "{name}")
-    streamer = BlockStreamer(blocks, source, range(resident), device=device, prefetch=prefetch)
+    kept = [i for i in range(len(blocks)) if i not in set(streamed)]
+    streamer = BlockStreamer(blocks, source, kept, device=device, prefetch=prefetch)
     return report, streamer
 
 

@@ -27,8 +27,8 @@ def load_streamed_transformer(
     prefetch: int,
     transform: WeightTransform | None = None,
 ) -> tuple[torch.nn.Module, BlockStreamer]:
-    """``(X0Model, streamer)``: blocks ``0..resident_blocks-1`` resident, the rest streamed from ``tier``;
-    ``transform`` as ``loaders.load_transformer``'s (the file tier refuses it)."""
+    """``(X0Model, streamer)``: ``resident_blocks`` blocks resident, the rest spread between them and streamed from
+    ``tier``; ``transform`` as ``loaders.load_transformer``'s (the file tier refuses it)."""
     x0 = build_transformer_meta(read_config(checkpoint))
     model = x0.velocity_model
     report, streamer = load_streamed(model, TRANSFORMER_BLOCKS, [checkpoint], transformer_key_map(), device, dtype,

@@ -187,7 +187,8 @@ def fit_stage(
     if streamed:
         source = "pinned host" if tier == "pinned" else "the checkpoint file"
         technique = (
-            f"{k} of {n} {unit_word}s resident, {n - k} streamed from {source} through {slots} slots"
+            f"{k} of {n} {unit_word}s resident, {n - k} spread between them streamed from {source} through {slots}"
+            f" slots"
             f" (prefetch depth {ctx.request.prefetch_depth})"
         )
         if ring:

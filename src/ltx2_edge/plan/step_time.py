@@ -8,17 +8,20 @@ resident, as ``accel.settings`` decides. Per step: the blocks plus the work outs
 - graphed: step 0 eager (text K/V computed) + its first-step extra; step 1 its warm-up forward (eager) + the
   capture + one replay; the other steps replay;
 - eager: step 0 (text K/V computed) + its first-step extra, then steady steps.
-With streamed blocks a step is a pipeline (``pipeline_steps``): the K resident blocks compute, then each streamed
-block waits for its copy; a copy starts when the previous copy is done and its slot's last block has computed (the
-streamer's rule); the first ``slots`` copies are issued when streaming starts. Pure arithmetic, never imports torch.
+With streamed blocks a step is a pipeline (``pipeline_steps``): the blocks run in order, the streamed ones spread
+between the resident ones (``plan.block_placement``), each streamed block waiting for its copy; a copy starts when
+the previous copy is done and its slot's last block has computed (the streamer's rule); the first ``slots`` copies
+are issued when streaming starts. Pure arithmetic, never imports torch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from ltx2_edge.plan.activations import TokenCounts
+from ltx2_edge.plan.block_placement import run_order
 from ltx2_edge.plan.flops import FlopCount, block_flops
 from ltx2_edge.plan.profiles import DeviceProfile
 from ltx2_edge.plan.timings import StepTimings
@@ -85,23 +88,25 @@ def will_graph(t: StepTimings, cuda_graph: bool, streamed: int, steps: int) -> b
     return t.graph_block is not None and cuda_graph and streamed == 0 and steps - 2 >= GRAPH_MIN_REPLAYS
 
 
-def pipeline_steps(resident: int, streamed: int, slots: int, block_s: float, copy_s: float, fixed_s: float,
+def pipeline_steps(order: Sequence[bool], slots: int, block_s: float, copy_s: float, fixed_s: float,
                    steps: int) -> list[float]:  # fmt: skip
-    """Seconds of each step when ``streamed`` blocks pass through ``slots`` slots behind ``resident`` ones.
+    """Seconds of each step when the blocks run in ``order`` (True: streamed through ``slots`` slots), each
+    ``block_s``, then ``fixed_s`` (the rest of the step).
 
-    Block order per step: the resident ones, then the streamed ones, then ``fixed_s`` (the rest of the step). Load
-    ``n`` is the n-th streamed block computed; its copy starts at max(copy ``n - 1`` done, load ``n - slots``
+    Load ``n`` is the n-th streamed block computed; its copy starts at max(copy ``n - 1`` done, load ``n - slots``
     computed) and lasts ``copy_s``; loads ``0..slots-1`` are issued at time 0; a streamed block starts at max(the
     previous block done, its copy done).
     """
+    streamed = sum(order)
     copy_done: list[float] = []
     computed: list[float] = []
-    t, out = 0.0, []
-    for step in range(steps):
+    t, out, n = 0.0, [], 0
+    for _ in range(steps):
         begin = t
-        t += resident * block_s
-        for j in range(streamed):
-            n = step * streamed + j
+        for is_streamed in order:
+            if not is_streamed:
+                t += block_s
+                continue
             while len(copy_done) <= n:  # issue copies up to load n, in order, each as soon as its rule allows
                 k = len(copy_done)
                 # k - slots < n: that block has computed (copies are asked for in the order blocks run).
@@ -109,8 +114,10 @@ def pipeline_steps(resident: int, streamed: int, slots: int, block_s: float, cop
                 copy_done.append(start + copy_s)
             t = max(t, copy_done[n]) + block_s
             computed.append(t)
+            n += 1
         t += fixed_s
         out.append(t - begin)
+    assert n == steps * streamed
     return out
 
 
@@ -149,13 +156,13 @@ def predict_steps(profile: DeviceProfile, precision: str, shape: DenoiseShape, s
     block = eager_block(frozen)
     first_extra = max(0.0, t.eager_first_step.at(shape.blocks))
     if streamed:
-        periods = pipeline_steps(resident, streamed, slots, block, copy_s, eager_fixed, max(steps, 3))
+        periods = pipeline_steps(run_order(shape.blocks, resident), slots, block, copy_s, eager_fixed, max(steps, 3))
         steady, first = periods[-1], periods[0] + first_extra
         compute = eager_fixed + shape.blocks * block
         total = first + sum(periods[1:steps])
         bound = copy_bound_word if steady > compute * 1.05 else "compute"
-        note = (f"eager, {resident} resident + {streamed} streamed blocks ({block * 1e3:.2f} ms compute, "
-                f"{copy_s * 1e3:.2f} ms copy each): {steady:.3f} s a step")  # fmt: skip
+        note = (f"eager, {resident} resident + {streamed} streamed blocks spread between them ({block * 1e3:.2f} ms "
+                f"compute, {copy_s * 1e3:.2f} ms copy each): {steady:.3f} s a step")  # fmt: skip
         return StepPrediction(total, steady, first, 0.0, compute, block, False, False, bound, note)
     steady = eager_fixed + shape.blocks * block
     first = eager_step_fresh + first_extra  # step 0 computes the text K/V that later steps reuse when frozen
