@@ -1,5 +1,5 @@
 # Device call 10, on the box calls 8-9 left warm. Issue 18: one Ray Serve replica against plain `serve`, same box
-# (bench/ray_overhead.py). Issue 15: the last 4 fresh CLI processes. Ray's wheel arrives in two halves (79 MB is
+# (bench/ray_overhead.py). Issue 15: 3 more fresh CLI processes. Ray's wheel arrives in two halves (79 MB is
 # more than one call carries): the first kept in /tmp by call 9. `run` with carry [".rayB"].
 set -o pipefail
 CALL_START=$(date +%s)
@@ -12,7 +12,7 @@ python3 -c "import ray, ray.serve; print('ray', ray.__version__)" || exit 1
 CK=(--checkpoint-path "$CKPT_DIR/ltx2.safetensors" --gemma-root "$GEMMA_DIR")
 t() { echo "  t=$(( $(date +%s) - CALL_START )) s"; }
 t
-python3 bench/ray_overhead.py "${CK[@]}" --budget 32GiB --clips 4 --warmup 1 --rounds 1 --out "$OUT/ray_overhead.json" 2>&1 \
+python3 bench/ray_overhead.py "${CK[@]}" --budget 32GiB --clips 3 --warmup 1 --rounds 1 --out "$OUT/ray_overhead.json" 2>&1 \
   | tee "$OUT/ray_overhead.log" | tail -8; t
-python3 bench/service_bench.py cli --clips 4 --out "$OUT/cli_32b.json" "${CK[@]}" 2>&1 | tail -1; t
+python3 bench/service_bench.py cli --clips 3 --out "$OUT/cli_32b.json" "${CK[@]}" 2>&1 | tail -1; t
 echo "call took $(( $(date +%s) - CALL_START )) s"
