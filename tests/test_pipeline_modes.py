@@ -140,13 +140,13 @@ def test_image_to_video_generates_with_an_encode_image_stage(tiny_dir, tmp_path,
 def test_distilled_one_stage_runs_8_unguided_forwards_on_the_prompt_alone(tiny_dir, tmp_path, monkeypatch):
     log = _ForwardLog(monkeypatch)
     encoded: list[list[str]] = []
-    real_encode = text_encode.TextEncoder.encode
+    real_gemma = text_encode.TextEncoder.hidden_states  # where the prompts go through Gemma
 
     def recording(self, prompts, progress=None, keep=()):
         encoded.append(list(prompts))
-        return real_encode(self, prompts, progress, keep)
+        return real_gemma(self, prompts, progress, keep)
 
-    monkeypatch.setattr(text_encode.TextEncoder, "encode", recording)
+    monkeypatch.setattr(text_encode.TextEncoder, "hidden_states", recording)
     out = tmp_path / "distilled.mp4"
     assert cli.main(_args(tiny_dir, out, "--pipeline", "distilled-one-stage")) == 0
     _assert_mp4_with_sound(out)

@@ -1,5 +1,6 @@
 """Several requests run phase by phase on one ``Generator``: every text stage (Gemma loaded once when the batch
-plan holds it, a prompt-embedding cache's hits encoding nothing), then every denoise with the transformer held (a
+plan holds it, or Gemma over every prompt then the connectors over all when the two do not fit together; a
+prompt-embedding cache's hits encoding nothing), then every denoise with the transformer held (a
 streamed one with its slots and pinned copies, when every clip streams alike), each clip's decode right after its
 denoise when the decoders fit beside the transformer (else all the decodes after all the denoising).
 
@@ -28,6 +29,9 @@ from ltx2_edge.request import GenerationRequest
 from ltx2_edge.stages.denoise import Contexts
 
 TEXT_PARTS = ("gemma", "embeddings")
+# Host memory a split text phase stages at most before running the connectors (W1: ~0.8 GB of hidden states a clip,
+# so 10 clips a round): bounds what a long queue can pile up outside the budget.
+HIDDEN_HOST_CAP = 8 << 30
 DECODER_PARTS = ("video_decoder", "audio_decoder", "vocoder")
 
 
@@ -83,7 +87,8 @@ def run_phased(gen: Generator, jobs: Sequence[PhasedJob], hooks: PhaseHooks) -> 
             runs.append((job, run))
     if not runs:
         return None
-    batch = plan_batch([run.plan for _, run in runs], gen.setup.budget.device_bytes)
+    budget = gen.setup.budget
+    batch = plan_batch([run.plan for _, run in runs], budget.device_bytes, host_staging=not budget.unified)
     for _, run in runs:
         run.report.extra["batch"] = {"jobs": len(runs), "hold_text": batch.hold_text,
                                      "hold_transformer": batch.hold_transformer,
@@ -91,14 +96,18 @@ def run_phased(gen: Generator, jobs: Sequence[PhasedJob], hooks: PhaseHooks) -> 
                                      "hold_decoders": batch.hold_decoders,
                                      "hold_step_graph": batch.hold_step_graph,
                                      "hold_streamed": batch.hold_streamed,
+                                     "split_text": batch.split_text,
                                      "reasons": list(batch.reasons)}  # fmt: skip
 
-    with _holding(gen, TEXT_PARTS if batch.hold_text else ()):
-        runs = [
-            (job, run)
-            for job, run in runs
-            if _guarded(hooks, job, lambda j=job, r=run: _text(gen, hooks, j, r), gen, run)
-        ]
+    if batch.split_text:
+        runs = _text_split(gen, hooks, runs)
+    else:
+        with _holding(gen, TEXT_PARTS if batch.hold_text else ()):
+            runs = [
+                (job, run)
+                for job, run in runs
+                if _guarded(hooks, job, lambda j=job, r=run: _text(gen, hooks, j, r), gen, run)
+            ]
     decoded: list[tuple[PhasedJob, Run]] = []
     # One writer thread: a clip's MP4 is encoded while the device denoises the next clip (x264 takes ~2.5 s of
     # W1's 4 s decode stage on the CPU); one at a time, so encoders never pile up beside the denoising.
@@ -130,13 +139,62 @@ def _shape(request: GenerationRequest) -> tuple:
 def _text(gen: Generator, hooks: PhaseHooks, job: PhasedJob, run: Run) -> bool:
     cached = hooks.cached(job)
     contexts = gen.encode_text(run, contexts_to(cached, gen.setup.device) if cached is not None else None)
+    _wait_on_host(hooks, job, run, contexts, encoded=cached is None)
+    return True
+
+
+def _wait_on_host(hooks: PhaseHooks, job: PhasedJob, run: Run, contexts: Contexts, encoded: bool) -> None:
     on_host = contexts_to(contexts, torch.device("cpu"))
-    if cached is None:
+    if encoded:
         hooks.encoded(job, on_host)
     # Until its denoise, a run's contexts wait in host memory: N of them on the device would sit beside every
     # later stage of the batch, which no stage's plan counts (measured: +25 MB a W1 clip).
     run.contexts = on_host
-    return True
+
+
+def _text_split(gen: Generator, hooks: PhaseHooks, runs: list[tuple[PhasedJob, Run]]) -> list[tuple[PhasedJob, Run]]:
+    """The text phase in two halves, each with its part loaded once: Gemma over the prompts (hidden states to host
+    memory), then the connectors over them; in rounds of at most ``HIDDEN_HOST_CAP`` bytes of hidden states, so a
+    long batch never stages more than that. A cached prompt loads nothing; a prompt repeated inside a round is
+    encoded once, its twin taking the same contexts after the connectors. The batch's order is kept."""
+    ok: dict[str, bool] = {}
+    todo = list(runs)
+    while todo:
+        staged, waiting, twins = 0, [], []
+        first: dict[tuple[str, str], Run] = {}
+        with _holding(gen, ("gemma",)):
+            while todo and staged < HIDDEN_HOST_CAP:
+                job, run = todo.pop(0)
+                key = (job.request.prompt, job.request.negative_prompt)
+                if hooks.cached(job) is not None or key in first:
+                    twins.append((job, run, first.get(key)))
+                    continue
+                if _guarded(hooks, job, lambda r=run: gen.encode_gemma(r), gen, run) is None:
+                    ok[job.job_id] = False
+                    continue
+                staged += run.hidden.nbytes if run.hidden is not None else 0
+                waiting.append((job, run))
+                first[key] = run
+        with _holding(gen, ("embeddings",)):
+            for job, run in waiting:
+
+                def connect(j: PhasedJob = job, r: Run = run) -> bool:
+                    _wait_on_host(hooks, j, r, gen.encode_connectors(r), encoded=True)
+                    return True
+
+                ok[job.job_id] = bool(_guarded(hooks, job, connect, gen, run))
+        for job, run, twin in twins:
+            same = twin.contexts if twin is not None else None  # on the host once its round connected
+
+            def reuse(j: PhasedJob = job, r: Run = run, c: Contexts | None = same) -> bool:
+                cached = hooks.cached(j) or c
+                if cached is None:  # its twin failed: encode it alone
+                    return _text(gen, hooks, j, r)
+                _wait_on_host(hooks, j, r, gen.encode_text(r, contexts_to(cached, gen.setup.device)), encoded=False)
+                return True
+
+            ok[job.job_id] = bool(_guarded(hooks, job, reuse, gen, run))
+    return [(job, run) for job, run in runs if ok.get(job.job_id)]
 
 
 def _denoise(gen: Generator, run: Run) -> object:

@@ -33,7 +33,7 @@ from ltx2_edge.request import GenerationRequest
 from ltx2_edge.run_types import DenoisePass, Latents, Result, default_device, default_dtype
 from ltx2_edge.stages.denoise import Contexts
 from ltx2_edge.stages.latents import video_token_count
-from ltx2_edge.stages.text_encode import TextEncoder
+from ltx2_edge.stages.text_encode import HiddenStates, TextEncoder
 from ltx2_edge.video_output import check_video_output, report_path, video_unit
 
 __all__ = ["DenoisePass", "Generator", "Latents", "Result", "RunPlan", "RunSettings", "default_device",
@@ -55,6 +55,7 @@ class Run:
     on_step: StepHook | None = None
     started: float = field(default_factory=time.perf_counter)
     contexts: Contexts | None = None
+    hidden: HiddenStates | None = None  # between encode_gemma and encode_connectors, in host memory
     latents: Latents | None = None
 
 
@@ -163,6 +164,32 @@ class Generator:
         run.contexts = contexts
         return contexts
 
+    def encode_gemma(self, run: Run) -> HiddenStates:
+        """The text stage's first part alone, for a batch that runs every prompt through Gemma before loading the
+        connectors (``phased``): its hidden states go to host memory, in ``run.hidden``, until ``encode_connectors``.
+        The report's ``text_encode`` row then covers Gemma only; the connectors get an ``embeddings`` row."""
+        plan = run.plan
+        with run.scopes.stage("text_encode", *describe.text_gemma_only(self.setup, plan),
+                              plan.memory.stage("text_encode").predicted_peak_bytes,
+                              plan.keep("text_encode")) as rec:  # fmt: skip
+            hidden, details = self.runner.gemma_states(plan)
+            run.hidden = hidden.to("cpu")
+            rec.details.update(details, hidden_states_host_bytes=run.hidden.nbytes)
+        return run.hidden
+
+    def encode_connectors(self, run: Run) -> Contexts:
+        """The text stage's second part, after ``encode_gemma``: ``run.hidden`` -> the run's contexts."""
+        plan = run.plan
+        if run.hidden is None:
+            raise ValueError("encode_connectors before encode_gemma")
+        with run.scopes.stage("embeddings", *describe.text_connectors(plan),
+                              plan.memory.stage("embeddings").predicted_peak_bytes,
+                              plan.keep("text_encode")) as rec:  # fmt: skip
+            contexts, details = self.runner.connect(plan, run.hidden)
+            rec.details.update(details)
+        run.hidden, run.contexts = None, contexts
+        return contexts
+
     def denoise(self, run: Run) -> Latents:
         """[encode images] -> denoise -> [upsample -> denoise 2]: the final latents of ``run``."""
         plan, request, runner = run.plan, run.plan.request, self.runner
@@ -254,8 +281,9 @@ class Generator:
                       latents=run.latents)  # fmt: skip
 
     def abandon(self, run: Run) -> None:
-        """A run that will not finish: nothing of its output is left (its temporaries removed)."""
+        """A run that will not finish: nothing of its output is left (its temporaries removed), nothing of it held."""
         run.unit.discard()
+        run.hidden = run.contexts = run.latents = None
 
     def _denoise(self, run: Run, pass_plan: PassPlan, items: list, start: Latents | None) -> Latents:
         """One denoising stage in its scope: weights loaded (LoRAs fused), every step, released unless kept."""

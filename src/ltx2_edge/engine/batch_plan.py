@@ -1,17 +1,19 @@
 """``BatchPlan``: what a scheduler may keep loaded while it runs several prepared requests phase by phase (every text
 stage, then every denoise, then every decode), decided from their ``RunPlan``s and the budget alone.
 
-Each phase runs one kind of stage at a time, so a part held for its own phase (Gemma and the connectors over all
-the prompts, the transformer over all the denoising, the decoders over all the decodes) adds nothing to any stage's
-planned peak, beyond the one case counted here: Gemma and the connectors are planned to run one after the other,
-so holding both needs each stage's peak plus the other's weights inside the budget. Interleaving each clip's
-decode right after its denoise (its MP4 written while the next clip denoises) keeps the transformer loaded beside
-the decoders, and is chosen only when that sum fits too; the decoders then stay for the batch only when they also
-fit beside every denoise. The denoise's CUDA graph is kept from one clip to the next (replayed instead of captured
-again) when the transformer is held and every clip is graphed; with interleaved decodes its memory (one forward's
-activations in the graph's pool, plus what the accelerations keep) then sits beside each decode, so that sum must
-fit too. A batch whose clips all stream the transformer the same way keeps the one streamer (resident blocks, slots,
-pinned host copies) for the denoise phase, with the decodes after it.
+Each phase runs one kind of stage at a time, so a part held for its own phase (Gemma and the connectors over all the
+prompts, the transformer over all the denoising, the decoders over all the decodes) adds nothing to any stage's
+planned peak, beyond the one case counted here: Gemma and the connectors are planned to run one after the other, so
+holding both needs each stage's peak plus the other's weights inside the budget. When they do not fit together (W1
+at 16 GiB: Gemma's 12.9 GiB peak) the text phase splits in two: Gemma over every prompt, its hidden states waiting
+in host memory (about 0.8 GB a clip), then the connectors over all of them, each part loaded once. Interleaving each
+clip's decode right after its denoise (its MP4 written while the next clip denoises) keeps the transformer loaded
+beside the decoders, and is chosen only when that sum fits too; the decoders then stay for the batch only when they
+also fit beside every denoise. The denoise's CUDA graph is kept from one clip to the next (replayed instead of
+captured again) when the transformer is held and every clip is graphed; with interleaved decodes its memory (one
+forward's activations in the graph's pool, plus what the accelerations keep) then sits beside each decode, so that
+sum must fit too. A batch whose clips all stream the transformer the same way keeps the one streamer (resident
+blocks, slots, pinned host copies) for the denoise phase, with the decodes after it.
 
 Pure arithmetic over plans: this module must never load anything.
 """
@@ -35,14 +37,17 @@ class BatchPlan:
     hold_decoders: bool = False
     hold_step_graph: bool = False
     hold_streamed: bool = False
+    split_text: bool = False  # Gemma over every prompt (held), hidden states to host, then the connectors (held)
 
 
 def _fits(peak: int, beside: int, budget: int | None) -> bool:
     return budget is None or peak + beside <= budget
 
 
-def plan_batch(plans: Sequence[RunPlan], budget_bytes: int | None) -> BatchPlan:
-    """The holds a batch of ``plans`` can take inside ``budget_bytes`` (None: no budget)."""
+def plan_batch(plans: Sequence[RunPlan], budget_bytes: int | None, host_staging: bool = True) -> BatchPlan:
+    """The holds a batch of ``plans`` can take inside ``budget_bytes`` (None: no budget). ``host_staging``: host
+    memory outside the budget can keep the prompts' Gemma hidden states between the text phase's two parts (a
+    discrete GPU; on one memory pool they would sit inside the budget, which no stage's plan counts)."""
     if not plans:
         return BatchPlan(False, False, False, ("empty batch",))
     reasons: list[str] = []
@@ -57,8 +62,15 @@ def plan_batch(plans: Sequence[RunPlan], budget_bytes: int | None) -> BatchPlan:
         reasons.append(
             "Gemma and the connectors loaded once for every prompt of the batch (both fit beside each other)"
         )
-    elif len(plans) > 1:
-        reasons.append("Gemma and the connectors loaded per prompt: streamed layers, or the two do not fit together")
+    # Each held alone for its own half of the text phase: nothing else is loaded then, so each stage's own plan
+    # covers it. Gemma's streamed layers are not kept between calls (their slots exist for one forward).
+    split_text = len(plans) > 1 and not hold_text and host_staging and all(not t.streamed_units for t, _ in text)
+    if split_text:
+        reasons.append("Gemma loaded once for every prompt of the batch (hidden states to host memory), then the "
+                       "connectors once for all: the two do not fit together")  # fmt: skip
+    elif len(plans) > 1 and not hold_text:
+        why = "streamed layers" if any(t.streamed_units for t, _ in text) else "no host memory outside the budget"
+        reasons.append(f"Gemma and the connectors loaded per prompt: {why}, and the two do not fit together")
 
     one_stage = all(len(p.passes) == 1 for p in plans)
     keys = {tuple((str(f.spec.path), f.spec.strength) for f in p.passes[0].active_loras) for p in plans}
@@ -108,7 +120,7 @@ def plan_batch(plans: Sequence[RunPlan], budget_bytes: int | None) -> BatchPlan:
         reasons.append("each clip captures its own CUDA graph: not every clip is graphed, or the graph's memory does "
                        "not fit beside the decodes")  # fmt: skip
     return BatchPlan(hold_text, hold_transformer, interleave, tuple(reasons), hold_decoders and len(plans) > 1,
-                     hold_graph, hold_streamed)  # fmt: skip
+                     hold_graph, hold_streamed, split_text)  # fmt: skip
 
 
 def _streams_alike(plans: Sequence[RunPlan]) -> bool:

@@ -32,6 +32,22 @@ def text_encode(setup: EngineSetup, plan: RunPlan) -> StageText:
             f"staged: Gemma language model only ({weights_text(setup)}), {layers}, freed after")  # fmt: skip
 
 
+def text_gemma_only(setup: EngineSetup, plan: RunPlan) -> StageText:
+    """The text stage's row when a batch runs Gemma over every prompt before the connectors (``phased``)."""
+    layers = plan.memory.stage("text_encode").technique.split(";")[0]
+    return (f"Gemma 3 for this prompt, the connectors after every prompt of the batch; {layers}",
+            f"staged: Gemma language model only ({weights_text(setup)}), {layers}, loaded once for the batch's "
+            f"prompts; hidden states to host memory")  # fmt: skip
+
+
+def text_connectors(plan: RunPlan) -> StageText:
+    """The connectors' own row in that case."""
+    return (
+        "the connectors over this prompt's Gemma hidden states",
+        f"staged: connectors loaded once for the batch's prompts; {plan.memory.stage('embeddings').technique}",
+    )
+
+
 def encode_image(plan: RunPlan, width: int, height: int) -> StageText:
     stage = plan.memory.stage("encode_image")
     count = len(plan.request.images)

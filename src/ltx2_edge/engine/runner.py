@@ -32,7 +32,7 @@ from ltx2_edge.stages import conditioning
 from ltx2_edge.stages.denoise import Contexts, PassSplit, denoise
 from ltx2_edge.stages.latents import LatentSetup, final_latents, noised_latents, pixel_shape
 from ltx2_edge.stages.schedules import schedule_sigmas
-from ltx2_edge.stages.text_encode import TextEncoder
+from ltx2_edge.stages.text_encode import HiddenStates, TextEncoder
 from ltx2_edge.stages.upsample import upsample_latent
 
 T = TypeVar("T")
@@ -73,23 +73,32 @@ class StageRunner:
         Without a negative pass (distilled-one-stage) only the prompt is encoded, and its contexts fill the negative
         slots, which no pass reads. Gemma and the connectors stay loaded after it only when the plan keeps them or
         the cache's owner holds them (the service's text phase, over many requests)."""
+        hidden, details = self.gemma_states(plan)
+        contexts, connected = self.connect(plan, hidden)
+        return contexts, details | connected
+
+    def gemma_states(self, plan: RunPlan) -> tuple[HiddenStates, Details]:
+        """The text stage's Gemma part alone: the prompts' hidden states on the device (``connect`` finishes)."""
         details: Details = {}
         request, text = plan.request, plan.memory.stage("text_encode")
         self.text.layer_streaming = (
             (text.resident_units, text.source_tier, text.n_slots - 1) if text.streamed_units else None
         )
         prompts = [request.prompt, request.negative_prompt] if plan.guidance.uses_negative_prompt else [request.prompt]
-
-        def part_done(part: str, seconds: float) -> None:
-            details[f"{part}_seconds"] = round(seconds, 4)
-
         keep = tuple(plan.keep("text_encode") & {"gemma", "embeddings"})
-        outputs = self.text.encode(prompts, progress=part_done, keep=keep)
+        hidden = self.text.hidden_states(prompts, progress=_part_seconds(details), keep=keep)
         details.update(prompts_encoded=len(prompts), prompt_tokens=self.text.count_tokens(request.prompt))
         stats = self.text.last_stream_stats if text.streamed_units else None
         if stats is not None:
             details.update(bytes_streamed=stats.bytes_streamed, layer_copies=stats.copies, slots=stats.slots,
                            copy_wait_seconds=round(stats.wait_s, 4))  # fmt: skip
+        return hidden, details
+
+    def connect(self, plan: RunPlan, hidden: HiddenStates) -> tuple[Contexts, Details]:
+        """The text stage's connectors part: ``hidden`` (from ``gemma_states``, wherever it waited) -> contexts."""
+        details: Details = {}
+        keep = tuple(plan.keep("text_encode") & {"gemma", "embeddings"})
+        outputs = self.text.connect(hidden, progress=_part_seconds(details), keep=keep)
         pos, neg = outputs[0], outputs[-1]
         contexts = Contexts(video=pos.video_encoding, audio=pos.audio_encoding, video_negative=neg.video_encoding,
                             audio_negative=neg.audio_encoding)  # fmt: skip
@@ -244,3 +253,12 @@ class StageRunner:
         return for_run.measured_settings(pass_plan.accel, self.setup.checkpoint.config, pass_plan.run.guidance.batch,
                                          setup.video_state.latent.shape[1], setup.audio_state.latent.shape[1],
                                          self.device, self.dtype, details)  # fmt: skip
+
+
+def _part_seconds(details: Details) -> Callable[[str, float], None]:
+    """A text-part progress callback that records ``<part>_seconds`` in ``details``."""
+
+    def done(part: str, seconds: float) -> None:
+        details[f"{part}_seconds"] = round(seconds, 4)
+
+    return done

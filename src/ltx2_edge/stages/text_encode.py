@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,6 +35,27 @@ from ltx2_edge.streaming.streamer import StreamStats
 
 Progress = Callable[[str, float], None]
 """Called once per part ("gemma", then "embeddings") with the seconds it took, loading included."""
+
+
+@dataclass(frozen=True)
+class HiddenStates:
+    """Gemma's output for a few prompts: every layer's hidden states (``[prompts, 1024, hidden]`` each) and the
+    ``[prompts, 1024]`` mask. What waits between the two parts of the text stage when a batch runs all its prompts
+    through Gemma before loading the connectors (``phased``): ``to("cpu")`` there, back to the device to connect."""
+
+    layers: tuple[torch.Tensor, ...]
+    mask: torch.Tensor
+
+    @property
+    def prompts(self) -> int:
+        return int(self.mask.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.layers, self.mask))
+
+    def to(self, device: torch.device | str) -> HiddenStates:
+        return HiddenStates(tuple(t.to(device) for t in self.layers), self.mask.to(device))
 
 
 class TextEncoder:
@@ -84,6 +106,14 @@ class TextEncoder:
         Raises ``RequestError`` (before loading anything) for an empty list or a prompt over 1024 tokens.
         ``keep``: of "gemma" and "embeddings", what stays loaded after the call.
         """
+        hidden = self.hidden_states(prompts, progress, keep)
+        return self.connect(hidden, progress, keep)
+
+    def hidden_states(
+        self, prompts: Sequence[str], progress: Progress | None = None, keep: tuple[str, ...] = ()
+    ) -> HiddenStates:
+        """Gemma's part of ``encode``: every layer's hidden states of ``prompts`` (one batched forward) and the mask,
+        on the device. ``connect`` turns them into what ``encode`` returns."""
         if not prompts:
             raise RequestError("prompts", list(prompts), "at least one prompt")
         for i, prompt in enumerate(prompts):
@@ -107,21 +137,28 @@ class TextEncoder:
         del gemma, streamer
         self.cache.done_with("gemma", keep)
         _report(progress, "gemma", start, self.device)
+        return HiddenStates(hidden_states, mask)
 
+    def connect(
+        self, hidden: HiddenStates, progress: Progress | None = None, keep: tuple[str, ...] = ()
+    ) -> list[EmbeddingsProcessorOutput]:
+        """The embeddings processor's part of ``encode``: one output per prompt of ``hidden`` (moved to the device
+        first when it waits elsewhere)."""
         start = time.perf_counter()
 
         def load_processor() -> EmbeddingsProcessor:
             return load_embeddings_processor(self.checkpoint_path, self.device, self.dtype, self._text_config)
 
         processor = self.cache.get("embeddings", load_processor)
+        hidden = hidden.to(self.device)
         with torch.inference_mode():
             # One prompt at a time: ltx-core's connector swaps padding for registers with a mask indexed as if
             # the batch held one row, and the official path calls it per prompt too.
             outputs = [
-                processor.process_hidden_states(tuple(h[i : i + 1] for h in hidden_states), mask[i : i + 1])
-                for i in range(len(prompts))
+                processor.process_hidden_states(tuple(h[i : i + 1] for h in hidden.layers), hidden.mask[i : i + 1])
+                for i in range(hidden.prompts)
             ]
-        del hidden_states, mask, processor
+        del hidden, processor
         self.cache.done_with("embeddings", keep)
         _report(progress, "embeddings", start, self.device)
         return outputs
