@@ -365,3 +365,20 @@ def test_the_profile_side_of_calibrate_imports_no_torch():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_cached_fraction_weighs_files_by_size_and_says_when_it_cannot_tell(tmp_path):
+    from ltx2_edge.checkpoint.page_cache import cached_fraction
+
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(b"\1" * (3 << 20))
+    b.write_bytes(b"\2" * (1 << 20))
+    both = cached_fraction([a, b])
+    if both is None:
+        pytest.skip("no mincore here")
+    assert both == pytest.approx(1.0)  # just written: in the page cache
+    dropped, _ = transfers.drop_page_cache(a, 0, 3 << 20)
+    # A drop may fall back to the whole page cache (root): weigh only when a alone went.
+    if dropped and transfers.resident_fraction(a, 0, 3 << 20) == 0.0 and transfers.resident_fraction(b, 0, 1 << 20):
+        assert cached_fraction([a, b]) == pytest.approx(0.25)  # a's 3 MiB gone, b's 1 MiB left
+    assert cached_fraction([tmp_path / "missing.bin"]) is None

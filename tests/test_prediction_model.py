@@ -16,6 +16,7 @@ import pytest
 from ltx2_edge.accel import settings as accel_settings
 from ltx2_edge.calibrate.block_timing import Run, ShapeRuns, fit_step_timings
 from ltx2_edge.calibrate.profile_file import ProfileFileError, document_from_profile, profile_from_document
+from ltx2_edge.errors import RequestError
 from ltx2_edge.plan.block_placement import resident_positions, run_order, streamed_positions
 from ltx2_edge.plan.budget import Budget, GiB
 from ltx2_edge.plan.plan_text import format_plan, plan_to_json
@@ -256,6 +257,26 @@ def test_calibrate_fits_the_lines_it_was_given():
     assert t.rows == (300, 1000, 3000) and t.backend_choice_s == 0.05
 
 
+def test_a_streamed_blocks_own_cost_is_fitted_from_s4_and_priced_per_streamed_block(full_headers, profile):
+    def at(rows, extra):
+        shape = _shape(rows, 0.0, 0.0, 0.004, 0.003, 0.02, 0.01, 0.0, {2: 0.1, 4: 0.1}, {2: 0.2, 4: 0.2},
+                       {2: 0.05, 4: 0.05})  # fmt: skip
+        if extra is not None:  # blocks 1 and 3 of 4 streamed: each `extra` over a resident eager block
+            e4 = shape.runs["E4"].steady
+            shape.runs["S4"] = Run((e4 + 0.1, *([e4 + 2 * extra] * 5)))
+        return shape
+
+    t = fit_step_timings(None, at(1000, 0.002), at(3000, 0.003), graphs=True, how="test")
+    assert t.streamed_block_s == pytest.approx(0.0025)
+    assert fit_step_timings(None, at(1000, None), at(3000, None), graphs=True, how="t").streamed_block_s is None
+    # Priced at 16 GiB (30 resident + 18 streamed, compute-bound once spread): + 18 x 2.5 ms a step.
+    base = _w1(full_headers, profile, 16).stage("denoise").steady_step_seconds
+    timed = replace(profile, timings=replace(TIMINGS, step=replace(TIMINGS.step, streamed_block_s=0.0025)))
+    den = _w1(full_headers, timed, 16).stage("denoise")
+    assert den.steady_step_seconds == pytest.approx(base + 18 * 0.0025, abs=1e-6)
+    assert "+2.50 ms a streamed one" in den.time_note
+
+
 def test_the_start_up_probe_times_a_fresh_interpreter():
     from ltx2_edge.calibrate.startup import measure_startup
 
@@ -359,7 +380,18 @@ def test_a_refused_step_shape_is_measured_at_a_run_shape_or_said(monkeypatch, ca
 
     monkeypatch.setattr(bt, "time_shape", fake_time_shape)
     monkeypatch.setattr(bt, "fit_step_timings", fake_fit)
-    step, _ = bt.measure_step_timings({}, {}, torch.device("cuda"), torch.bfloat16, None, "fp8", False)
+    streamers = []
+
+    def fake_streamed_mini(model, device):
+        streamers.append(SimpleNamespace(closed=False, resets=0))
+        s = streamers[-1]
+        return "S4 model", SimpleNamespace(close=lambda: setattr(s, "closed", True),
+                                           reset=lambda: setattr(s, "resets", s.resets + 1))  # fmt: skip
+
+    monkeypatch.setattr(bt, "streamed_mini", fake_streamed_mini)
+    step, _ = bt.measure_step_timings({4: None}, {}, torch.device("cuda"), torch.bfloat16, None, "fp8", False)
+    # The streamed copy is reset after every refused shape (a forward may have stopped mid-step) and closed after.
+    assert streamers[0].closed and streamers[0].resets == 2
     assert step == "timings"
     assert seen["small"] is None and seen["mid"].shape == bt.GPU_FALLBACKS[1]
     assert seen["large"].shape == bt.GPU_SHAPES[2]
@@ -367,4 +399,23 @@ def test_a_refused_step_shape_is_measured_at_a_run_shape_or_said(monkeypatch, ca
     assert "CUBLAS_STATUS_NOT_SUPPORTED" in capsys.readouterr().err  # the traceback, to find the GEMM
     refused.add(bt.GPU_FALLBACKS[1])
     with pytest.raises(bt.StepTimingRefused, match="512x288x97: CUDA error"):
-        bt.measure_step_timings({}, {}, torch.device("cuda"), torch.bfloat16, None, "fp8", False)
+        bt.measure_step_timings({4: None}, {}, torch.device("cuda"), torch.bfloat16, None, "fp8", False)
+    assert streamers[1].closed  # closed on the way out of a refusal too
+
+
+def test_a_cold_checkpoint_is_timed_at_the_disk_and_the_plan_says_so(full_headers):
+    h200 = profile_for("nvidia-h200-sm90")  # the shipped, measured profile (load timings and both read rates)
+    warm = _w1(full_headers, h200, 32).stage("denoise")
+    assert warm.load_seconds == _w1(full_headers, h200, 32, checkpoint_cached=1.0).stage("denoise").load_seconds
+    cold = _w1(full_headers, h200, 32, checkpoint_cached=0.0).stage("denoise")
+    # Nothing cached: every byte the load reads at the cold rate, which here is slower than the warm pipeline.
+    assert cold.load_seconds == pytest.approx(cold.file_read_bytes / (h200.file_read_cold_gbps * 1e9), rel=1e-9)
+    assert cold.load_seconds > 3 * warm.load_seconds and "not in the page cache" in cold.time_note
+    half = _w1(full_headers, h200, 32, checkpoint_cached=0.5).stage("denoise")
+    assert warm.load_seconds < half.load_seconds < cold.load_seconds
+    # Gemma's folder is its own file set: a cold checkpoint leaves the text stage's load as it was.
+    text = _w1(full_headers, h200, 32).stage("text_encode")
+    assert _w1(full_headers, h200, 32, checkpoint_cached=0.0).stage("text_encode").load_seconds == text.load_seconds
+    assert _w1(full_headers, h200, 32, gemma_cached=0.0).stage("text_encode").load_seconds > text.load_seconds
+    with pytest.raises(RequestError, match="checkpoint-cached"):
+        PlanRequest(512, 288, 97, 24.0, 20, checkpoint_cached=1.5)

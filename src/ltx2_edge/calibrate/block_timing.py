@@ -3,7 +3,10 @@ and step invariants) on mini transformers of 2 and 4 blocks at the checkpoint's 
 
 Per shape (rows = CFG batch 2 x (video + audio tokens)), both models, steps timed as a run times them (device
 synchronised before each step's timer is read): eager with text K/V every step (as streamed runs run), graphed with
-text K/V frozen (as resident runs run). Then, per block: ``(t4 - t2) / 2``; outside the blocks: ``t2 - 2 x block``.
+text K/V frozen (as resident runs run), and the 4-block model with blocks 1 and 3 streamed from pinned memory
+(``S4``, eager, the run's ``BlockStreamer``; at these sizes the copies finish behind the resident blocks, so what it
+adds over ``E4`` is a streamed block's own cost). Then, per block: ``(t4 - t2) / 2``; outside the blocks:
+``t2 - 2 x block``; a streamed block's extra: ``(S4 - E4) / 2``.
 What a block takes over its FLOP floor (``plan.step_time.floor_seconds`` with this calibration's own rates) becomes
 a line in rows through two shapes; the launch floor is an eager block at a small shape; step 0's extra and the
 capture become lines in blocks (first runs at a shape are "cold": new cuBLAS/Triton plans). The SDPA backend is
@@ -17,6 +20,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from copy import deepcopy
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +30,7 @@ from ltx2_edge.accel.engine import AccelSettings
 from ltx2_edge.checkpoint.names import TEXT_CONTEXT_TOKENS
 from ltx2_edge.guidance import Guidance
 from ltx2_edge.plan.activations import token_counts
+from ltx2_edge.plan.block_placement import streamed_positions
 from ltx2_edge.plan.flops import block_flops
 from ltx2_edge.plan.planner import quantized_predicate
 from ltx2_edge.plan.profiles import DeviceProfile
@@ -34,6 +39,8 @@ from ltx2_edge.plan.timings import Line, StepTimings
 from ltx2_edge.quant.policy import QuantPolicy
 from ltx2_edge.stages.denoise import Contexts, denoise, official_sigmas
 from ltx2_edge.stages.latents import noised_latents, pixel_shape
+from ltx2_edge.streaming.sources import PinnedHostSource
+from ltx2_edge.streaming.streamer import BlockStreamer
 
 BATCH = 2  # CFG: cond + uncond in one forward, as W1 runs
 FPS = 24.0
@@ -112,11 +119,18 @@ class ShapeRuns:
     def fixed(self, mode: str) -> float:
         return self.runs[f"{mode}2"].steady - 2 * self.block(mode)
 
+    def streamed_extra(self) -> float | None:
+        """What each of S4's 2 streamed blocks took over a resident eager one (None: S4 not run)."""
+        if "S4" not in self.runs:
+            return None
+        return (self.runs["S4"].steady - self.runs["E4"].steady) / 2
+
 
 def time_shape(models: dict[int, torch.nn.Module], config: dict, shape: StepShape, device: torch.device,
                dtype: torch.dtype, profile: DeviceProfile, precision: str, graphs: bool, steps: int,
-               ) -> ShapeRuns:  # fmt: skip
-    """Every run at ``shape``: the SDPA backend timed, then E2 (cold), E2, E4 and, with ``graphs``, G2 and G4."""
+               streamed: torch.nn.Module | None = None) -> ShapeRuns:  # fmt: skip
+    """Every run at ``shape``: the SDPA backend timed, then E2 (cold), E2, E4, S4 on ``streamed`` (when given) and,
+    with ``graphs``, G2 and G4."""
     tokens = token_counts(config, shape.width, shape.height, shape.frames, FPS)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
@@ -130,6 +144,8 @@ def time_shape(models: dict[int, torch.nn.Module], config: dict, shape: StepShap
     runs = {"E2c": run_steps(models[2], config, shape, steps, device, dtype, eager)}
     runs["E2"] = run_steps(models[2], config, shape, steps, device, dtype, eager)
     runs["E4"] = run_steps(models[4], config, shape, steps, device, dtype, eager)
+    if streamed is not None:
+        runs["S4"] = run_steps(streamed, config, shape, steps, device, dtype, eager)
     if graphs:
         for n in (2, 4):
             runs[f"G{n}"] = run_steps(models[n], config, shape, steps + 2, device, dtype, graphed)
@@ -187,9 +203,23 @@ def fit_step_timings(small: ShapeRuns | None, mid: ShapeRuns, large: ShapeRuns, 
         }
     else:
         eager_block = _through(eager_res)
+    extras = [s.streamed_extra() for s in pair]
+    if all(e is not None for e in extras):  # about constant in rows (host work): the pair's mean
+        fields["streamed_block_s"] = max(0.0, statistics.fmean(e for e in extras if e is not None))
     return StepTimings(eager_block=eager_block, eager_fixed=_through([(s.rows, s.fixed("E")) for s in pair]),
                        launch_block_s=launch, eager_first_step=eager_first, backend_choice_s=mid.choice_s,
                        rows=tuple(s.rows for s in (small, mid, large) if s is not None), how=how, **fields)  # fmt: skip
+
+
+def streamed_mini(model: torch.nn.Module, device: torch.device) -> tuple[torch.nn.Module, BlockStreamer]:
+    """A copy of the 4-block ``model`` with blocks 1 and 3 streamed from pinned host memory through 3 slots, as
+    ``models.streamed_blocks`` streams a run's (``plan.block_placement``: 2 of 4 spread); close the streamer after."""
+    copy = deepcopy(model)
+    blocks = getattr(copy, "velocity_model", copy).transformer_blocks
+    streamed = streamed_positions(len(blocks), len(blocks) - 2)
+    source = PinnedHostSource.from_modules({i: blocks[i] for i in streamed})
+    resident = [i for i in range(len(blocks)) if i not in streamed]
+    return copy, BlockStreamer(blocks, source, resident, device=device, prefetch=2)
 
 
 def measure_step_timings(models: dict[int, torch.nn.Module], config: dict, device: torch.device, dtype: torch.dtype,
@@ -203,34 +233,41 @@ def measure_step_timings(models: dict[int, torch.nn.Module], config: dict, devic
     measured: list[ShapeRuns | None] = []
     used: list[StepShape] = []
     refused: list[str] = []
-    for role, (shape, fallback) in enumerate(zip(shapes, fallbacks, strict=True)):
-        if shape is None or (quick and role == 0):
-            measured.append(None)
-            continue
-        runs = None
-        for candidate in (shape, fallback):
-            if candidate is None:
+    streamed, streamer = streamed_mini(models[4], device)
+    try:
+        for role, (shape, fallback) in enumerate(zip(shapes, fallbacks, strict=True)):
+            if shape is None or (quick and role == 0):
+                measured.append(None)
                 continue
-            name = f"{candidate.width}x{candidate.height}x{candidate.frames}"
-            progress(f"steps at {name}")
-            try:
-                runs = time_shape(models, config, candidate, device, dtype, profile, precision, graphs and role > 0,
-                                  steps)  # fmt: skip
-            except RuntimeError as exc:  # a kernel that refuses a shape: say so, try the role's next shape
-                refused.append(f"{name}: {str(exc).splitlines()[0][:200]}")
-                traceback.print_exc(file=sys.stderr)
-                continue
-            used.append(candidate)
-            break
-        if runs is None and role > 0:  # only the small shape (the launch floor) is optional
-            raise StepTimingRefused("; ".join(refused))
-        measured.append(runs)
+            runs = None
+            for candidate in (shape, fallback):
+                if candidate is None:
+                    continue
+                name = f"{candidate.width}x{candidate.height}x{candidate.frames}"
+                progress(f"steps at {name}")
+                try:
+                    runs = time_shape(models, config, candidate, device, dtype, profile, precision,
+                                      graphs and role > 0, steps, streamed if role > 0 else None)  # fmt: skip
+                except RuntimeError as exc:  # a kernel that refuses a shape: say so, try the role's next shape
+                    refused.append(f"{name}: {str(exc).splitlines()[0][:200]}")
+                    traceback.print_exc(file=sys.stderr)
+                    streamer.reset()  # a forward that raised part-way leaves the streamed sequence mid-step
+                    continue
+                used.append(candidate)
+                break
+            if runs is None and role > 0:  # only the small shape (the launch floor) is optional
+                raise StepTimingRefused("; ".join(refused))
+            measured.append(runs)
+    finally:
+        streamer.close()
+        del streamed
     small, mid, large = measured
     assert mid is not None and large is not None
     where = ", ".join(f"{s.width}x{s.height}x{s.frames}" for s in used)
     skipped = f"; refused, so measured elsewhere or left out: {'; '.join(refused)}" if refused else ""
     how = (f"the run's denoise loop on {precision} mini transformers of 2 and 4 blocks at the checkpoint's width, "
            f"CFG batch {BATCH}, at {where}; per block (t4 - t2) / 2 over its FLOP floor at this profile's rates; "
+           f"a streamed block's extra (S4 - E4) / 2, blocks 1 and 3 of 4 streamed from pinned memory; "
            f"{'eager and CUDA-graphed' if graphs else 'eager (no CUDA graph here)'}{skipped}")  # fmt: skip
     detail = {f"{s.rows} rows": {"choice_s": round(s.choice_s, 4), "floor_block_s": s.floor_block,
                                  **{k: [round(x, 5) for x in r.seconds] for k, r in s.runs.items()}}

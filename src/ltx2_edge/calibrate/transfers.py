@@ -12,9 +12,7 @@ reads drop the page cache first: ``posix_fadvise(DONTNEED)`` on the file, else (
 
 from __future__ import annotations
 
-import ctypes
 import json
-import mmap
 import os
 import tempfile
 import time
@@ -29,6 +27,7 @@ from ltx2_edge.calibrate.identity import nvml_used_bytes
 from ltx2_edge.calibrate.measure import Measurement, Timing, median_seconds, synchronizer
 from ltx2_edge.checkpoint.header import read_header
 from ltx2_edge.checkpoint.names import LTX2_BLOCK_TENSOR, TRANSFORMER_BLOCKS
+from ltx2_edge.checkpoint.page_cache import resident_fraction
 from ltx2_edge.errors import RequestError
 from ltx2_edge.streaming.host_io import HostBuffer
 from ltx2_edge.streaming.sources import FileSource
@@ -121,36 +120,6 @@ def _byte_range(path: Path, blocks: list[int]) -> tuple[int, int]:
     prefixes = tuple(f"{TRANSFORMER_BLOCKS}{i}." for i in blocks)
     infos = [t for n, t in read_header(path).tensors.items() if n.startswith(prefixes)]
     return min(t.begin for t in infos), max(t.end for t in infos)
-
-
-def resident_fraction(path: Path, lo: int, hi: int) -> float | None:
-    """The fraction of ``path``'s pages in ``[lo, hi)`` that are in the page cache (``mincore``), or None."""
-    start = lo // mmap.PAGESIZE * mmap.PAGESIZE
-    length = hi - start
-    pages = -(-length // mmap.PAGESIZE)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.mmap.restype = ctypes.c_void_p
-        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                              ctypes.c_long]  # fmt: skip
-        libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_ubyte)]
-        libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            addr = libc.mmap(None, length, mmap.PROT_READ, mmap.MAP_SHARED, fd, start)
-            if addr in (None, ctypes.c_void_p(-1).value):
-                return None
-            try:
-                vec = (ctypes.c_ubyte * pages)()
-                if libc.mincore(addr, length, vec) != 0:
-                    return None
-                return sum(v & 1 for v in vec) / pages
-            finally:
-                libc.munmap(addr, length)
-        finally:
-            os.close(fd)
-    except (OSError, AttributeError):  # no libc mincore here: coldness cannot be checked
-        return None
 
 
 def file_system(path: Path) -> str:

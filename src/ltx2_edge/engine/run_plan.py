@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from ltx2_edge.accel import for_run
 from ltx2_edge.accel.settings import AccelChoice
+from ltx2_edge.checkpoint import page_cache
 from ltx2_edge.checkpoint.names import TRANSFORMER_PREFIX as CHECKPOINT_PREFIX
 from ltx2_edge.checkpoint.upsampler_file import UpsamplerInfo
 from ltx2_edge.engine.setup import EngineSetup
@@ -180,6 +181,8 @@ def memory_plan(
         precision=setup.policy.precision,
         prefetch_depth=setup.settings.prefetch_depth, images=len(request.images), image_float_pixels=pixels(first),
         conditioning_tokens=tokens(first), second_stage=second, expandable_segments=setup.allocator == "expandable",
+        checkpoint_cached=page_cache.cached_fraction([setup.checkpoint.path]),
+        gemma_cached=page_cache.cached_fraction(setup.gemma.shards),
     )  # fmt: skip
     return runtime.build_plan(setup.checkpoint.header, setup.gemma.shards, preq, setup.budget, setup.profile,
                               setup.policy)  # fmt: skip

@@ -75,6 +75,9 @@ class PlanRequest:
     plan is its own GPU's, and both prompts are still encoded (on every rank). ``cuda_graph``: the run may capture a
     CUDA graph of the denoising forward (``--cuda-graph auto`` with batched guidance); the step model
     (``plan.step_time``) then times a resident run graphed, as ``accel.settings`` will run it.
+    ``checkpoint_cached`` / ``gemma_cached``: the fraction of the checkpoint's / the Gemma folder's bytes in the
+    page cache when planned (``checkpoint.page_cache``); what is not is timed at the profile's cold read rate.
+    None: not known, the loads are timed warm (and the plan says so).
     """
 
     width: int
@@ -92,6 +95,8 @@ class PlanRequest:
     expandable_segments: bool = False
     guidance_ranks: int = 1
     cuda_graph: bool = True
+    checkpoint_cached: float | None = None
+    gemma_cached: float | None = None
 
     def __post_init__(self) -> None:
         for name, value in (("width", self.width), ("height", self.height)):
@@ -115,6 +120,10 @@ class PlanRequest:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise RequestError(name.replace("_", "-"), value, "an integer >= 0")
+        for name in ("checkpoint_cached", "gemma_cached"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not 0.0 <= value <= 1.0):
+                raise RequestError(name.replace("_", "-"), value, "a fraction of the files' bytes, 0 to 1, or None")
         if (self.image_float_pixels or self.conditioning_tokens) and not self.images:
             raise RequestError("images", self.images, "at least 1 when image pixels or conditioning tokens are given")
 

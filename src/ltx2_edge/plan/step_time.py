@@ -89,15 +89,16 @@ def will_graph(t: StepTimings, cuda_graph: bool, streamed: int, steps: int) -> b
 
 
 def pipeline_steps(order: Sequence[bool], slots: int, block_s: float, copy_s: float, fixed_s: float,
-                   steps: int) -> list[float]:  # fmt: skip
+                   steps: int, streamed_block_s: float | None = None) -> list[float]:  # fmt: skip
     """Seconds of each step when the blocks run in ``order`` (True: streamed through ``slots`` slots), each
-    ``block_s``, then ``fixed_s`` (the rest of the step).
+    ``block_s`` (a streamed one ``streamed_block_s`` when given), then ``fixed_s`` (the rest of the step).
 
     Load ``n`` is the n-th streamed block computed; its copy starts at max(copy ``n - 1`` done, load ``n - slots``
     computed) and lasts ``copy_s``; loads ``0..slots-1`` are issued at time 0; a streamed block starts at max(the
     previous block done, its copy done).
     """
     streamed = sum(order)
+    streamed_s = block_s if streamed_block_s is None else streamed_block_s
     copy_done: list[float] = []
     computed: list[float] = []
     t, out, n = 0.0, [], 0
@@ -112,7 +113,7 @@ def pipeline_steps(order: Sequence[bool], slots: int, block_s: float, copy_s: fl
                 # k - slots < n: that block has computed (copies are asked for in the order blocks run).
                 start = max(copy_done[k - 1] if k else 0.0, computed[k - slots] if k >= slots else 0.0)
                 copy_done.append(start + copy_s)
-            t = max(t, copy_done[n]) + block_s
+            t = max(t, copy_done[n]) + streamed_s
             computed.append(t)
             n += 1
         t += fixed_s
@@ -156,13 +157,18 @@ def predict_steps(profile: DeviceProfile, precision: str, shape: DenoiseShape, s
     block = eager_block(frozen)
     first_extra = max(0.0, t.eager_first_step.at(shape.blocks))
     if streamed:
-        periods = pipeline_steps(run_order(shape.blocks, resident), slots, block, copy_s, eager_fixed, max(steps, 3))
+        # A streamed block's own overhead (hooks, slot views, events), where calibrate measured it.
+        streamed_block = block + (t.streamed_block_s or 0.0)
+        periods = pipeline_steps(run_order(shape.blocks, resident), slots, block, copy_s, eager_fixed, max(steps, 3),
+                                 streamed_block)  # fmt: skip
         steady, first = periods[-1], periods[0] + first_extra
-        compute = eager_fixed + shape.blocks * block
+        compute = eager_fixed + resident * block + streamed * streamed_block
         total = first + sum(periods[1:steps])
         bound = copy_bound_word if steady > compute * 1.05 else "compute"
+        own = (f", +{t.streamed_block_s * 1e3:.2f} ms a streamed one" if t.streamed_block_s
+               else ", streamed blocks' own overhead not measured")  # fmt: skip
         note = (f"eager, {resident} resident + {streamed} streamed blocks spread between them ({block * 1e3:.2f} ms "
-                f"compute, {copy_s * 1e3:.2f} ms copy each): {steady:.3f} s a step")  # fmt: skip
+                f"compute{own}, {copy_s * 1e3:.2f} ms copy each): {steady:.3f} s a step")  # fmt: skip
         return StepPrediction(total, steady, first, 0.0, compute, block, False, False, bound, note)
     steady = eager_fixed + shape.blocks * block
     first = eager_step_fresh + first_extra  # step 0 computes the text K/V that later steps reuse when frozen
