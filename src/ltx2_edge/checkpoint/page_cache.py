@@ -1,7 +1,8 @@
 """How much of a file is in the page cache now (``mincore``): what tells a plan whether its loads read memory or the
 disk. Calibrate measures both rates (``file_read_warm_gbps``, ``file_read_cold_gbps``); a run right after a reboot, or
-after other work pushed the checkpoint out of memory, reads at the cold one: on the H200 box the first W1 run after
-calibrate read 33.9 of 37.8 GB from the disk and its transformer load took 21.3 s, not the 4.5 s a warm plan says.
+after other work pushed the checkpoint out of memory, reads at the cold one: on the H200 box the first W1 run on a
+freshly written checkpoint read 33.9 of 37.8 GB from the disk and its transformer load took 21.3 s, not the 4.5 s a
+warm plan says.
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ def load_seconds(profile: DeviceProfile, stage: str, load: StageLoad, cached: fl
         return seconds, note
     # The disk and the loader's own work (quantizing, copying) overlap: a cold load takes about as long as the slower
     # of the two. What the previous stage's readahead (``streaming.readahead``) warms is not credited: an upper
-    # bound (call 8, the first W1 run after calibrate: 33.9 GB from the disk, load 21.3 s; this gives 22.1 s).
+    # bound (call 8's first W1 run: 33.9 GB from the disk, load 21.3 s; this gives 22.1 s).
     disk = load.read * ((1.0 - cached) / profile.file_read_cold_gbps + cached / profile.file_read_warm_gbps) / GB
     if disk <= seconds:
         return seconds, note
