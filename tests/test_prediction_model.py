@@ -419,3 +419,27 @@ def test_a_cold_checkpoint_is_timed_at_the_disk_and_the_plan_says_so(full_header
     assert _w1(full_headers, h200, 32, gemma_cached=0.0).stage("text_encode").load_seconds > text.load_seconds
     with pytest.raises(RequestError, match="checkpoint-cached"):
         PlanRequest(512, 288, 97, 24.0, 20, checkpoint_cached=1.5)
+
+
+def test_step_timings_stand_when_the_streamed_copy_cannot_be_made(monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+
+    from ltx2_edge.calibrate import block_timing as bt
+
+    def refuse(model, device):
+        raise RuntimeError("no pinned memory for the streamed copy")
+
+    seen = {}
+    monkeypatch.setattr(bt, "streamed_mini", refuse)
+
+    def fake_time_shape(models, config, shape, *args):
+        seen[shape] = args[-1]  # the streamed model time_shape was given
+        return SimpleNamespace(shape=shape, rows=shape.frames, choice_s=0.0, floor_block=0.0, runs={})
+
+    monkeypatch.setattr(bt, "time_shape", fake_time_shape)
+    monkeypatch.setattr(bt, "fit_step_timings", lambda small, mid, large, graphs, how: how)
+    how, _ = bt.measure_step_timings({4: None}, {}, torch.device("cuda"), torch.bfloat16, None, "fp8", False)
+    assert "a streamed block's extra not measured (RuntimeError: no pinned memory" in how
+    assert set(seen.values()) == {None}  # every shape timed without S4
