@@ -174,6 +174,7 @@ class Generator:
                               plan.keep("text_encode")) as rec:  # fmt: skip
             hidden, details = self.runner.gemma_states(plan)
             run.hidden = hidden.to("cpu")
+            del hidden  # the device copy goes before the stage's end measures what it left behind
             rec.details.update(details, hidden_states_host_bytes=run.hidden.nbytes)
         return run.hidden
 

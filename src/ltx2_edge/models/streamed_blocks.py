@@ -24,7 +24,7 @@ from ltx2_edge.checkpoint.header import read_header
 from ltx2_edge.errors import RequestError
 from ltx2_edge.models.quantized_loading import load_quantized
 from ltx2_edge.models.weights import KeyMap, WeightTransform, load_into, meta_tensors
-from ltx2_edge.plan.block_placement import streamed_positions
+from ltx2_edge.plan.block_placement import resident_positions, streamed_positions
 from ltx2_edge.quant.apply import QuantReport, quantize_model_
 from ltx2_edge.quant.policy import QuantPolicy
 from ltx2_edge.streaming.layout import BlockLayout
@@ -158,8 +158,9 @@ def load_streamed(
             torch.cuda.empty_cache()
     else:
         source = FileSource(list(sources), streamed, template=names.file + "{name}")
-    kept = [i for i in range(len(blocks)) if i not in set(streamed)]
-    streamer = BlockStreamer(blocks, source, kept, device=device, prefetch=prefetch)
+    streamer = BlockStreamer(
+        blocks, source, resident_positions(len(blocks), resident), device=device, prefetch=prefetch
+    )
     return report, streamer
 
 
