@@ -187,3 +187,17 @@ def test_body_translation():
     assert (
         param == "images[0]" and message == "images[0]='images[0]' is not allowed: an existing image file (see images)"
     )
+
+
+def test_a_generated_token_always_parses_as_the_value_of_token(monkeypatch):
+    from ltx2_edge.cli.parser import build_parser
+    from ltx2_edge.service import auth
+
+    draws = iter(["-starts-with-a-dash", "fine_token"])
+    monkeypatch.setattr(auth.secrets, "token_urlsafe", lambda n: next(draws))
+    assert auth.generate_token() == "fine_token"  # the dashed draw was refused
+    monkeypatch.undo()
+    for _ in range(200):
+        token = auth.generate_token()
+        args = build_parser().parse_args(["serve", "--checkpoint-path", "c", "--gemma-root", "g", "--token", token])
+        assert args.token == token

@@ -33,7 +33,16 @@ def resolve_token(host: str, token: str | None) -> tuple[str | None, bool]:
         return token, False
     if is_loopback(host):
         return None, False
-    return secrets.token_urlsafe(32), True
+    return generate_token(), True
+
+
+def generate_token() -> str:
+    """32 random bytes, URL-safe; never starting with ``-``, which ``--token TOKEN`` would read as an option (about 1
+    in 64 of ``token_urlsafe``'s tokens did: a restart with the printed token then failed to parse)."""
+    while True:
+        token = secrets.token_urlsafe(32)
+        if not token.startswith("-"):
+            return token
 
 
 class BearerAuth:
