@@ -393,14 +393,17 @@ def test_a_refused_step_shape_is_measured_at_a_run_shape_or_said(monkeypatch, ca
     # The streamed copy is reset after every refused shape (a forward may have stopped mid-step) and closed after.
     assert streamers[0].closed and streamers[0].resets == 2
     assert step == "timings"
-    assert seen["small"] is None and seen["mid"].shape == bt.GPU_FALLBACKS[1]
+    assert seen["small"].shape == bt.GPU_FALLBACKS[0] and seen["mid"].shape == bt.GPU_FALLBACKS[1]
     assert seen["large"].shape == bt.GPU_SHAPES[2]
     assert "256x160x25: CUDA error: CUBLAS_STATUS_NOT_SUPPORTED" in seen["how"] and "512x288x81" in seen["how"]
     assert "CUBLAS_STATUS_NOT_SUPPORTED" in capsys.readouterr().err  # the traceback, to find the GEMM
+    refused.add(bt.GPU_FALLBACKS[0])  # the launch floor is optional: without it the fit goes on
+    bt.measure_step_timings({4: None}, {}, torch.device("cuda"), torch.bfloat16, None, "fp8", False)
+    assert seen["small"] is None and seen["mid"].shape == bt.GPU_FALLBACKS[1]
     refused.add(bt.GPU_FALLBACKS[1])
     with pytest.raises(bt.StepTimingRefused, match="512x288x97: CUDA error"):
         bt.measure_step_timings({4: None}, {}, torch.device("cuda"), torch.bfloat16, None, "fp8", False)
-    assert streamers[1].closed  # closed on the way out of a refusal too
+    assert streamers[2].closed  # closed on the way out of a refusal too
 
 
 def test_a_cold_checkpoint_is_timed_at_the_disk_and_the_plan_says_so(full_headers):

@@ -64,8 +64,10 @@ class StepShape:
 GPU_SHAPES = (StepShape(256, 160, 25), StepShape(512, 288, 81), StepShape(512, 288, 225))
 CPU_SHAPES = (None, StepShape(128, 96, 17), StepShape(128, 96, 41))
 # Where a kernel refuses a shape (cuBLASLt's FP8 heuristics have refused some: CUBLAS_STATUS_NOT_SUPPORTED), the
-# same role is measured at a shape the runs themselves use: W1 for the mid one, the 10 s clip for the large one.
-GPU_FALLBACKS = (None, StepShape(512, 288, 97), StepShape(512, 288, 241))
+# same role is measured at a shape the runs themselves use: W1 for the mid one, the 10 s clip for the large one, and
+# for the launch floor W1's size at 17 frames (on the H200, 2026-12-03, the small shape was refused and the floor
+# went unmeasured: eager blocks were then priced below what the 16 GiB run's streamed steps took).
+GPU_FALLBACKS = (StepShape(512, 288, 17), StepShape(512, 288, 97), StepShape(512, 288, 241))
 
 
 @dataclass(frozen=True)
