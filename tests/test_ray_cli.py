@@ -66,6 +66,32 @@ def test_serve_run_builder_reads_serve_flags(monkeypatch, model_flags):
     assert seen["kwargs"] == {"token": None, "allowed_hosts": ("localhost", "127.0.0.1", "::1")}
 
 
+def test_the_documented_serve_config_builds(monkeypatch, tmp_path):
+    """docs/ray.md's YAML, its model paths pointed at files that exist, goes through the builder as Serve would."""
+    import re
+
+    import yaml
+
+    from ltx2_edge.service.ray import app
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "ray.md").read_text()
+    config = yaml.safe_load(re.search(r"```yaml\n(.*?)```", text, re.S).group(1))
+    (application,) = config["applications"]
+    assert application["import_path"] == "ltx2_edge.service.ray.app:build"
+    args = dict(application["args"])
+    (tmp_path / "gemma").mkdir()
+    (tmp_path / "ltx2.safetensors").write_bytes(b"")
+    args.update({"checkpoint-path": str(tmp_path / "ltx2.safetensors"), "gemma-root": str(tmp_path / "gemma"),
+                 "data-dir": str(tmp_path / "data")})  # fmt: skip
+    seen = {}
+    monkeypatch.setattr(app, "build_application", lambda *a, **k: seen.update(args=a, kwargs=k) or "APP")
+    assert app.build(args) == "APP"
+    engine, service, scale = seen["args"]
+    assert engine.settings.budget == 32 * 2**30 and service.queue_limit == 32 and scale.autoscale == (1, 4)
+    # host 0.0.0.0: the token given is required, and any Host header may reach it.
+    assert seen["kwargs"] == {"token": args["token"], "allowed_hosts": None}
+
+
 def test_plain_serve_never_imports_ray():
     # The CLI's serve command and the fleet's Ray-free modules, in a fresh interpreter: no ray loaded.
     code = ("import sys, ltx2_edge.cli.serve, ltx2_edge.service.ray, ltx2_edge.service.ray.routing, "
