@@ -382,3 +382,19 @@ def test_cached_fraction_weighs_files_by_size_and_says_when_it_cannot_tell(tmp_p
     if dropped and transfers.resident_fraction(a, 0, 3 << 20) == 0.0 and transfers.resident_fraction(b, 0, 1 << 20):
         assert cached_fraction([a, b]) == pytest.approx(0.25)  # a's 3 MiB gone, b's 1 MiB left
     assert cached_fraction([tmp_path / "missing.bin"]) is None
+
+
+def test_cached_fraction_samples_a_large_file_in_windows(tmp_path, monkeypatch):
+    from ltx2_edge.checkpoint import page_cache
+
+    monkeypatch.setattr(page_cache, "SAMPLES", 8)  # a 4 MiB file is "large": 8 windows of 16 KiB
+    monkeypatch.setattr(page_cache, "WINDOW", 16 << 10)
+    path = tmp_path / "big.bin"
+    path.write_bytes(b"\3" * (4 << 20))
+    sampled = page_cache.cached_fraction([path])
+    if sampled is None:
+        pytest.skip("no mincore here")
+    assert sampled == pytest.approx(1.0)
+    dropped, _ = transfers.drop_page_cache(path, 0, 2 << 20)
+    if dropped and transfers.resident_fraction(path, 0, 4 << 20) == pytest.approx(0.5):
+        assert page_cache.cached_fraction([path]) == pytest.approx(0.5)  # 4 of the 8 windows lie in the first half
