@@ -85,7 +85,7 @@ def cached_fraction(paths: Iterable[Path]) -> float | None:
         if size <= SAMPLES * WINDOW:
             fraction = resident_fraction(Path(path), 0, size)
         else:
-            step = (size - WINDOW) // (SAMPLES - 1)
+            step = (size - WINDOW) // (SAMPLES - 1) // mmap.PAGESIZE * mmap.PAGESIZE  # windows of equal pages
             fraction = _pages_resident(Path(path), [(i * step, i * step + WINDOW) for i in range(SAMPLES)])
         if fraction is None:
             return None
