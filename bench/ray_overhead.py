@@ -29,12 +29,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-PROMPTS = [
-    "A red kite dances over a windy beach at sunset while waves crash and gulls call.",
-    "Rain drums on a tin roof as a cat watches from a dusty window.",
-    "A steam train crosses a stone bridge in the mountains, whistle echoing.",
-    "A street drummer plays under neon lights while traffic hums past.",
-]
+from service_bench import PROMPTS, get_json, post_json  # bench/ beside this script: the same clients
+
 READY_TIMEOUT_S = 600.0
 TERMINAL = ("completed", "failed", "cancelled")
 
@@ -43,17 +39,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=30) as r:
-        return json.loads(r.read())
-
-
-def _post(url: str, body: dict) -> dict:
-    req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=600) as r:
-        return json.loads(r.read())
 
 
 def _until_end(base: str, job_id: str) -> str:
@@ -100,7 +85,7 @@ def _run(a: argparse.Namespace, mode: str, round_no: int) -> dict:
     try:
         while True:
             try:
-                if _get(base + "/health").get("status") in ("ready", "busy"):
+                if get_json(base + "/health").get("status") in ("ready", "busy"):
                     break
             except OSError:
                 pass
@@ -113,10 +98,10 @@ def _run(a: argparse.Namespace, mode: str, round_no: int) -> dict:
             body = {"prompt": PROMPTS[i % len(PROMPTS)], "size": a.size, "num_frames": a.frames, "seed": 10 + i,
                     "num_inference_steps": a.steps}  # fmt: skip
             t0 = time.perf_counter()
-            job = _post(base + "/v1/videos", body)
+            job = post_json(base + "/v1/videos", body)
             kind = _until_end(base, job["id"])
             wall = time.perf_counter() - t0
-            video = _get(f"{base}/v1/videos/{job['id']}")
+            video = get_json(f"{base}/v1/videos/{job['id']}")
             if kind != "completed":
                 raise RuntimeError(f"{mode}: clip {i} {kind}: {video.get('error')}")
             engine = (video.get("report") or {}).get("service", {}).get("wall_seconds")

@@ -37,14 +37,16 @@ PROMPTS = [
 ]
 
 
-def _get(url: str) -> dict:
+def get_json(url: str) -> dict:
+    """The JSON answer of a GET."""
     with urllib.request.urlopen(url, timeout=30) as r:
         return json.loads(r.read())
 
 
-def _post(url: str, body: dict) -> dict:
+def post_json(url: str, body: dict) -> dict:
+    """The JSON answer of a POST of ``body`` (an admission behind a Ray replica's planning can take a while)."""
     req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as r:
+    with urllib.request.urlopen(req, timeout=600) as r:
         return json.loads(r.read())
 
 
@@ -59,7 +61,7 @@ def _serve(a: argparse.Namespace) -> dict:
     try:
         while True:
             try:
-                if _get(base + "/health").get("status") in ("ready", "busy"):
+                if get_json(base + "/health").get("status") in ("ready", "busy"):
                     break
             except OSError:
                 pass
@@ -72,7 +74,7 @@ def _serve(a: argparse.Namespace) -> dict:
         for i in range(a.clips):
             body = {"prompt": PROMPTS[i % len(PROMPTS)], "size": "512x288", "num_frames": 97, "seed": 10 + i,
                     "num_inference_steps": a.steps}  # fmt: skip
-            job = _post(base + "/v1/videos", body)
+            job = post_json(base + "/v1/videos", body)
             ids.append(job["id"])
             submitted[job["id"]] = time.perf_counter() - t0
         done: dict[str, dict] = {}
@@ -80,7 +82,7 @@ def _serve(a: argparse.Namespace) -> dict:
             for job_id in ids:
                 if job_id in done:
                     continue
-                v = _get(f"{base}/v1/videos/{job_id}")
+                v = get_json(f"{base}/v1/videos/{job_id}")
                 if v["status"] in ("completed", "failed", "cancelled"):
                     v["seen_at_s"] = time.perf_counter() - t0
                     done[job_id] = v

@@ -12,11 +12,7 @@ t() { echo "  t=$(( $(date +%s) - CALL_START )) s"; }
 t
 timeout 240 python3 -m ltx2_edge calibrate --device cuda:0 "${CK[@]}" --quiet > "$OUT/calibrate.txt" 2>&1; tail -32 "$OUT/calibrate.txt"; t
 cp ~/.cache/ltx2-edge/profiles/*.json "$OUT/" 2>/dev/null
-table() { python3 bench/prediction_table.py table --dir /tmp/pt --out "$OUT/prediction.json" --markdown "$OUT/prediction.md" \
-  >/dev/null; tar -czf "$OUT/reports.tgz" -C /tmp/pt .; }  # after every run: a cut-off call keeps its rows
-go() { label=$1; shift; python3 bench/prediction_table.py run --dir /tmp/pt --video-dir /tmp --label "$label" -- \
-  "${CK[@]}" --prompt "A red kite dances over a windy beach at sunset while waves crash and gulls call." \
-  --quiet "$@" | tail -1 | cut -c1-120; t; table; }
+source bench/device/predict.sh
 go w1-32-cold --budget 32GiB
 go w1-32 --budget 32GiB
 go w1-16 --budget 16GiB
