@@ -6,6 +6,7 @@ logic is checked, and everything that runs on a CPU is compared with the plain e
 
 from __future__ import annotations
 
+import logging
 import stat
 from pathlib import Path
 
@@ -192,8 +193,12 @@ def test_choose_accel_resident_streamed_and_tight():
     assert (full.settings.compile, full.settings.cuda_graph, full.settings.freeze_text_kv) == (True, True, True)
     assert full.extra_peak_bytes == int(2.25 * 2**30)
     streamed = choose_accel(_inputs(streamed_blocks=30, budget_bytes=16 * 2**30, predicted_peak_bytes=15 * 2**30))
-    assert streamed.settings.compile and not streamed.settings.cuda_graph and not streamed.settings.freeze_text_kv
-    assert "30 blocks stream" in streamed.settings.reasons[1] and streamed.extra_peak_bytes == 0
+    # From pinned memory the graph holds the copies; from the file (host reads between blocks) it cannot.
+    assert streamed.settings.compile and streamed.settings.cuda_graph and not streamed.settings.freeze_text_kv
+    assert "copies of its 30 streamed blocks" in streamed.settings.reasons[1] and streamed.extra_peak_bytes == 0
+    from_file = choose_accel(_inputs(streamed_blocks=30, budget_bytes=16 * 2**30, predicted_peak_bytes=15 * 2**30,
+                                     stream_tier="file"))  # fmt: skip
+    assert not from_file.settings.cuda_graph and "read from the file" in from_file.settings.reasons[1]
     tight = choose_accel(_inputs(predicted_peak_bytes=31 * 2**30))
     assert (
         tight.settings.cuda_graph
@@ -268,8 +273,8 @@ def test_batched_forward_is_what_the_engine_runs(tiny_transformer_fp32, tiny_con
 
 
 def test_compiled_blocks_keep_working_with_streamed_blocks(tiny_dir, tiny_config, monkeypatch):
-    # The streamer binds each streamed block's weights in a forward pre-hook; compiling the block's forward (not
-    # its call) must leave those hooks eager and read the bound weights. aot_eager: Dynamo + AOT, no codegen.
+    # The streamer waits for each streamed block's copy in a forward pre-hook; compiling the block's forward (not
+    # its call) must leave those hooks eager and read the slot's weights. aot_eager: Dynamo + AOT, no codegen.
     from ltx2_edge.accel import engine as accel_engine
     from ltx2_edge.models.streamed_transformer import load_streamed_transformer
     from ltx2_edge.quant.policy import QuantPolicy
@@ -285,6 +290,27 @@ def test_compiled_blocks_keep_working_with_streamed_blocks(tiny_dir, tiny_config
         copies = streamer.stats().copies
     torch.testing.assert_close(v1, v0, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(a1, a0, rtol=1e-5, atol=1e-6)
-    # Two graphs: resident blocks and streamed ones (their weights are views into a slot: other strides), however
-    # many blocks stream. The streamed block crossed every step of both runs.
-    assert stats["compiled_graphs"] == 2 and copies == 2 * STEPS
+    # One graph for resident and streamed blocks alike: a streamed block's weights are slot views bound once, not
+    # rebound every forward, so nothing the graph guards on changes. The streamed block crossed every step of both
+    # runs.
+    assert stats["compiled_graphs"] == 1 and copies == 2 * STEPS
+
+
+def test_a_capture_out_of_memory_runs_the_steps_eager_and_says_so(tiny_transformer_fp32, tiny_config, monkeypatch,
+                                                                  caplog):  # fmt: skip
+    # The graph's private pool cannot reuse the eager steps' cached memory, so where the budget is tight its capture
+    # can fail where eager steps fit. The run then computes the same latents eager, and the report and log say why.
+    from ltx2_edge.accel import step_graph
+
+    def no_room(self, video, audio, sigma):  # noqa: ANN001
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 280.00 MiB. 15.26 GiB allowed")
+
+    monkeypatch.setattr(step_graph.StepGraph, "capture", no_room)
+    ctx = _contexts(tiny_config)
+    v0, a0, _ = _run(tiny_transformer_fp32, ctx, None)
+    with caplog.at_level(logging.WARNING, logger="ltx2_edge.accel.engine"):
+        v1, a1, stats = _run(tiny_transformer_fp32, ctx, AccelSettings(cuda_graph=True))
+    assert torch.equal(v0, v1) and torch.equal(a0, a1)
+    assert stats["graph_refused"].startswith("the CUDA graph's capture ran out of memory inside the budget")
+    assert stats["eager_steps"] == STEPS and stats["graph_replays"] == 0 and stats["capture_seconds"] is None
+    assert "--cuda-graph off skips the capture" in caplog.text

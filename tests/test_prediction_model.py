@@ -58,9 +58,9 @@ def profile():
                    conv_tflops=fast, h2d_pinned_gbps=SLOT / 0.008 / 1e9, timings=TIMINGS)  # fmt: skip
 
 
-def _w1(headers, profile, budget_gib, **kw):
+def _w1(headers, profile, budget_gib, num_frames=97, **kw):
     ltx, gemma = headers
-    request = PlanRequest(512, 288, 97, 24.0, 20, precision="fp8", expandable_segments=True, **kw)
+    request = PlanRequest(512, 288, num_frames, 24.0, 20, precision="fp8", expandable_segments=True, **kw)
     return plan(ltx, gemma, request, Budget(budget_gib * GiB, None, False), profile)
 
 
@@ -78,7 +78,7 @@ def test_graphed_resident_steps(full_headers, profile):
 
 
 def test_streamed_steps_are_a_pipeline_of_copies_and_blocks(full_headers, profile):
-    den = _w1(full_headers, profile, 16).stage("denoise")
+    den = _w1(full_headers, profile, 16, cuda_graph=False).stage("denoise")
     assert (den.resident_units, den.streamed_units, den.n_slots, den.slot_bytes) == (30, 18, 3, SLOT)
     assert not den.graphed
     # c = 0.005946 (eager, text K/V every step), d = 0.008, f = 0.02. The 18 streamed blocks are spread between the
@@ -93,26 +93,51 @@ def test_streamed_steps_are_a_pipeline_of_copies_and_blocks(full_headers, profil
     assert den.predicted_seconds == pytest.approx(20 * 0.305408 + 0.002054 + 0.34, abs=1e-6)
 
 
+def test_streamed_from_pinned_memory_steps_are_graphed_with_their_copies(full_headers, profile):
+    den = _w1(full_headers, profile, 16).stage("denoise")
+    assert den.graphed and den.streamed_units == 18 and den.bottleneck == "compute"
+    # Replayed, a block computes its text K/V too (nothing is frozen while blocks stream): 0.001 + 1e-6 x 3946 =
+    # 0.004946 + the K/V's floor (~0 at these rates); the step 0.017892 + 48 x 0.004946 = 0.2553, as resident: the
+    # copies hide behind the spread blocks, and the last ones (the next step's first blocks, issued after block 46)
+    # finish inside blocks 47 and the fixed part (22.8 ms > 8 ms), so ending the graph with them costs nothing.
+    assert den.steady_step_seconds == pytest.approx(0.2553, abs=1e-5)
+    # Step 0 eager as above (0.307462) + the graphed run's first-step extra 0.68; step 1 warm-up 0.305408 + capture
+    # 0.242 + one replay.
+    first = 0.307462 + 0.68 + 0.305408 + 0.242 + 0.2553
+    assert den.first_steps_seconds == pytest.approx(first, abs=1e-5)
+    assert den.predicted_seconds == pytest.approx(first + 18 * 0.2553, abs=1e-4)
+    assert "CUDA graph with the copies of 18 streamed blocks" in den.time_note
+    # From the file (one pool) no graph: host reads sit between the blocks.
+    ltx, gemma = full_headers
+    request = PlanRequest(512, 288, 97, 24.0, 20, precision="fp8", expandable_segments=True)
+    unified = plan(ltx, gemma, request, Budget(16 * GiB, None, True), profile).stage("denoise")
+    assert unified.source_tier == "file" and unified.streamed_units and not unified.graphed
+
+
 def test_pipeline_by_hand():
-    # 1 resident + 3 streamed through 2 slots, block 1 s, copy 2 s. Step 0: resident ends 1; copies 0,1 at [0,2],
-    # [2,4]; block 0 [2,3]; block 1 [4,5]; copy 2 starts max(4, block 0 done 3) = 4, done 6: block 2 [6,7] -> 7.
-    # Step 1: resident [7,8]; copy 3 max(6, 5) -> 8: block [8,9]; copy 4 max(8, 7) -> 10: block [10,11];
-    # copy 5 max(10, 9) -> 12: block [12,13] -> 6.
-    assert pipeline_steps((False, True, True, True), 2, 1.0, 2.0, 0.0, 2) == [7.0, 6.0]
+    # 1 resident + 3 streamed through 2 slots (position p in slot p % 2), block 1 s, copy 2 s. Step 0: resident ends
+    # 1; copies of positions 0, 1 at [0,2], [2,4]; block 0 [2,3], then position 2's copy (slot 0) [4,6]; block 1
+    # [4,5], then the next step's position 1 (slot 1) [6,8]; block 2 [6,7] -> 7, then the next step's position 0
+    # (slot 0, free only now) [8,10]. Step 1: resident [7,8]; block 0 waits for its copy: [10,11], position 2's
+    # copy [11,13]; block 1 [11,12]; block 2 [13,14] -> 7. Three blocks in two fixed slots: one slot's two users
+    # are adjacent across the step boundary, so one copy is exposed every step.
+    assert pipeline_steps((False, True, True, True), 2, 1.0, 2.0, 0.0, 2) == [7.0, 7.0]
     # Compute-bound: copies never wait, a step is its blocks.
     assert pipeline_steps((False, False, True, True), 2, 1.0, 0.5, 0.25, 3) == [4.25, 4.25, 4.25]
+    # A CUDA graph ends when its copies do: the next step's first copies are part of this step.
+    assert pipeline_steps((False, True, True, True), 2, 1.0, 2.0, 0.0, 2, join=True) == [10.0, 8.0]
 
 
 def test_pipeline_spread_hides_copies_that_gathered_blocks_wait_for():
-    # 3 resident + 3 streamed through 2 slots, block 1 s, copy 2 s: copies are the bound, 6 s a step at best.
-    # Gathered after the resident ones, the streamed blocks run back to back and wait: 7 s a step. Spread (blocks
-    # 1, 3, 5), each copy runs while a resident block computes: 6 s from the second step on.
-    gathered = (False, False, False, True, True, True)
-    spread = run_order(6, 3)
-    assert spread == (False, True, False, True, False, True)
+    # 4 resident + 4 streamed through 2 slots, block 1 s, copy 2 s: copies are the bound, 8 s a step at best.
+    # Gathered after the resident ones, the streamed blocks run back to back and wait: 10 s a step. Spread (blocks
+    # 1, 3, 5, 7), each copy runs while a resident block computes: 8 s from the second step on.
+    gathered = (False,) * 4 + (True,) * 4
+    spread = run_order(8, 4)
+    assert spread == (False, True) * 4
     g = pipeline_steps(gathered, 2, 1.0, 2.0, 0.0, 4)
     s = pipeline_steps(spread, 2, 1.0, 2.0, 0.0, 4)
-    assert g == pytest.approx([7.0] * 4) and s == pytest.approx([7.0, 6.0, 6.0, 6.0])
+    assert g == pytest.approx([10.0] * 4) and s == pytest.approx([9.0, 8.0, 8.0, 8.0])
     # The 16 GiB W1 shape on the H200 (30 + 18 blocks, 3 slots, ~4.5 ms eager block, ~8 ms copy): gathered is
     # copy-bound by about the streamed blocks' copies; spread comes within a copy of max(compute, copies).
     g = pipeline_steps((False,) * 30 + (True,) * 18, 3, 0.0045, 0.008, 0.0, 6)[-1]
@@ -269,12 +294,17 @@ def test_a_streamed_blocks_own_cost_is_fitted_from_s4_and_priced_per_streamed_bl
     t = fit_step_timings(None, at(1000, 0.002), at(3000, 0.003), graphs=True, how="test")
     assert t.streamed_block_s == pytest.approx(0.0025)
     assert fit_step_timings(None, at(1000, None), at(3000, None), graphs=True, how="t").streamed_block_s is None
-    # Priced at 16 GiB (30 resident + 18 streamed, compute-bound once spread): + 18 x 2.5 ms a step.
-    base = _w1(full_headers, profile, 16).stage("denoise").steady_step_seconds
+    # Priced at 16 GiB eager (30 resident + 18 streamed, compute-bound once spread): + 18 x 2.5 ms a step.
+    base = _w1(full_headers, profile, 16, cuda_graph=False).stage("denoise").steady_step_seconds
     timed = replace(profile, timings=replace(TIMINGS, step=replace(TIMINGS.step, streamed_block_s=0.0025)))
-    den = _w1(full_headers, timed, 16).stage("denoise")
+    den = _w1(full_headers, timed, 16, cuda_graph=False).stage("denoise")
     assert den.steady_step_seconds == pytest.approx(base + 18 * 0.0025, abs=1e-6)
     assert "+2.50 ms a streamed one" in den.time_note
+    # A replay runs no hook: graphed, the steady step does not pay it (steps 0 and 1, eager, do).
+    graphed = _w1(full_headers, timed, 16).stage("denoise")
+    graphed_base = _w1(full_headers, profile, 16).stage("denoise")
+    assert graphed.steady_step_seconds == pytest.approx(graphed_base.steady_step_seconds, abs=1e-9)
+    assert graphed.first_steps_seconds > graphed_base.first_steps_seconds + 2 * 17 * 0.0025
 
 
 def test_the_start_up_probe_times_a_fresh_interpreter():
@@ -446,3 +476,47 @@ def test_step_timings_stand_when_the_streamed_copy_cannot_be_made(monkeypatch):
     how, _ = bt.measure_step_timings({4: None}, {}, torch.device("cuda"), torch.bfloat16, None, "fp8", False)
     assert "a streamed block's extra not measured (RuntimeError: no pinned memory" in how
     assert set(seen.values()) == {None}  # every shape timed without S4
+
+
+def test_a_graphed_denoise_keeps_room_for_its_capture(full_headers, profile):
+    from ltx2_edge.plan.stage_fit import capture_room_bytes
+
+    # 0.26 a^2 (a in GiB): the H200's 20 s clip at 32 GiB, 3.26 GiB of activations, reserved 2.77 GiB over the
+    # eager prediction.
+    assert capture_room_bytes(int(3.26 * GiB)) / GiB == pytest.approx(2.763, abs=1e-3)
+    for frames in (97, 241):
+        graphed = _w1(full_headers, profile, 16, num_frames=frames).stage("denoise")
+        eager = _w1(full_headers, profile, 16, num_frames=frames, cuda_graph=False).stage("denoise")
+        room = capture_room_bytes(eager.activations_bytes)
+        assert graphed.graphed and not eager.graphed
+        # The graphed plan is the eager one with the room inside the same budget: fewer resident blocks where the
+        # eager plan left less than the room.
+        freed = eager.weights_resident_bytes - graphed.weights_resident_bytes
+        assert graphed.predicted_peak_bytes == eager.predicted_peak_bytes - freed + room
+        assert graphed.predicted_peak_bytes <= 16 * GiB  # the runtime's own bytes are inside the figure
+        if frames == 241:  # 1.68 GiB of activations: 0.73 GiB of room, two blocks fewer resident
+            assert eager.resident_units - graphed.resident_units >= 2
+    ltx, gemma = full_headers
+    request = PlanRequest(512, 288, 241, 24.0, 20, precision="fp8", expandable_segments=True)
+    unified = plan(ltx, gemma, request, Budget(16 * GiB, None, True), profile).stage("denoise")
+    # From the file nothing is captured: no room kept.
+    assert not unified.graphed
+
+
+def test_a_budget_that_fits_eager_but_not_a_capture_plans_eager_not_a_refusal(full_headers, profile):
+    from ltx2_edge.accel.settings import choose_accel
+    from ltx2_edge.plan.stage_fit import capture_room_bytes
+
+    # The 20 s clip at 8 GiB: 4 blocks resident eager, and no K leaves the capture's room (2.76 GiB) beside even
+    # one streamed block's slots. Planned eager, as --cuda-graph off would be, not refused.
+    ltx, gemma = full_headers
+    request = PlanRequest(512, 288, 481, 24.0, 20, precision="fp8", expandable_segments=True)
+    den = plan(ltx, gemma, request, Budget(8 * GiB, None, False), profile).stage("denoise")
+    eager = plan(ltx, gemma, replace(request, cuda_graph=False), Budget(8 * GiB, None, False), profile).stage("denoise")
+    assert den.no_capture_room and not den.graphed and "no room for its capture" in den.technique
+    assert den.resident_units == eager.resident_units and den.predicted_peak_bytes == eager.predicted_peak_bytes
+    assert den.predicted_peak_bytes + capture_room_bytes(den.activations_bytes) > 8 * GiB
+    from test_accel import _inputs  # the accel choice honours it
+
+    choice = choose_accel(_inputs(streamed_blocks=den.streamed_units, capture_room=False))
+    assert not choice.settings.cuda_graph and "no room for its capture" in choice.settings.reasons[1]

@@ -96,10 +96,10 @@ def checkpoint(tmp_path_factory):
     return {"single": single, "shards": shards, "state": state, "outputs": outputs}
 
 
-def _streaming_model(state: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """Everything but the streamed blocks loaded; the streamed blocks stay on meta for the streamer to bind."""
+def _streaming_model(state: dict[str, torch.Tensor], blocks: tuple[int, ...] = STREAMED) -> torch.nn.Module:
+    """Everything but the streamed ``blocks`` loaded; those stay on meta for the streamer to bind."""
     model = _meta_model().to(torch.bfloat16)
-    streamed = tuple(f"transformer_blocks.{i}." for i in STREAMED)
+    streamed = tuple(f"transformer_blocks.{i}." for i in blocks)
     kept = {k[len(PREFIX) :]: v for k, v in state.items() if not k[len(PREFIX) :].startswith(streamed)}
     model.load_state_dict(kept, assign=True, strict=False)
     return model
@@ -206,7 +206,8 @@ def test_close_releases_slots_source_and_hooks(checkpoint):
     blocks = model.transformer_blocks
     source = PinnedHostSource.from_file(checkpoint["single"], STREAMED)
     assert source.host_bytes >= sum(source.layout(i).nbytes for i in STREAMED)
-    assert source.pinned_bytes == 0  # no CUDA here: plain host memory, reported as host bytes only
+    # Without CUDA plain host memory, reported as host bytes only; with it, page-locked.
+    assert source.pinned_bytes == (source.host_bytes if torch.cuda.is_available() else 0)
     streamer = BlockStreamer(blocks, source, RESIDENT, device="cpu", prefetch=PREFETCH)
     _forward(model, 0)
     slot_refs = [weakref.ref(s) for s in streamer.slots]
@@ -292,3 +293,108 @@ def test_layout_mixed_dtypes_pack_and_read_back_bit_exact(tmp_path):
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous().reshape(-1).view(torch.uint8)
+
+
+def _slot_of(streamer: BlockStreamer, t: torch.Tensor) -> int:
+    hits = [k for k, s in enumerate(streamer.slots) if s.data_ptr() <= t.data_ptr() < s.data_ptr() + s.numel()]
+    assert len(hits) == 1
+    return hits[0]
+
+
+def test_each_streamed_position_runs_from_one_fixed_slot(checkpoint):
+    """Position p of the streamed order always runs from slot p % slots, bound once: a forward's kernels read the
+    same addresses every time (what a CUDA graph of it needs). 4 streamed blocks through 3 slots: the fourth shares
+    slot 0 with the first, and each forward's last blocks load the next forward's first ones."""
+    model = _streaming_model(checkpoint["state"])
+    blocks = model.transformer_blocks
+    streamer = BlockStreamer(blocks, _source("pinned", checkpoint), RESIDENT, device="cpu", prefetch=PREFETCH)
+    seen: list[tuple[int, int, int]] = []
+    for i in STREAMED:
+        blocks[i].register_forward_pre_hook(
+            lambda module, args, i=i: seen.append(
+                (i, _slot_of(streamer, module.attn1.to_q.weight), module.attn1.to_q.weight.data_ptr())
+            )  # fmt: skip
+        )
+    for seed in range(3):
+        video, audio = _forward(model, seed)
+        assert torch.equal(video, checkpoint["outputs"][seed][0]) and torch.equal(audio, checkpoint["outputs"][seed][1])
+    assert [(i, slot) for i, slot, _ in seen] == [(2, 0), (3, 1), (4, 2), (5, 0)] * 3
+    assert len({(i, ptr) for i, _, ptr in seen}) == len(STREAMED)  # never rebound to other addresses
+    assert streamer.stats().copies == 3 * len(STREAMED)
+    # On the CPU (or from the file) a forward cannot be captured: said, before any capture starts.
+    assert not streamer.capturable
+    with pytest.raises(RuntimeError, match="cannot be captured: they need CUDA and a pinned source"):
+        streamer.capture_begin()
+    streamer.close()
+
+
+def test_more_slots_than_streamed_blocks_hold_each_block_once(checkpoint):
+    model = _streaming_model(checkpoint["state"], (4, 5))
+    source = PinnedHostSource.from_file(checkpoint["single"], (4, 5))
+    streamer = BlockStreamer(model.transformer_blocks, source, {0, 1, 2, 3}, device="cpu", prefetch=PREFETCH)
+    assert len(streamer.slots) == 2 and streamer.streamed == (4, 5)
+    for seed in range(2):
+        video, audio = _forward(model, seed)
+        assert torch.equal(video, checkpoint["outputs"][seed][0])
+    streamer.close()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device (runs on the GPU machine)")
+def test_a_cuda_graph_holds_the_streamed_copies_and_replays_bit_for_bit(checkpoint):
+    """The forward with 4 blocks streamed from pinned memory, captured once (``StepGraph``) and replayed on new
+    inputs: the same outputs as the eager streamed forward, bit for bit, and eager forwards still right after."""
+    from ltx2_edge.accel.step_graph import StepGraph
+
+    dev = torch.device("cuda")
+    model = _streaming_model(checkpoint["state"])
+    for i in RESIDENT:
+        model.transformer_blocks[i].to(dev)
+    for name, module in model.named_children():
+        if name != "transformer_blocks":
+            module.to(dev)
+    for name, t in list(model.named_parameters(recurse=False)) + list(model.named_buffers(recurse=False)):
+        setattr(model, name, torch.nn.Parameter(t.to(dev), requires_grad=False) if name in model._parameters
+                else t.to(dev))  # fmt: skip
+    source = PinnedHostSource.from_file(checkpoint["single"], STREAMED)
+    assert source.pinned_bytes > 0
+    streamer = BlockStreamer(model.transformer_blocks, source, RESIDENT, device=dev, prefetch=PREFETCH)
+    assert streamer.capturable
+    inputs = []
+    for seed in range(4):
+        video, audio = _inputs(seed)
+        inputs.append(tuple(_to(m, dev) for m in (video, audio)))
+    fixed_video, fixed_audio = inputs[0]
+
+    def forward(v: torch.Tensor, a: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        from dataclasses import replace
+
+        return model(replace(fixed_video, latent=v, sigma=sigma), replace(fixed_audio, latent=a, sigma=sigma),
+                     BatchedPerturbationConfig.empty(1))  # fmt: skip
+
+    from ltx2_edge.accel.step_invariants import step_invariants
+
+    # Rotary tables built once (ltx-core builds them on the host every forward, which no capture allows).
+    with torch.no_grad(), step_invariants(model):
+        eager = [forward(v.latent, a.latent, fixed_video.sigma) for v, a in inputs]
+        eager = [tuple(t.clone() for t in out) for out in eager]
+        copies = streamer.stats().copies
+        graph = StepGraph(forward, streamer)
+        graph.capture(inputs[0][0].latent, inputs[0][1].latent, fixed_video.sigma)
+        for k in (1, 2, 3, 0, 2):  # other latents each replay
+            out = graph.replay(inputs[k][0].latent, inputs[k][1].latent, fixed_video.sigma)
+            torch.cuda.synchronize()
+            assert all(torch.equal(o, e) for o, e in zip(out, eager[k], strict=True)), f"replay of input {k} differs"
+        again = forward(inputs[3][0].latent, inputs[3][1].latent, fixed_video.sigma)  # eager after replays
+        assert all(torch.equal(o, e) for o, e in zip(again, eager[3], strict=True))
+    stats = streamer.stats()
+    # The warm-up and the eager forward after replays run the hooks; five replays count their copies too.
+    assert stats.copies == copies + (1 + 5 + 1) * len(STREAMED)
+    graph.release()
+    streamer.close()
+
+
+def _to(m: Modality, dev: torch.device) -> Modality:
+    from dataclasses import fields, replace
+
+    return replace(m, **{f.name: getattr(m, f.name).to(dev) for f in fields(m)
+                         if isinstance(getattr(m, f.name), torch.Tensor)})  # fmt: skip

@@ -21,6 +21,8 @@ value beyond the compiled kernels' rounding: eager steps, compiled steps and rep
 
 from __future__ import annotations
 
+import gc
+import logging
 import time
 from collections.abc import Hashable, Sequence
 from contextlib import ExitStack
@@ -32,8 +34,10 @@ from ltx_core.types import LatentState
 from ltx2_edge.accel import attention
 from ltx2_edge.accel.compile import compile_blocks, uncompile_blocks
 from ltx2_edge.accel.fused_ff import fuse_feed_forwards, fuse_support, unfuse_feed_forwards
-from ltx2_edge.accel.step_graph import StepGraph
+from ltx2_edge.accel.step_graph import CaptureHooks, StepGraph
 from ltx2_edge.accel.step_invariants import Invariants, InvariantStats, step_invariants
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class AccelStats:
     fused_ff_note: str | None = None  # why none was, when none was
     graph_breaks: dict[str, int] = field(default_factory=dict)  # why the block split into several graphs
     graph_reused: bool = False  # this run replayed the graph an earlier run of the batch captured
+    graph_refused: str | None = None  # why the capture failed and the steps ran eager instead
 
     def as_dict(self) -> dict:
         return {
@@ -86,6 +91,7 @@ class AccelStats:
             "fused_ff_note": self.fused_ff_note,
             "graph_breaks": self.graph_breaks,
             "graph_reused": self.graph_reused,
+            "graph_refused": self.graph_refused,
         }
 
 
@@ -116,10 +122,13 @@ class StepEngine:
         device: torch.device,
         bound: Sequence[torch.Tensor | None] = (),
         signature: Hashable = None,
+        streamer: CaptureHooks | None = None,
     ) -> None:
         """``bound``: every tensor ``forward`` reads besides its three inputs (what ``begin_run`` refills);
-        ``signature``: what else must be equal for a later run to replay this run's graph (passes, perturbations)."""
+        ``signature``: what else must be equal for a later run to replay this run's graph (passes, perturbations);
+        ``streamer``: the block streamer of the transformer's streamed blocks (a graph then holds their copies)."""
         self.model = x0_model
+        self.streamer = streamer
         self.forward = forward
         self.settings = settings
         self.device = device
@@ -155,7 +164,10 @@ class StepEngine:
         for old, new in zip(self._bound, bound, strict=True):
             if old is not None and new is not None and old is not new:
                 old.copy_(new)
-        stats = AccelStats(graph_reused=True, compiled_graphs=self.stats.compiled_graphs)
+        # A refused capture is not retried per clip: the steps stay eager, and nothing is said to be replayed.
+        refused = self.stats.graph_refused
+        stats = AccelStats(graph_reused=refused is None, compiled_graphs=self.stats.compiled_graphs,
+                           graph_refused=refused)  # fmt: skip
         assert self._invariants is not None  # set by __enter__, which opened the graph's scope
         self._invariants.refill(stats.invariants)
         self.stats, self._steps, self._refilled = stats, 0, True
@@ -202,17 +214,35 @@ class StepEngine:
                 self._sync()
                 self.stats.compile_step_seconds = time.perf_counter() - start
                 return out
-        if not self.settings.cuda_graph:
+        if not self.settings.cuda_graph or self.stats.graph_refused is not None:
             self.stats.eager_steps += 0 if self._compiled else 1
             return self.forward(video, audio, sigma)
         if self._graph is None:
             # The states of step 0: the same mask and position tensors as this step's (only the latent differs).
             first_video, first_audio = self._states or (video, audio)
             graph = StepGraph(
-                lambda v, a, s: self.forward(replace(first_video, latent=v), replace(first_audio, latent=a), s)
+                lambda v, a, s: self.forward(replace(first_video, latent=v), replace(first_audio, latent=a), s),
+                self.streamer,
             )
             start = time.perf_counter()
-            graph.capture(video.latent, audio.latent, sigma)
+            refused = None
+            try:
+                graph.capture(video.latent, audio.latent, sigma)
+            except torch.OutOfMemoryError as exc:
+                refused = str(exc).split(".")[0]
+            if refused is not None:
+                # The graph's private pool cannot reuse what the eager steps cached, so a capture can need more
+                # than an eager step where the budget is tight. Out of the except block, the failed forward's
+                # tensors (held by the traceback) are gone; the steps then compute the same values eager: said in
+                # the log and the report, never silently.
+                gc.collect()
+                torch.cuda.empty_cache()
+                self.stats.graph_refused = (f"the CUDA graph's capture ran out of memory inside the budget "
+                                            f"({refused}): steps ran eager")  # fmt: skip
+                log.warning("%s; --cuda-graph off skips the capture, a larger --budget leaves it room",
+                            self.stats.graph_refused)  # fmt: skip
+                self.stats.eager_steps += 1
+                return self.forward(video, audio, sigma)
             self._sync()
             self.stats.capture_seconds = time.perf_counter() - start
             self._graph = graph
@@ -258,14 +288,16 @@ class EngineSlot:
         device: torch.device,
         bound: Sequence[torch.Tensor | None],
         signature: Hashable,
+        streamer: CaptureHooks | None = None,
     ) -> StepEngine:
         """An open engine for this run: the slot's, refilled, when it can replay for it; else a new one."""
         old = self.engine
-        same = old is not None and old.model is x0_model and _comparable(old.settings) == _comparable(settings)
+        same = (old is not None and old.model is x0_model and old.streamer is streamer
+                and _comparable(old.settings) == _comparable(settings))  # fmt: skip
         if same and old.begin_run(bound, signature):
             return old
         self.close()
-        self.engine = StepEngine(x0_model, forward, settings, device, bound, signature).__enter__()
+        self.engine = StepEngine(x0_model, forward, settings, device, bound, signature, streamer).__enter__()
         return self.engine
 
     def close(self) -> None:

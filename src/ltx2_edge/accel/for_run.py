@@ -44,6 +44,8 @@ def choose_for_run(
         compile_mode=compile_mode, compile_support=compile_support(device), compile_economics=economics,
         cuda_graph_mode=cuda_graph_mode, device_type=device.type, batched=guidance.mode == "batched",
         block_perturbations=perturbs_single_blocks(guidance), streamed_blocks=denoise.streamed_units,
+        stream_tier=denoise.source_tier,
+        capture_room=not denoise.no_capture_room,
         budget_bytes=budget_bytes, predicted_peak_bytes=denoise.predicted_peak_bytes,
         text_kv_bytes=text_kv_bytes(config, guidance.batch, TEXT_CONTEXT_TOKENS, dtype.itemsize), steps=denoise.steps,
     )  # fmt: skip
@@ -68,7 +70,10 @@ def measured_settings(
 
 
 def compile_row(details: dict, stats: dict, step_seconds: list[float]) -> None:
-    """Compilation and graph capture happen inside the denoise stage's first accelerated step: give them a line."""
+    """Compilation and graph capture happen inside the denoise stage's first accelerated step: give them a line (and
+    a refused capture one that says why the steps ran eager)."""
+    if stats.get("graph_refused"):
+        details.setdefault("sub_rows", []).append(("no CUDA graph", 0.0, stats["graph_refused"]))
     first = stats.get("capture_seconds") or stats.get("compile_step_seconds")
     steady = step_seconds[2:]
     if stats.get("graph_reused") and steady:

@@ -1,8 +1,9 @@
 """Which denoising accelerations a run uses, from the user's flags, the plan and the machine (pure, no GPU).
 
 - compiled blocks: ``compile.decide_compile`` (``--compile``);
-- CUDA graph of the whole forward (``--cuda-graph auto|off``): CUDA, batched guidance, every block resident
-  (streamed blocks bind weight slots from a copy stream between blocks, which one replayed graph cannot do);
+- CUDA graph of the whole forward (``--cuda-graph auto|off``): CUDA, batched guidance, and every block resident or
+  streamed from pinned memory (the graph then holds the copies, ``accel.step_graph``); blocks read from the file
+  between blocks are host work no graph can hold, so those runs stay eager;
 - text K/V kept for the run: every block resident and the budget has room for them (``text_kv_bytes``);
   they then join the denoise stage's predicted peak (``extra_peak_bytes``).
 Each choice carries its reason, printed in the plan and report. Nothing here runs a kernel.
@@ -35,6 +36,8 @@ class AccelInputs:
     predicted_peak_bytes: int
     text_kv_bytes: int
     steps: int  # forwards per guidance pass in this run (the graph is captured at step 1, replayed from step 2)
+    stream_tier: str = "pinned"  # where streamed blocks wait (the plan's source_tier): "pinned" or "file"
+    capture_room: bool = True  # the plan kept room for a capture (``StagePlan.no_capture_room`` False)
 
 
 @dataclass(frozen=True)
@@ -58,11 +61,17 @@ def choose_accel(x: AccelInputs) -> AccelChoice:
         graph, graph_why = False, "no CUDA graph (--cuda-graph off)"
     elif x.device_type != "cuda":
         graph, graph_why = False, f"no CUDA graph on {x.device_type}"
-    elif not resident:
-        graph, graph_why = False, f"no CUDA graph: {x.streamed_blocks} blocks stream (copy-bound; graphs need resident)"
+    elif not resident and x.stream_tier != "pinned":
+        graph, graph_why = False, (f"no CUDA graph: {x.streamed_blocks} blocks are read from the file between blocks "
+                                   "(host reads cannot be captured)")  # fmt: skip
+    elif not x.capture_room:
+        graph, graph_why = False, "no CUDA graph: the budget leaves no room for its capture (the plan's choice)"
     elif x.steps - 2 < GRAPH_MIN_REPLAYS:
         graph, graph_why = False, (f"no CUDA graph: {max(x.steps - 2, 0)} replays would not pay back its capture "
                                    f"(needs >= {GRAPH_MIN_REPLAYS})")  # fmt: skip
+    elif not resident:
+        graph, graph_why = True, (f"CUDA graph: whole forward captured once with the copies of its {x.streamed_blocks} "
+                                  "streamed blocks, replayed each step")  # fmt: skip
     else:
         graph, graph_why = True, "CUDA graph: whole forward captured once, replayed each step"
     room = x.budget_bytes is None or x.predicted_peak_bytes + x.text_kv_bytes <= x.budget_bytes

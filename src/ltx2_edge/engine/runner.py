@@ -222,8 +222,8 @@ class StageRunner:
         try:
             video, audio = denoise(transformer, setup.video_state, setup.audio_state, sigmas, contexts, run.guidance,
                                    on_step=step_done, synchronize=sync, accel=settings,
-                                   accel_stats=accel_stats, slot=self.step_slot,
-                                   split=self.pass_split)  # fmt: skip
+                                   accel_stats=accel_stats, slot=self.step_slot, split=self.pass_split,
+                                   streamer=streamer)  # fmt: skip
             if accel_stats:
                 details["accel_stats"] = accel_stats
                 for_run.compile_row(details, accel_stats, step_seconds)

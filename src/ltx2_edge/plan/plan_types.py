@@ -188,6 +188,8 @@ class StagePlan:
     first_steps_seconds: float = 0.0
     capture_seconds: float = 0.0
     graphed: bool = False
+    # denoise only: the budget fits the stage but not the room a CUDA graph's capture needs, so the run stays eager
+    no_capture_room: bool = False
     time_note: str = ""
     # upsample only: the transformer of stage 1 stays resident through this stage into stage 2 (its bytes are in
     # the peak), instead of being released and loaded again.

@@ -10,6 +10,8 @@ The rule, for a stage of fixed tensors + N equal-role blocks + an activation wor
   second copy in the same DRAM, counted against the pool, while the page cache of the file is not. Streamed
   blocks are read from the file into their slots through ``FileSource``'s staging ring (two pinned buffers of
   at most 64 MiB), which is counted inside the pool; the technique says so (``ONE_POOL_NOTE``).
+* a denoising stage that will capture a CUDA graph (``plan.step_time.will_graph``) also keeps room for the
+  capture (``capture_room_bytes``): the graph's private pool cannot reuse what the eager steps cached.
 Time per step is max(compute, copy): prefetch overlaps the copy of the next blocks with this block's
 compute. Pure arithmetic over header bytes; never allocates, never reads a weight.
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ltx2_edge.checkpoint.header import DTYPE_BYTES, TensorInfo
 from ltx2_edge.plan.budget import Budget, format_gib
@@ -26,7 +28,7 @@ from ltx2_edge.plan.flops import FlopCount
 from ltx2_edge.plan.plan_types import PlanRequest, StagePlan
 from ltx2_edge.plan.profiles import DeviceProfile
 from ltx2_edge.plan.stage_time import StageLoad, stage_time
-from ltx2_edge.plan.step_time import DenoiseShape
+from ltx2_edge.plan.step_time import DenoiseShape, will_graph
 
 MiB = 1024**2
 # Per stage, beyond the counted bytes: what the allocator reserves but has not allocated, and estimation error.
@@ -43,6 +45,18 @@ ONE_POOL_NOTE = (
 )
 
 IsQuantized = Callable[[str], bool]
+
+# A captured forward's peak over the eager one's, against the predicted activations a (GiB): resident graphed W1,
+# 10 s and 20 s clips at 32 GiB on the H200 (calls 12-13, 2026-12-03: a = 0.74 / 1.68 / 3.26 GiB, measured peak over
+# the eager prediction +0.13 / +0.98 / +2.77 GiB) fit ~0.26 a^2, and captures at 16 GiB (10 s and 20 s clips) that
+# the eager prediction left 0.07-0.12 GiB for ran out of memory. Growing faster than the activations: the graph's
+# pool (no expandable segments) fragments over a forward's largest buffers, which grow with the tokens.
+CAPTURE_ROOM_PER_GIB2 = 0.26
+
+
+def capture_room_bytes(activations: int) -> int:
+    """Device bytes a CUDA graph's capture needs beyond the eager forward's activations."""
+    return int(CAPTURE_ROOM_PER_GIB2 * activations * activations / 2**30)
 
 
 @dataclass(frozen=True)
@@ -132,17 +146,28 @@ def file_staging_bytes(slot: int) -> int:
     return FILE_STAGING_BUFFERS * min(FILE_STAGING_CHUNK, slot)
 
 
-def _residency(ctx: FitContext, base: int, units: tuple[int, ...]) -> tuple[int, int, int] | None:
+def _residency(ctx: FitContext, base: int, units: tuple[int, ...],
+               room: Callable[[int], int] = lambda k: 0) -> tuple[int, int, int] | None:  # fmt: skip
     """(K resident, slots, slot bytes) with K maximal such that base + resident + slots (+ the staging ring inside
-    one pool, when blocks stream) fit; None if K=0 fails."""
+    one pool, when blocks stream, + ``room(K)``) fit; None if K=0 fails."""
     for k in range(len(units), -1, -1):
         streamed = units[k:]
         slots = min(ctx.request.prefetch_depth + 1, len(streamed))
         slot = max(streamed, default=0)
         ring = file_staging_bytes(slot) if ctx.budget.unified else 0
-        if base + sum(units[:k]) + slots * slot + ring <= ctx.avail():
+        if base + sum(units[:k]) + slots * slot + ring + room(k) <= ctx.avail():
             return k, slots, slot
     return None
+
+
+def _tier(ctx: FitContext, streamed: int, host: int) -> str:
+    """Where ``streamed`` bytes of blocks wait, with ``host`` bytes already in host memory."""
+    budget = ctx.budget
+    if not streamed:
+        return "resident"
+    if not budget.unified and (budget.host_bytes is None or host + streamed <= budget.host_bytes):
+        return "pinned"
+    return "file"
 
 
 def fit_stage(
@@ -162,7 +187,21 @@ def fit_stage(
     p, budget, n = ctx.profile, ctx.budget, len(w.units)
     in_pool = ctx.pool_extra + (host_held if budget.unified else 0)
     base = w.fixed + activations + in_pool
-    choice = _residency(ctx, base, w.units)
+    host_base = host_held + (0 if budget.unified else p.runtime_overhead_bytes)
+    step_t = p.timings.step if shape is not None else None
+
+    def room(k: int) -> int:
+        streamed = sum(w.units[k:])
+        graphed = step_t is not None and will_graph(step_t, ctx.request.cuda_graph, n - k, steps,
+                                                    _tier(ctx, streamed, host_base))  # fmt: skip
+        return capture_room_bytes(activations) if graphed else 0
+
+    choice = _residency(ctx, base, w.units, room)
+    no_room = False
+    if choice is None and step_t is not None:
+        # Fits eager, not with a capture's room: planned (and run) without a graph rather than refused.
+        choice = _residency(ctx, base, w.units)
+        no_room = choice is not None
     if choice is None:
         slots, slot = min(ctx.request.prefetch_depth + 1, n), max(w.units, default=0)
         ring = file_staging_bytes(slot) if budget.unified else 0
@@ -174,12 +213,11 @@ def fit_stage(
     streamed = sum(w.units[k:])
     slots, slot = (slots, slot) if streamed else (0, 0)
     ring = file_staging_bytes(slot) if streamed and budget.unified else 0
-    host = host_held + (0 if budget.unified else p.runtime_overhead_bytes)
-    tier = "resident"
-    if streamed and not budget.unified and (budget.host_bytes is None or host + streamed <= budget.host_bytes):
-        tier, host = "pinned", host + streamed
-    elif streamed:
-        tier, host = "file", host + (0 if budget.unified else slot)
+    host, tier = host_base, _tier(ctx, streamed, host_base)
+    if tier == "pinned":
+        host += streamed
+    elif tier == "file":
+        host += 0 if budget.unified else slot
     if not budget.unified and budget.host_bytes is not None and host > budget.host_bytes:
         return Shortfall(name, host, "runtime, bounce buffer and decoded frames in host memory", host=True)
     compute = ctx.seconds(flops)
@@ -198,8 +236,11 @@ def fit_stage(
     resident = w.fixed + sum(w.units[:k])
     block_copy = slot / ((p.h2d_pinned_gbps if tier == "pinned" else p.file_read_warm_gbps) * 1e9)
     # Without step timings a pass takes max(compute, copy): prefetch overlaps the copies with the compute.
-    timed = stage_time(ctx.profile, ctx.request, name, _stage_load(ctx, w, k, tier), flops, max(compute, copy), steps,
+    request = replace(ctx.request, cuda_graph=False) if no_room else ctx.request
+    timed = stage_time(ctx.profile, request, name, _stage_load(ctx, w, k, tier), flops, max(compute, copy), steps,
                        block_copy, k, slots, shape, tier)  # fmt: skip
+    if no_room:
+        technique += "; no CUDA graph: the budget leaves no room for its capture"
     bound = "compute" if compute >= copy else ("copy" if tier == "pinned" else "disk")
     steps_timed = timed.steps
     return StagePlan(
@@ -209,7 +250,7 @@ def fit_stage(
         slot_bytes=slot,
         n_slots=slots,
         activations_bytes=activations,
-        predicted_peak_bytes=resident + slots * slot + activations + in_pool + ring,
+        predicted_peak_bytes=resident + slots * slot + activations + in_pool + ring + (0 if no_room else room(k)),
         resident_units=k,
         streamed_units=n - k,
         source_tier=tier,
@@ -233,6 +274,7 @@ def fit_stage(
         first_steps_seconds=steps_timed.first_s if steps_timed is not None else 0.0,
         capture_seconds=steps_timed.capture_s if steps_timed is not None else 0.0,
         graphed=steps_timed.graphed if steps_timed is not None else False,
+        no_capture_room=no_room,
         time_note=timed.note,
     )
 

@@ -118,9 +118,8 @@ def stage_time(profile: DeviceProfile, request: PlanRequest, stage: str, load: S
     compute, setup, mp4, steps_pred = steps * max(floor_s, 0.0), 0.0, 0.0, None
     step_t = profile.timings.step
     if shape is not None and step_t is not None:
-        bound = "copy" if tier == "pinned" else "disk"
         steps_pred = predict_steps(profile, request.precision, shape, steps, resident, slots, copy_s,
-                                   request.cuda_graph, bound)  # fmt: skip
+                                   request.cuda_graph, tier)  # fmt: skip
         if steps_pred is not None:
             compute = steps_pred.seconds
             setup += step_t.backend_choice_s

@@ -1,17 +1,19 @@
 """A denoising stage's steps in seconds: the FLOP floor plus what calibrate measured beyond it, with the copies of
 streamed blocks overlapped as the streamer overlaps them.
 
-Per block: ``floor(block FLOPs) + line(rows)`` (``plan.timings.StepTimings``); CUDA-graphed when the run will graph
-(every block resident, enough replays, a device with graph timings, ``PlanRequest.cuda_graph``), else eager, and an
-eager block never faster than the launch floor. Text K/V are frozen (computed once, at step 0) when every block is
-resident, as ``accel.settings`` decides. Per step: the blocks plus the work outside them (``fixed``). Steps:
+Per block: ``floor(block FLOPs) + line(rows)`` (``plan.timings.StepTimings``); CUDA-graphed when the run will
+graph (every block resident or streamed from pinned memory, enough replays, a device with graph timings,
+``PlanRequest.cuda_graph``), else eager, and an eager block never faster than the launch floor. Text K/V are
+frozen (computed once, at step 0) when every block is resident, as ``accel.settings`` decides. Per step: the blocks
+plus the work outside them (``fixed``). Steps:
 - graphed: step 0 eager (text K/V computed) + its first-step extra; step 1 its warm-up forward (eager) + the
   capture + one replay; the other steps replay;
 - eager: step 0 (text K/V computed) + its first-step extra, then steady steps.
 With streamed blocks a step is a pipeline (``pipeline_steps``): the blocks run in order, the streamed ones spread
 between the resident ones (``plan.block_placement``), each streamed block waiting for its copy; a copy starts when
 the previous copy is done and its slot's last block has computed (the streamer's rule); the first ``slots`` copies
-are issued when streaming starts. Pure arithmetic, never imports torch.
+are issued when streaming starts; graphed, a step also waits for its own copies (the graph ends with them). Pure
+arithmetic, never imports torch.
 """
 
 from __future__ import annotations
@@ -83,24 +85,33 @@ class StepPrediction:
     note: str
 
 
-def will_graph(t: StepTimings, cuda_graph: bool, streamed: int, steps: int) -> bool:
-    """The run's CUDA-graph rule (``accel.settings.choose_accel``) as the planner can see it."""
-    return t.graph_block is not None and cuda_graph and streamed == 0 and steps - 2 >= GRAPH_MIN_REPLAYS
+def will_graph(t: StepTimings, cuda_graph: bool, streamed: int, steps: int, tier: str = "pinned") -> bool:
+    """The run's CUDA-graph rule (``accel.settings.choose_accel``) as the planner can see it: blocks resident or
+    streamed from pinned memory (``tier``), enough replays, and graph timings on this device."""
+    capturable = streamed == 0 or tier == "pinned"
+    return t.graph_block is not None and cuda_graph and capturable and steps - 2 >= GRAPH_MIN_REPLAYS
 
 
 def pipeline_steps(order: Sequence[bool], slots: int, block_s: float, copy_s: float, fixed_s: float,
-                   steps: int, streamed_block_s: float | None = None) -> list[float]:  # fmt: skip
+                   steps: int, streamed_block_s: float | None = None, join: bool = False) -> list[float]:  # fmt: skip
     """Seconds of each step when the blocks run in ``order`` (True: streamed through ``slots`` slots), each
     ``block_s`` (a streamed one ``streamed_block_s`` when given), then ``fixed_s`` (the rest of the step).
 
-    Load ``n`` is the n-th streamed block computed; its copy starts at max(copy ``n - 1`` done, load ``n - slots``
-    computed) and lasts ``copy_s``; loads ``0..slots-1`` are issued at time 0; a streamed block starts at max(the
-    previous block done, its copy done).
+    As the streamer runs them: the streamed block at position ``p`` uses slot ``p % slots``; positions
+    ``0..slots-1`` are copied from time 0; when a streamed block has computed, the next block of its slot is
+    copied (``p + slots``, or the next step's first block in that slot), starting once that block is done and the
+    copy stream has finished the copies asked for before it, lasting ``copy_s``; a streamed block starts at
+    max(the previous block done, its copy done). ``join`` (a CUDA graph): a step ends only when its copies are
+    done too.
     """
-    streamed = sum(order)
+    m = sum(order)
     streamed_s = block_s if streamed_block_s is None else streamed_block_s
-    copy_done: list[float] = []
-    computed: list[float] = []
+    slots = min(slots, m) if m else slots
+    copy_done: dict[int, float] = {}  # load n = step * m + position -> when its copy is done
+    stream_free = 0.0
+    for n in range(slots):
+        stream_free += copy_s
+        copy_done[n] = stream_free
     t, out, n = 0.0, [], 0
     for _ in range(steps):
         begin = t
@@ -108,31 +119,32 @@ def pipeline_steps(order: Sequence[bool], slots: int, block_s: float, copy_s: fl
             if not is_streamed:
                 t += block_s
                 continue
-            while len(copy_done) <= n:  # issue copies up to load n, in order, each as soon as its rule allows
-                k = len(copy_done)
-                # k - slots < n: that block has computed (copies are asked for in the order blocks run).
-                start = max(copy_done[k - 1] if k else 0.0, computed[k - slots] if k >= slots else 0.0)
-                copy_done.append(start + copy_s)
-            t = max(t, copy_done[n]) + streamed_s
-            computed.append(t)
+            t = max(t, copy_done.pop(n)) + streamed_s
+            pos = n % m
+            nxt = n + slots if pos + slots < m else n - pos + m + pos % slots
+            stream_free = max(stream_free, t) + copy_s
+            copy_done[nxt] = stream_free
             n += 1
         t += fixed_s
+        if join:
+            t = max(t, stream_free)
         out.append(t - begin)
-    assert n == steps * streamed
     return out
 
 
 def predict_steps(profile: DeviceProfile, precision: str, shape: DenoiseShape, steps: int, resident: int, slots: int,
-                  copy_s: float, cuda_graph: bool, copy_bound_word: str = "copy") -> StepPrediction | None:  # fmt: skip
+                  copy_s: float, cuda_graph: bool, tier: str = "pinned") -> StepPrediction | None:  # fmt: skip
     """The stage's steps under ``profile.timings.step`` (None when the profile has none). ``resident`` of
-    ``shape.blocks`` blocks stay; the rest stream through ``slots`` slots, ``copy_s`` each."""
+    ``shape.blocks`` blocks stay; the rest stream from ``tier`` (pinned or file) through ``slots`` slots,
+    ``copy_s`` each."""
     t = profile.timings.step
     if t is None:
         return None
     streamed = shape.blocks - resident
-    graphed = will_graph(t, cuda_graph, streamed, steps)
+    graphed = will_graph(t, cuda_graph, streamed, steps, tier)
     frozen = streamed == 0
     rows = shape.rows
+    copy_bound_word = "copy" if tier == "pinned" else "disk"
 
     def eager_block(freeze: bool) -> float:
         floor = floor_seconds(profile, precision, _minus(shape.block, shape.text_kv) if freeze else shape.block)
@@ -140,6 +152,9 @@ def predict_steps(profile: DeviceProfile, precision: str, shape: DenoiseShape, s
 
     eager_fixed = max(0.0, t.eager_fixed.at(rows))
     eager_step_fresh = eager_fixed + shape.blocks * eager_block(False)  # step 0: every text K/V computed
+    if graphed and streamed:
+        return _graphed_streamed(profile, precision, shape, steps, resident, slots, copy_s, eager_block(False),
+                                 eager_fixed, eager_step_fresh)  # fmt: skip
     if graphed:
         assert t.graph_block is not None and t.graph_fixed is not None  # will_graph checked graph_block
         floor = floor_seconds(profile, precision, _minus(shape.block, shape.text_kv))
@@ -175,6 +190,32 @@ def predict_steps(profile: DeviceProfile, precision: str, shape: DenoiseShape, s
     why = "eager" if t.graph_block is not None or not cuda_graph else "eager (no graph timings on this device)"
     note = f"{why}: step 0 + {first_extra:.2f} s at new shapes, then {steady:.3f} s a step"
     return StepPrediction(first + (steps - 1) * steady, steady, first, 0.0, steady, block, False, frozen, "compute",
+                          note)  # fmt: skip
+
+
+def _graphed_streamed(profile: DeviceProfile, precision: str, shape: DenoiseShape, steps: int, resident: int,
+                      slots: int, copy_s: float, eager_block: float, eager_fixed: float,
+                      eager_step_fresh: float) -> StepPrediction:  # fmt: skip
+    """A graphed run with blocks streamed from pinned memory: step 0 and step 1's warm-up run the eager pipeline,
+    step 1 captures, the rest replay the graph's pipeline (graph-replayed blocks with their text K/V, the copies as
+    graph nodes, each replay ending once its copies are done)."""
+    t = profile.timings.step
+    assert t is not None and t.graph_block is not None and t.graph_fixed is not None
+    streamed = shape.blocks - resident
+    order = run_order(shape.blocks, resident)
+    block = max(0.0, floor_seconds(profile, precision, shape.block) + t.graph_block.at(shape.rows))
+    fixed = max(0.0, t.graph_fixed.at(shape.rows))
+    steady = pipeline_steps(order, slots, block, copy_s, fixed, 3, join=True)[-1]
+    eager = pipeline_steps(order, slots, eager_block, copy_s, eager_fixed, 2, eager_block + (t.streamed_block_s or 0.0))
+    first_extra = max(0.0, (t.graph_first_step or t.eager_first_step).at(shape.blocks))
+    capture = max(0.0, t.capture.at(shape.blocks)) if t.capture is not None else 0.0
+    first = eager[0] + first_extra + eager[1] + capture + steady
+    compute = fixed + shape.blocks * block
+    bound = "copy" if steady > compute * 1.05 else "compute"
+    note = (f"CUDA graph with the copies of {streamed} streamed blocks ({resident} resident, spread): step 0 eager "
+            f"+ {first_extra:.2f} s, step 1 warm-up + capture {capture:.2f} s, {steps - 2} replays of {steady:.3f} s "
+            f"({block * 1e3:.2f} ms a block, {copy_s * 1e3:.2f} ms a copy)")  # fmt: skip
+    return StepPrediction(first + (steps - 2) * steady, steady, first, capture, compute, block, True, False, bound,
                           note)  # fmt: skip
 
 

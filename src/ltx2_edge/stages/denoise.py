@@ -25,6 +25,7 @@ from ltx_core.types import LatentState
 
 from ltx2_edge.accel.compile import block_invariant
 from ltx2_edge.accel.engine import AccelSettings, EngineSlot, StepEngine
+from ltx2_edge.accel.step_graph import CaptureHooks
 from ltx2_edge.guidance import Guidance, PassName
 
 StepCallback = Callable[[int, int, float], None]  # (step index, total steps, seconds this step)
@@ -226,6 +227,7 @@ def denoise(
     accel_stats: dict | None = None,
     slot: EngineSlot | None = None,
     split: PassSplit | None = None,
+    streamer: CaptureHooks | None = None,
 ) -> tuple[LatentState, LatentState]:
     """Run all Euler steps over ``sigmas``; returns the final (still patchified) video and audio states.
 
@@ -235,7 +237,8 @@ def denoise(
     the caller keeps across runs on the same transformer, so a run of the same shapes replays the previous run's
     CUDA graph (the slot's engine stays open after this run; the caller closes the slot).
     ``split`` (batched guidance only): this process runs its share of the passes (``parallel.cfg_split``), accelerated
-    as a batch of its own, and gathers the others' outputs every step.
+    as a batch of its own, and gathers the others' outputs every step. ``streamer``: the block streamer of
+    ``transformer``'s streamed blocks, for a CUDA graph to hold their copies (``accel.step_graph``).
     """
     stepper = EulerDiffusionStep()
     total = len(sigmas) - 1
@@ -253,10 +256,11 @@ def denoise(
                 batched = replace(batched, perturbations=block_invariant(batched.perturbations))
             forward = functools.partial(batched_forward, transformer, batched)
             if slot is None:
-                engine = scope.enter_context(StepEngine(transformer, forward, accel, video.latent.device))
+                engine = scope.enter_context(StepEngine(transformer, forward, accel, video.latent.device,
+                                                        streamer=streamer))  # fmt: skip
             else:
                 bound, signature = _bound_inputs(batched, video, audio)
-                engine = slot.acquire(transformer, forward, accel, video.latent.device, bound, signature)
+                engine = slot.acquire(transformer, forward, accel, video.latent.device, bound, signature, streamer)
                 # On the way out of a run that raised (a cancelled step, an OOM), the engine may hold a half-made
                 # graph or a half-refilled one: closed, so the next run starts clean.
                 scope.push(lambda kind, _exc, _tb: slot.close() if kind is not None else None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import weakref
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -41,14 +42,21 @@ class HostBuffer:
                     "held in pinned memory, or stream from the file (FileSource)"
                 )
             self.pinned = True
+            # A buffer dropped without close() must not stay registered: its pages go back to the OS, and the next
+            # mapping at the same address would fail to register (cudaErrorHostMemoryAlreadyRegistered).
+            self._unpin = weakref.finalize(self, _unregister, self.tensor.data_ptr())
 
     def close(self) -> None:
         if self.pinned:
-            torch.cuda.cudart().cudaHostUnregister(self.tensor.data_ptr())
+            self._unpin()
             self.pinned = False
         # Dropping the tensor lets the mmap unmap itself once no view of it is left.
         self.tensor = torch.empty(0, dtype=torch.uint8)
         self._map = None
+
+
+def _unregister(ptr: int) -> None:
+    torch.cuda.cudart().cudaHostUnregister(ptr)
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,12 @@
 
 K blocks stay resident with their own parameters; each streamed block is copied from a ``WeightSource`` into
 one of ``prefetch + 1`` slots (one uint8 device buffer each, allocated once and carved into views by the block
-layout) and its module's tensors are rebound to that slot's views just before it runs. The order is the block
-order, fixed and known, repeated every forward: load ``n`` is streamed block ``n % m`` into slot
-``n % (prefetch + 1)``, so block 0's copy for the next forward starts while the last blocks of this one compute.
+layout). The order is the block order, fixed and known, repeated every forward. The streamed block at position
+``p`` of that order always uses slot ``p % slots``, so its module's tensors are bound to that slot's views once,
+at setup, and a forward's kernels read the same addresses every time: a forward can be captured as a CUDA graph
+(``capture_begin``/``capture_end``/``graph_ran``). A slot's next block is loaded as soon as its last one has run:
+position ``p + slots`` of this forward, or, for the forward's last ``slots`` positions, the next forward's first
+ones, so they are copied while this forward's last blocks compute.
 
 Synchronisation rules (CUDA; on CPU everything runs in program order and the events are absent):
 
@@ -13,11 +16,17 @@ Synchronisation rules (CUDA; on CPU everything runs in program order and the eve
 - compute -> reuse: after a streamed block runs, an event is recorded on the compute stream; the copy stream
   waits on it before overwriting that slot with a later block.
 
-Hooks, not wrappers: a forward pre-hook binds the slot and waits, a forward hook records "compute done" and
+Hooks, not wrappers: a forward pre-hook waits for the block's copy, a forward hook records "compute done" and
 issues the next copy. The ``ModuleList``, module classes and state-dict names stay exactly ltx-core's (the
 quantization policy matches by name; ``block.idx`` and isinstance checks keep working) and ``close()`` removes
 every trace. This module must never trace execution to learn an order, pin tensor by tensor, allocate per step,
 or change ltx-core's forward.
+
+A captured forward (pinned sources only: a file read is host work no graph can hold) records the same copies,
+waits and events as graph nodes: the copy stream joins the capture at its first wait on a "compute done" event
+and rejoins the compute stream at ``capture_end``, after the copies of the next forward's first blocks, so a
+replay leaves the slots as an eager forward would. Replays run no hook: ``graph_ran`` re-records the events on
+the compute stream after each, so eager forwards and copies can follow, and counts the replay's copies.
 """
 
 from __future__ import annotations
@@ -130,7 +139,8 @@ class BlockStreamer:
         self._device, self._cuda, self._order, self._layouts = device, device.type == "cuda", order, layouts
         self._layout_id = {i: distinct.index(layouts[i]) for i in order}  # cheap cache keys for _bind
         self._slot_bytes = slot_bytes
-        n_slots = prefetch + 1
+        # More slots than streamed blocks would only hold copies of the same blocks.
+        n_slots = min(prefetch + 1, len(order))
         # Allocated once: no allocator traffic per step, and data_ptrs that never change.
         self._slots = [torch.empty(slot_bytes, dtype=torch.uint8, device=device) for _ in range(n_slots)]
         self._bound: dict[tuple[int, int], list[torch.Tensor]] = {}
@@ -145,8 +155,11 @@ class BlockStreamer:
         self._pending = [None] * n_slots
         self._bytes = self._copies = 0
         self._host_wait = self._device_wait = 0.0
+        self._capturing = False
+        self._captured_ready: set[int] = set()  # slots whose copy was recorded in the capture under way
         for pos, i in enumerate(order):
-            # Drop the module's own tensors now (they may be full copies or meta): it only ever holds slot views.
+            # Bound once (position p always runs from slot p % slots); this also drops the module's own tensors
+            # (full copies or meta): it only ever holds slot views.
             self._bind(i, pos % n_slots)
         for i in order:
             self._hooks.append(blocks[i].register_forward_pre_hook(functools.partial(self._before, i)))
@@ -180,8 +193,54 @@ class BlockStreamer:
             source_pinned_bytes=self._source.pinned_bytes,
         )
 
+    @property
+    def capturable(self) -> bool:
+        """Whether a forward through this streamer can be captured as a CUDA graph (CUDA, a pinned source)."""
+        return self._cuda and self._reader is None and not self._closed
+
+    def capture_begin(self) -> None:
+        """Call before capturing a forward (outside the capture): waits for every copy issued so far, so the
+        forward's first blocks, already in their slots, need no wait inside the graph."""
+        if not self.capturable:
+            raise RuntimeError("this streamer's forwards cannot be captured: they need CUDA and a pinned source "
+                               "(file reads are host work)")  # fmt: skip
+        if self._next % len(self._order):
+            raise RuntimeError("a capture must start at a forward's first block: call reset() first")
+        torch.cuda.synchronize(self._device)
+        self._harvest_timing(block=True)
+        self._capturing, self._captured_ready, self._capture_start = True, set(), self._next
+
+    def capture_end(self, failed: bool = False) -> None:
+        """Call inside the capture, after the forward: the compute stream waits for the copy stream's last copies
+        (the next forward's first blocks), which joins the copy stream's branch back into the graph. ``failed``:
+        the forward raised (the join still lets the capture end; the caller then calls ``reset()``)."""
+        if not self._capturing:
+            raise RuntimeError("capture_begin() first")
+        stream = torch.cuda.current_stream(self._device)
+        for slot in sorted(self._captured_ready):
+            stream.wait_event(self._ready[slot])
+        self._capturing = False
+        ran = self._next - self._capture_start
+        if not failed and ran != len(self._order):
+            self._broken = f"a captured forward ran {ran} of its {len(self._order)} streamed blocks"
+            raise RuntimeError(f"{self._broken}: a graph must hold exactly one forward")
+
+    def graph_ran(self, replayed: bool) -> None:
+        """Call after the capture and after each replay (on the stream that launched it): the events now mean
+        "after the graph", so eager forwards and copies may follow; a replay's copies join the totals."""
+        if self._capturing:
+            raise RuntimeError("capture_end() was not called inside the capture")
+        stream = torch.cuda.current_stream(self._device)
+        for event in (*self._ready, *self._free):
+            # The graph's own events never leave it; every copy and block it ran is done once the graph is.
+            event.record(stream)
+        if replayed:
+            self._bytes += sum(self._layouts[i].nbytes for i in self._order)
+            self._copies += len(self._order)
+
     def reset(self) -> None:
         """Restart the sequence at the first streamed block (after a forward that raised part-way)."""
+        self._capturing = False
         self._drain()
         if self._cuda:
             stream = torch.cuda.current_stream(self._device)
@@ -230,13 +289,14 @@ class BlockStreamer:
         if self._broken is not None:
             raise RuntimeError(f"block streaming stopped after an error ({self._broken}); call reset() to restart")
         n = self._next
-        expected = self._order[n % len(self._order)]
+        pos = n % len(self._order)
+        expected = self._order[pos]
         if i != expected:
             raise RuntimeError(
                 f"block {i} is about to run but the streamer expects block {expected} (streamed blocks run in "
                 f"order {list(self._order)} every forward); after an interrupted forward call reset()"
             )
-        slot = n % len(self._slots)
+        slot = pos % len(self._slots)
         pending = self._pending[slot]
         if pending is not None:
             t0 = time.perf_counter()
@@ -248,7 +308,12 @@ class BlockStreamer:
             finally:
                 self._pending[slot] = None
                 self._host_wait += time.perf_counter() - t0
-        if self._cuda:
+        if self._capturing:
+            if slot in self._captured_ready:
+                # copy -> compute, as below; a copy issued before the capture is done (capture_begin synchronised).
+                torch.cuda.current_stream(self._device).wait_event(self._ready[slot])
+                self._captured_ready.discard(slot)
+        elif self._cuda:
             stream = torch.cuda.current_stream(self._device)
             start, end = self._spare_timing.pop() if self._spare_timing else _timing_pair()
             start.record(stream)
@@ -258,25 +323,27 @@ class BlockStreamer:
             end.record(stream)
             self._timing.append((start, end))
             self._harvest_timing(block=False)
-        self._bind(i, slot)
-        self._bytes += self._layouts[i].nbytes
-        self._copies += 1
+        if not self._capturing:  # a captured forward's copies count at each replay (graph_ran)
+            self._bytes += self._layouts[i].nbytes
+            self._copies += 1
 
     def _after(self, i: int, module: nn.Module, args: object, output: object) -> None:
-        n = self._next
-        slot = n % len(self._slots)
+        n, m = self._next, len(self._order)
+        pos = n % m
+        slot = pos % len(self._slots)
         if self._cuda:
             # compute -> reuse: recorded after this block's kernels; the copy stream waits on it before the next
             # copy into this slot, which would otherwise overwrite weights these kernels are still reading.
             self._free[slot].record(torch.cuda.current_stream(self._device))
         self._next = n + 1
-        self._issue(n + len(self._slots))
+        # The slot's next block: p + slots in this forward, else the next forward's first one in this slot.
+        self._issue(n + len(self._slots) if pos + len(self._slots) < m else n - pos + m + slot)
 
     # ---- internals -----------------------------------------------------------------------------------------
 
     def _issue(self, n: int) -> None:
-        slot = n % len(self._slots)
-        block = self._order[n % len(self._order)]
+        pos = n % len(self._order)
+        slot, block = pos % len(self._slots), self._order[pos]
         if self._reader is not None:
             self._pending[slot] = self._reader.submit(self._load, slot, block)
             return
@@ -302,6 +369,8 @@ class BlockStreamer:
             self._source.read_block(block, dst)
             # copy -> compute (see _before): marks the end of exactly this block's copy into this slot.
             self._ready[slot].record(self._copy_stream)
+        if self._capturing:
+            self._captured_ready.add(slot)
 
     def _bind(self, i: int, slot: int) -> None:
         key = (slot, self._layout_id[i])
