@@ -53,7 +53,7 @@ class StepTimings:
     over one eager forward (its warm-up) plus one replay, a line in blocks. ``backend_choice_s``: timing the SDPA
     backends at a run's shapes (once per denoise stage). ``rows``: where it was measured. Graph fields are None
     where no CUDA graph can run (a CPU). ``streamed_block_s``: what a block streamed from pinned memory takes over
-    an eager resident one when its copy is already done (its hooks rebinding the slot's views, the events): measured
+    an eager resident one when its copy is already done (its hooks, their waits and events): measured
     with 2 of 4 blocks streamed; None where not measured (the planner then adds nothing).
     """
 

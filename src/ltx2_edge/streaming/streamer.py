@@ -137,13 +137,12 @@ class BlockStreamer:
             )
 
         self._device, self._cuda, self._order, self._layouts = device, device.type == "cuda", order, layouts
-        self._layout_id = {i: distinct.index(layouts[i]) for i in order}  # cheap cache keys for _bind
         self._slot_bytes = slot_bytes
+        self._forward_bytes = sum(layouts[i].nbytes for i in order)  # what one forward's copies move
         # More slots than streamed blocks would only hold copies of the same blocks.
         n_slots = min(prefetch + 1, len(order))
         # Allocated once: no allocator traffic per step, and data_ptrs that never change.
         self._slots = [torch.empty(slot_bytes, dtype=torch.uint8, device=device) for _ in range(n_slots)]
-        self._bound: dict[tuple[int, int], list[torch.Tensor]] = {}
         self._targets = {i: _resolve_targets(blocks[i], layouts[i]) for i in order}
         self._copy_stream = torch.cuda.Stream(device) if self._cuda else None
         self._ready = [torch.cuda.Event() for _ in range(n_slots)] if self._cuda else []
@@ -235,7 +234,7 @@ class BlockStreamer:
             # The graph's own events never leave it; every copy and block it ran is done once the graph is.
             event.record(stream)
         if replayed:
-            self._bytes += sum(self._layouts[i].nbytes for i in self._order)
+            self._bytes += self._forward_bytes
             self._copies += len(self._order)
 
     def reset(self) -> None:
@@ -271,7 +270,6 @@ class BlockStreamer:
                 # Meta tensors keep the module's structure but no reference to a slot, so the slots can be freed.
                 meta = torch.empty(e.shape, dtype=e.dtype, device="meta")
                 owner[key] = nn.Parameter(meta, requires_grad=False) if is_param else meta
-        self._bound = {}
         self._targets = {}
         self._slots = []
         self._pending = []
@@ -373,18 +371,9 @@ class BlockStreamer:
             self._captured_ready.add(slot)
 
     def _bind(self, i: int, slot: int) -> None:
-        key = (slot, self._layout_id[i])
-        tensors = self._bound.get(key)
-        if tensors is None:
-            views = self._layouts[i].views(self._slots[slot])
-            kinds = [is_param for _, _, is_param in self._targets[i]]
-            tensors = [
-                nn.Parameter(views[e.name], requires_grad=False) if p else views[e.name]
-                for e, p in zip(self._layouts[i].entries, kinds, strict=True)
-            ]
-            self._bound[key] = tensors
-        for (owner, name, _), t in zip(self._targets[i], tensors, strict=True):
-            owner[name] = t
+        views = self._layouts[i].views(self._slots[slot])
+        for (owner, name, is_param), e in zip(self._targets[i], self._layouts[i].entries, strict=True):
+            owner[name] = nn.Parameter(views[e.name], requires_grad=False) if is_param else views[e.name]
 
     def _drain(self) -> None:
         pending = [f for f in self._pending if f is not None]
