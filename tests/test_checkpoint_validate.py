@@ -258,3 +258,20 @@ def test_full_size_official_layout_passes_from_headers_alone(tmp_path):
     assert time.perf_counter() - start < 10
     assert ckpt.stat().st_size > 40e9 and set(info.extra) == set(OFFICIAL_EXTRAS)
     assert len(gemma.shards) == 5 and gemma.has_vision and gemma.text_config["num_hidden_layers"] == 48
+
+
+def test_an_unchanged_file_s_header_is_parsed_once_and_a_rewritten_one_again(tiny_dir, tmp_path):
+    from ltx2_edge.checkpoint.header import read_header
+
+    path = tmp_path / "copy.safetensors"
+    shutil.copyfile(tiny_dir / "ltx2.safetensors", path)
+    first = read_header(path)
+    assert read_header(path) is first
+    raw = bytearray(path.read_bytes())
+    path.write_bytes(raw[:-2])  # truncated: must be refused, not served from the cache
+    with pytest.raises(CheckpointError, match="truncated"):
+        read_header(path)
+    path.write_bytes(raw)
+    os.utime(path, ns=(1, 1))  # a new modification time: parsed again
+    again = read_header(path)
+    assert again is not first and again.tensors == first.tensors

@@ -384,6 +384,37 @@ def test_load_timings_split_blocks_from_the_fixed_part_and_charge_unresolved_blo
     assert t.quantized_gbps == pytest.approx(1 / 0.12625) and t.transformer_fixed_s == pytest.approx(0.2475)
     assert t.bf16_gbps == pytest.approx(0.5) and t.pin_gbps is None and t.release_gbps is None
     assert (t.decoders_s, t.decoders_bytes, t.embeddings_s) == (4.0, 2_000_000_000, None)
+    assert t.populate_gbps is None
+    # The pinned buffer made at a run's size: its rate is kept where pinning was measured, dropped where it was not.
+    t = load_timings(loads(1.0, 1.6), PinnedLoads((2.3, 0.1), (2.7, 0.25)), {}, "test", (4.5, 2_000_000_000))
+    assert t.populate_gbps == 4.5
+    t = load_timings(loads(1.0, 1.6), "not measured: a CPU", {}, "test", (4.5, 2_000_000_000))
+    assert t.populate_gbps is None
+    # Where the loader timed its parts: a pinned block is the packing over the blocks packed (4 in 0.4 s: 0.5 GB /
+    # 0.1 s = 5 GB/s), the fixed cost what the all-4 load (2.7 s) spent beside its resident part (1.2 s), its wait for
+    # the buffer (0.5 s, charged from populate instead) and the packing: 0.6 s.
+    parts = {"resident_s": 1.2, "buffer_wait_s": 0.5, "pack_s": 0.4}
+    t = load_timings(loads(1.0, 1.6), PinnedLoads((2.3, 0.1), (2.7, 0.25), parts, 4), {}, "test")
+    assert t.pin_gbps == pytest.approx(5.0) and t.stream_fixed_s == pytest.approx(0.6)
+    # A wide load of 12 blocks (4.0 s) sets the per-block rate against the 2-block load: (4.0 - 1.0) / 10 = 0.3 s a
+    # block whatever the 4-block load says (here 1.05 s, which alone would charge a quarter of it: unresolved).
+    from ltx2_edge.calibrate.load_rates import WIDE
+
+    wide = TransformerLoads({}, {2: 1.0, 4: 1.05, WIDE: 1.0 + 0.3 * (WIDE - 2)}, 1e9, 500_000_000, 800_000_000)
+    t = load_timings(wide, "not measured: a CPU", {}, "test")
+    assert t.quantized_gbps == pytest.approx(1 / 0.3) and t.transformer_fixed_s == pytest.approx(0.4)
+
+
+def test_pinning_charges_only_the_buffer_s_making_that_outlasts_the_resident_load():
+    """The pinned buffer is made on a thread while the resident weights load: 8 GB at 4 GB/s (2 s) behind a 1.5 s
+    resident load adds 0.5 s; behind a 3 s one, nothing; packing (8 GB at pin_gbps 2) and the fixed 0.3 s always."""
+    from ltx2_edge.plan.stage_time import pinning_seconds
+
+    lt = replace(TIMINGS.load, pin_gbps=2.0, stream_fixed_s=0.3, populate_gbps=4.0)
+    assert pinning_seconds(lt, 8_000_000_000, 1.5) == pytest.approx(4.0 + 0.3 + 0.5)
+    assert pinning_seconds(lt, 8_000_000_000, 3.0) == pytest.approx(4.0 + 0.3)
+    assert pinning_seconds(replace(lt, populate_gbps=None), 8_000_000_000, 0.0) == pytest.approx(4.3)
+    assert pinning_seconds(lt, 0, 0.0) == 0.0 and pinning_seconds(replace(lt, pin_gbps=None), 8_000_000_000, 0) == 0
 
 
 def test_a_refused_step_shape_is_measured_at_a_run_shape_or_said(monkeypatch, capsys):

@@ -42,6 +42,36 @@ def test_pinned_streaming_equals_resident(precision, tiny_dir, tiny_config):
     assert stats.copies == 3 and stats.bytes_streamed == 3 * stats.slot_bytes > 0
 
 
+def test_a_streamed_load_opens_one_reader(tiny_dir, monkeypatch):
+    """Every block of a pinned load reads through one reader: each new one pins its own staging buffers, which cost
+    more than the block's own reading on a lent H200."""
+    from ltx2_edge.streaming import tensor_reader
+
+    opened = []
+    real_init = tensor_reader.TensorReader.__init__
+
+    def counting_init(self, *args, **kwargs):
+        opened.append(1)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(tensor_reader.TensorReader, "__init__", counting_init)
+    from ltx2_edge.checkpoint.header import read_config
+    from ltx2_edge.models.loaders import build_transformer_meta, transformer_key_map
+    from ltx2_edge.models.streamed_blocks import load_streamed
+    from ltx2_edge.models.streamed_transformer import TRANSFORMER_BLOCKS
+
+    ckpt = tiny_dir / "ltx2.safetensors"
+    model = build_transformer_meta(read_config(ckpt)).velocity_model
+    times: dict[str, float] = {}
+    _, streamer = load_streamed(model, TRANSFORMER_BLOCKS, [ckpt], transformer_key_map(), CPU, torch.float32,
+                                QuantPolicy.from_flags("int8"), 0, "pinned", 2, times=times)  # fmt: skip
+    with streamer:
+        assert len(streamer.streamed) >= 2
+    assert len(opened) == 1
+    # The load's parts, as calibrate times the pinning by them.
+    assert set(times) == {"resident_s", "buffer_wait_s", "pack_s"} and all(v >= 0 for v in times.values())
+
+
 def test_file_streaming_needs_a_prequantized_checkpoint(tiny_dir, tiny_config, tmp_path):
     ckpt, bf16 = tiny_dir / "ltx2.safetensors", torch.bfloat16
     with pytest.raises(RequestError, match="ltx2-edge quantize"):

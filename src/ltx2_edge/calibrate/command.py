@@ -166,8 +166,9 @@ def _timing_steps(opts: CalibrateOptions, device: torch.device, config: dict, re
     def transformer() -> None:
         ckpt = opts.checkpoint_path
         with mini_model.source_file(ckpt, config, 4, scratch, device) as path:
-            loads = load_rates.transformer_loads(path, config, device, dtype, policy, 1 if quick else 2)
+            loads = load_rates.transformer_loads(path, config, device, dtype, policy, 1 if quick else 2, not quick)
             pinned = load_rates.pinned_loads(path, config, device, dtype, policy, quick)
+        populate = load_rates.populate_rate(device) if not isinstance(pinned, str) else pinned
         stages: dict = {}
         decoder = None
         if ckpt is not None:  # the decoders and connectors from the checkpoint itself, whatever its block count
@@ -183,18 +184,25 @@ def _timing_steps(opts: CalibrateOptions, device: torch.device, config: dict, re
         else:
             pin_how = f"2 of 4 blocks streamed from pinned memory {pinned.two[0]:.3f} s" + (
                 f", all 4 {pinned.four[0]:.3f} s (released in {pinned.four[1]:.3f} s)" if pinned.four else ""
-            )
+            ) + (f"; packing the {pinned.streamed} streamed blocks {pinned.parts['pack_s']:.3f} s"
+                 if "pack_s" in pinned.parts else "") + (
+                f"; a pinned buffer of {populate[1] / 1e9:.1f} GB made at {populate[0]:.2f} GB/s"
+                 if not isinstance(populate, str) else f"; the pinned buffer's making {populate}")  # fmt: skip
         unresolved = (
             ""
-            if load_rates.resolved_blocks(loads)
+            if load_rates.resolved_blocks(loads) or load_rates.WIDE in loads.seconds
             else (": no clear difference, so each block is charged a quarter of the 4-block load (an upper bound)")
         )
         how = (f"the run's loaders on {src} in the page cache: {precision} transformers of 2 and 4 blocks "
-               f"({loads.seconds[2]:.3f} / {loads.seconds[4]:.3f} s{unresolved}), {pin_how}"
+               f"({loads.seconds[2]:.3f} / {loads.seconds[4]:.3f} s{unresolved})"
+               + (f", of {load_rates.WIDE} blocks {loads.seconds[load_rates.WIDE]:.3f} s (the per-block rate's)"
+                  if load_rates.WIDE in loads.seconds else "") + f", {pin_how}"
                + ("" if stages else "; the decoders and connectors not measured (no --checkpoint-path)"))  # fmt: skip
-        timings = load_rates.load_timings(loads, pinned, stages, how)
+        timings = load_rates.load_timings(loads, pinned, stages, how, populate)
         out.detail["load"] = {"transformer_s": loads.seconds, "stages": stages,
-                              "pinned": pinned if isinstance(pinned, str) else [pinned.two, pinned.four]}  # fmt: skip
+                              "pinned": pinned if isinstance(pinned, str) else [pinned.two, pinned.four,
+                                                                                pinned.parts],
+                              "populate": populate}  # fmt: skip
         state["models"] = loads.models
         decode = load_rates.decode_timings(decoder, config, device, dtype, quick) if decoder is not None else None
         del decoder

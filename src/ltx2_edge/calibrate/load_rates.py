@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import torch
 
 from ltx2_edge.calibrate import mini_model
@@ -28,6 +29,7 @@ from ltx2_edge.plan.flops import video_decode_flops
 from ltx2_edge.plan.timings import DecodeTimings, LoadTimings
 from ltx2_edge.quant.policy import QuantPolicy
 from ltx2_edge.stages.decode_video import decode_video
+from ltx2_edge.streaming.host_io import HostBuffer
 
 GB = 1e9
 
@@ -66,9 +68,15 @@ def _block_device_bytes(model: torch.nn.Module, index: int) -> int:
     return sum(t.numel() * t.element_size() for t in (*block.parameters(), *block.buffers()))
 
 
+WIDE = 12  # blocks of the wide load: 2 and 4 blocks differ by ~0.06-0.1 s on an H200, too little to time a rate by
+
+
 def transformer_loads(path: Path, config: dict, device: torch.device, dtype: torch.dtype, policy: QuantPolicy,
-                      reps: int) -> TransformerLoads:  # fmt: skip
-    """Load 2- and 4-block transformers ``reps`` times each (the fastest counts) and keep one of each."""
+                      reps: int, wide: bool = True) -> TransformerLoads:  # fmt: skip
+    """Load 2- and 4-block transformers ``reps`` times each (the fastest counts) and keep one of each; with ``wide``
+    and a ``path`` holding ``WIDE`` blocks (a real checkpoint), one ``WIDE``-block load too, timed and dropped, whose
+    difference from the 2-block load gives the per-block rate (call 16's 2-vs-4 rate was 27 GB/s where the run's
+    loads went at 11-13)."""
     infos = mini_model.transformer_tensors(path, 4)
     mini_model.warm(path, infos)
     blocks = [i for i in infos if mini_model.block_index(i.name) is not None]
@@ -82,19 +90,36 @@ def transformer_loads(path: Path, config: dict, device: torch.device, dtype: tor
             models[layers], took = mini_model.load_mini(path, config, layers, device, dtype, policy)
             best = min(best, took)
         seconds[layers] = best
-    return TransformerLoads(models, seconds, sum(i.nbytes for i in blocks) / 4, _block_device_bytes(models[2], 0),
+    block_device = _block_device_bytes(models[2], 0)
+    if wide and _room_for_wide(device, block_device) and mini_model.uses_checkpoint(path, WIDE):
+        mini_model.warm(path, mini_model.transformer_tensors(path, WIDE))
+        _free(device)
+        model, seconds[WIDE] = mini_model.load_mini(path, config, WIDE, device, dtype, policy)
+        del model
+        _free(device)
+    return TransformerLoads(models, seconds, sum(i.nbytes for i in blocks) / 4, block_device,
                             sum(i.nbytes for i in infos) - sum(i.nbytes for i in blocks))  # fmt: skip
 
 
+def _room_for_wide(device: torch.device, block_device: int) -> bool:
+    """A GPU with room for the wide load twice over beside what calibrate holds (a CPU run keeps the 2-vs-4 rate: its
+    blocks are float32 in host memory)."""
+    if device.type != "cuda":
+        return False
+    free, _ = torch.cuda.mem_get_info(device)
+    return free > 2 * WIDE * block_device
+
+
 def _pinned(path: Path, config: dict, device: torch.device, dtype: torch.dtype, policy: QuantPolicy,
-            resident: int) -> tuple[float, float]:  # fmt: skip
+            resident: int) -> tuple[float, float, dict[str, float]]:  # fmt: skip
     """(seconds to load a 4-block transformer with ``4 - resident`` blocks streamed from pinned host memory, seconds
-    to release it), as ``models.streamed_transformer`` loads one."""
+    to release it, the load's parts: ``load_streamed``'s ``times``), as ``models.streamed_transformer`` loads one."""
     meta = mini_model.build_meta(config, 4)
+    parts: dict[str, float] = {}
     _sync(device)
     start = time.perf_counter()
     _, streamer = load_streamed(meta, TRANSFORMER_BLOCKS, [path], mini_model._key_map(4), device, dtype, policy,
-                                resident, "pinned", 2)  # fmt: skip
+                                resident, "pinned", 2, times=parts)  # fmt: skip
     _sync(device)
     loaded = time.perf_counter() - start
     start = time.perf_counter()
@@ -102,15 +127,18 @@ def _pinned(path: Path, config: dict, device: torch.device, dtype: torch.dtype, 
     released = time.perf_counter() - start
     del meta
     _free(device)
-    return loaded, released
+    return loaded, released, parts
 
 
 @dataclass(frozen=True)
 class PinnedLoads:
-    """4-block loads with 2 blocks streamed from pinned memory and (unless quick) with all 4: seconds and release."""
+    """4-block loads with 2 blocks streamed from pinned memory and (unless quick) with all 4: (seconds, release), and
+    the widest one's parts (``parts``: ``load_streamed``'s times, ``streamed``: its streamed blocks)."""
 
     two: tuple[float, float]
     four: tuple[float, float] | None
+    parts: dict[str, float] = field(default_factory=dict)
+    streamed: int = 0
 
 
 def pinned_loads(path: Path, config: dict, device: torch.device, dtype: torch.dtype, policy: QuantPolicy,
@@ -120,10 +148,31 @@ def pinned_loads(path: Path, config: dict, device: torch.device, dtype: torch.dt
     if device.type != "cuda":
         return "not measured: a CPU run streams blocks from the file (one memory pool), never from pinned memory"
     try:
-        two = _pinned(path, config, device, dtype, policy, 2)
+        *two, two_parts = _pinned(path, config, device, dtype, policy, 2)
     except ValueError as exc:
         return f"not measured: {exc}"
-    return PinnedLoads(two, None if quick else _pinned(path, config, device, dtype, policy, 0))
+    if quick:
+        return PinnedLoads((two[0], two[1]), None, two_parts, 2)
+    *four, four_parts = _pinned(path, config, device, dtype, policy, 0)
+    return PinnedLoads((two[0], two[1]), (four[0], four[1]), four_parts, 4)
+
+
+POPULATE_BYTES = 2 * 10**9  # a run pins several GB: the rate of a smaller buffer is not the rate of those
+POPULATE_SHARE = 0.1  # of the host memory available, at most
+
+
+def populate_rate(device: torch.device, nbytes: int | None = None) -> tuple[float, int] | str:
+    """(GB/s, bytes) making one pinned host buffer of a run's size as the streamed loads make theirs
+    (``streaming.host_io.HostBuffer``: pages faulted in by threads, then registered), or why it is not measured."""
+    if device.type != "cuda":
+        return "not measured: a CPU run streams blocks from the file (one memory pool), never from pinned memory"
+    if nbytes is None:
+        nbytes = int(min(POPULATE_BYTES, POPULATE_SHARE * psutil.virtual_memory().available))
+    start = time.perf_counter()
+    buf = HostBuffer(nbytes, pin=True)
+    took = time.perf_counter() - start
+    buf.close()
+    return nbytes / took / GB, nbytes
 
 
 RESOLVED = 0.02  # the 4-block load must exceed the 2-block one by this share of it to count as a measured difference
@@ -135,28 +184,41 @@ def resolved_blocks(loads: TransformerLoads) -> bool:
 
 
 def load_timings(loads: TransformerLoads, pinned: PinnedLoads | str, stages: dict[str, tuple[float, int]],
-                 how: str) -> LoadTimings:  # fmt: skip
+                 how: str, populate: tuple[float, int] | str = "not measured") -> LoadTimings:  # fmt: skip
     """``LoadTimings`` from the transformer loads, the pinned loads and the stages measured on the checkpoint.
 
-    Per block: (4-block load - 2-block load) / 2, the rest of the 2-block load fixed. Where the 4-block load is not
+    Per block: (``WIDE``-block load - 2-block load) / (``WIDE`` - 2) where the wide load ran, else (4-block load -
+    2-block load) / 2; the rest of the 2-block load fixed. Where the 4-block load is not
     clearly slower (within ``RESOLVED`` of it: small blocks, a noisy host, the tiny model) the difference is noise,
     so each block is charged a quarter of the 4-block load (the most it can cost: the fixed part is >= 0) and the
     fixed part whatever keeps the 2-block load as measured; ``resolved_blocks`` says which happened.
-    Per pinned block: (all 4 streamed - 2 streamed) / 2; the streaming's fixed cost: 2 streamed - the resident
-    4-block load - 2 blocks' pinning. Quick (one pinned load): the per-block figure carries the fixed cost."""
+    Per pinned block: the widest pinned load's packing (each streamed block loaded, quantized and copied into the
+    pinned buffer: ``load_streamed``'s ``pack_s``) over its streamed blocks, where the loader timed it; else, as
+    before it did, (all 4 streamed - 2 streamed) / 2. The streaming's fixed cost: that load less its resident part,
+    its packing and its wait for the pinned buffer (which the planner charges from ``populate`` and the resident
+    load). Quick without parts: the per-block figure carries the fixed cost.
+    ``populate``: ``populate_rate``'s answer (the pinned buffer made at a run's size)."""
     t2, t4 = loads.seconds[2], loads.seconds[4]
-    per_block = (t4 - t2) / 2 if resolved_blocks(loads) else t4 / 4
+    if WIDE in loads.seconds and loads.seconds[WIDE] > t2:
+        per_block = (loads.seconds[WIDE] - t2) / (WIDE - 2)
+    else:
+        per_block = (t4 - t2) / 2 if resolved_blocks(loads) else t4 / 4
     fixed = max(t2 - 2 * per_block, 0.0)
     pin = release = None
     stream_fixed = 0.0
     if not isinstance(pinned, str):
-        two = pinned.two[0] - loads.seconds[4]  # 2 blocks pinned instead of resident, + the fixed cost
-        extra = (pinned.four[0] - pinned.two[0]) / 2 if pinned.four is not None else two / 2
-        stream_fixed = max(0.0, two - 2 * extra) if pinned.four is not None else 0.0
+        widest = pinned.four if pinned.four is not None else pinned.two
+        p = pinned.parts
+        if "pack_s" in p and pinned.streamed:
+            extra = p["pack_s"] / pinned.streamed
+            stream_fixed = max(0.0, widest[0] - p["resident_s"] - p["buffer_wait_s"] - p["pack_s"])
+        else:
+            two = pinned.two[0] - loads.seconds[4]  # 2 blocks pinned instead of resident, + the fixed cost
+            extra = (pinned.four[0] - pinned.two[0]) / 2 if pinned.four is not None else two / 2
+            stream_fixed = max(0.0, two - 2 * extra) if pinned.four is not None else 0.0
         pin = loads.block_device / extra / GB if extra > 0 else None
-        released = pinned.four[1] if pinned.four is not None else pinned.two[1]
         count = 4 if pinned.four is not None else 2
-        release = count * loads.block_device / released / GB if released > 0 else None
+        release = count * loads.block_device / widest[1] / GB if widest[1] > 0 else None
     decoders = stages.get("decoders")
     embeddings = stages.get("embeddings")
     # The as-stored loader's rate: the decoders' (many small tensors, cast on the device) where measured, else the
@@ -165,6 +227,7 @@ def load_timings(loads: TransformerLoads, pinned: PinnedLoads | str, stages: dic
     return LoadTimings(
         quantized_gbps=loads.block_read / per_block / GB, bf16_gbps=bf16, transformer_fixed_s=fixed,
         pin_gbps=pin, release_gbps=release, stream_fixed_s=stream_fixed,
+        populate_gbps=None if isinstance(populate, str) or pin is None else populate[0],
         decoders_s=decoders[0] if decoders else None, decoders_bytes=decoders[1] if decoders else None,
         embeddings_s=embeddings[0] if embeddings else None, embeddings_bytes=embeddings[1] if embeddings else None,
         how=how,

@@ -28,7 +28,7 @@ SECTIONS: dict[str, type] = {"step": StepTimings, "load": LoadTimings, "decode":
                              "encode": EncodeTimings, "startup": StartupTimings}  # fmt: skip
 # Fields that must be > 0 (rates a time is divided by); every other number must be finite, and times >= 0 unless
 # they are a Line's terms (a measured residual can be negative: the floor over-counts a little there).
-_POSITIVE = {"quantized_gbps", "bf16_gbps", "pin_gbps", "release_gbps", "decoder_tflops"}
+_POSITIVE = {"quantized_gbps", "bf16_gbps", "pin_gbps", "release_gbps", "populate_gbps", "decoder_tflops"}
 
 
 class TimingsError(ValueError):

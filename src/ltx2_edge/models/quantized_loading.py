@@ -16,7 +16,7 @@ import torch
 
 from ltx2_edge.checkpoint.header import TensorInfo, read_header
 from ltx2_edge.errors import CheckpointError
-from ltx2_edge.models.weights import KeyMap, WeightTransform, load_into
+from ltx2_edge.models.weights import KeyMap, WeightTransform, load_into, reading
 from ltx2_edge.quant.apply import QuantReport, replace_module, summarize
 from ltx2_edge.quant.kernels import quantize_weight
 from ltx2_edge.quant.linear import QUANT_LINEAR_CLASSES
@@ -45,13 +45,15 @@ def load_quantized(
     policy_name: Callable[[str], str] = lambda name: name,
     skip: Callable[[str], bool] = lambda name: False,
     transform: WeightTransform | None = None,
+    reader: TensorReader | None = None,
 ) -> QuantReport:
     """Fill the meta-built ``module`` from ``sources``, with the Linears ``policy`` picks in 8 bits.
 
     ``policy_name`` turns a module name into the name the policy's patterns are written for (Gemma's layers
     are matched as ``language_model.model.layers.N...``). ``skip(module_name)`` marks entries this call leaves
     alone (streamed blocks, filled by the block streamer). ``transform`` (``weights.load_into``'s) sees every
-    weight as read, before it is quantized; 8-bit files refuse it. Returns what was quantized and what was kept.
+    weight as read, before it is quantized; 8-bit files refuse it. ``reader``: an open reader to share
+    (``weights.load_into``'s). Returns what was quantized and what was kept.
     """
     linears = [n for n, m in module.named_modules() if isinstance(m, torch.nn.Linear) and not skip(n)]
     chosen = {n for n in linears if policy.precision_for(policy_name(n)) != "bf16"}
@@ -79,13 +81,13 @@ def load_quantized(
 
     load_into(module, sources, lambda n: None if (t := key_map(n)) is None or skip(t) or _layer_of(t) in chosen else t,
               device, dtype, filled_elsewhere=lambda n: skip(n) or _layer_of(n) in chosen,
-              transform=transform)  # fmt: skip
+              transform=transform, reader=reader)  # fmt: skip
     cls = QUANT_LINEAR_CLASSES[policy.precision]
     # Layers in file order, each as its weight (+ bias) (+ scale), so the reader streams each file front to back.
     layers = sorted(chosen, key=lambda n: (str(where[n + ".weight"][0]), where[n + ".weight"][1].begin))
     parts = {n: [s for s in (".weight", ".bias", ".weight_scale") if n + s in where] for n in layers}
-    with TensorReader(device) as reader:
-        tensors = reader.read([where[n + s] for n in layers for s in parts[n]])
+    with reading(device, reader) as r:
+        tensors = r.read([where[n + s] for n in layers for s in parts[n]])
         for layer in layers:
             got = {s: next(tensors) for s in parts[layer]}
             weight, bias = got[".weight"], got.get(".bias")

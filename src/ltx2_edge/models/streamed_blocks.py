@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import copy
 import gc
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from ltx2_edge.quant.policy import QuantPolicy
 from ltx2_edge.streaming.layout import BlockLayout
 from ltx2_edge.streaming.sources import FileSource, PinnedHostSource, WeightSource
 from ltx2_edge.streaming.streamer import BlockStreamer
+from ltx2_edge.streaming.tensor_reader import TensorReader
 
 _EIGHT_BIT = ("F8_E4M3", "I8")
 _DTYPE_NAMES = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32"}
@@ -93,13 +96,18 @@ def load_streamed(
     tier: str,
     prefetch: int,
     transform: WeightTransform | None = None,
+    times: dict[str, float] | None = None,
 ) -> tuple[QuantReport | None, BlockStreamer]:
     """Fill the meta-built ``model`` with ``resident`` of its blocks resident and the rest streamed from ``tier``,
     spread evenly between the resident ones (``plan.block_placement.streamed_positions``).
 
     ``transform`` (``weights.load_into``'s, by whole-model names) sees every weight as read, the streamed blocks'
-    too before they are packed; the file tier moves stored bytes at every use, so it refuses one.
+    too before they are packed; the file tier moves stored bytes at every use, so it refuses one. ``times``, when
+    given, receives the load's parts in seconds (``resident_s``, and for the pinned tier ``buffer_wait_s``: waiting
+    for the pinned buffer after the resident load, ``pack_s``: the streamed blocks loaded and packed), which
+    calibrate measures the pinning by.
     """
+    clock = time.perf_counter()
     if tier not in ("pinned", "file"):
         raise ValueError(f"tier={tier!r}: pinned or file")
     if tier == "pinned" and is_integrated_device(device):
@@ -126,42 +134,69 @@ def load_streamed(
     def skip(name: str) -> bool:
         return name.startswith(prefixes)
 
-    report = None
-    if policy.precision == "bf16":
-        load_into(model, sources, lambda f: None if (t := key_map(f)) is None or skip(t) else t, device, dtype,
-                  filled_elsewhere=skip, transform=transform)  # fmt: skip
-    else:
-        report = load_quantized(model, sources, key_map, device, dtype, policy, lambda n: names.policy + n, skip,
-                                transform)  # fmt: skip
     source: WeightSource
-    if tier == "pinned":
-        source = PinnedHostSource({i: BlockLayout.from_module(blocks[i]) for i in streamed})
-        for i in streamed:
-            block, file_prefix = templates.pop(i), names.file.format(i=i)
-
-            def block_key(name: str, p: str = file_prefix) -> str | None:
-                return name[len(p) :] if name.startswith(p) else None
-
-            # The block loads under its own names; the transform answers to whole-model names.
-            block_transform = None if transform is None else (
-                lambda n, t, p=f"{names.module}.{i}.": transform(p + n, t))  # fmt: skip
-            if policy.precision == "bf16":
-                load_into(block, sources, block_key, device, dtype, transform=block_transform)
-            else:
-                load_quantized(block, sources, block_key, device, dtype, policy,
-                               lambda n, i=i: f"{names.policy}{names.module}.{i}.{n}",
-                               transform=block_transform)  # fmt: skip
-            source.pack(i, block)
-            del block
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    else:
-        source = FileSource(list(sources), streamed, template=names.file + "{name}")
+    # One reader for the whole load (each new one pins its own staging buffers, and the streamed blocks load one by
+    # one); the pinned buffer is allocated and faulted in while the resident weights load.
+    with TensorReader(device) as reader, ThreadPoolExecutor(1, thread_name_prefix="ltx2-edge-pin") as pool:
+        layouts = {i: BlockLayout.from_module(blocks[i]) for i in streamed} if tier == "pinned" else {}
+        host = pool.submit(PinnedHostSource, layouts) if layouts else None
+        report = None
+        if policy.precision == "bf16":
+            load_into(model, sources, lambda f: None if (t := key_map(f)) is None or skip(t) else t, device, dtype,
+                      filled_elsewhere=skip, transform=transform, reader=reader)  # fmt: skip
+        else:
+            report = load_quantized(model, sources, key_map, device, dtype, policy, lambda n: names.policy + n, skip,
+                                    transform, reader)  # fmt: skip
+        marks = [_synced(device)]
+        if host is not None:
+            source = host.result()
+            marks.append(_synced(device))
+            _pack_blocks(source, templates, sources, names, device, dtype, policy, transform, reader)
+            marks.append(_synced(device))
+        else:
+            source = FileSource(list(sources), streamed, template=names.file + "{name}")
     streamer = BlockStreamer(
         blocks, source, resident_positions(len(blocks), resident), device=device, prefetch=prefetch
     )
+    if times is not None:
+        times["resident_s"] = marks[0] - clock
+        if len(marks) == 3:
+            times["buffer_wait_s"], times["pack_s"] = marks[1] - marks[0], marks[2] - marks[1]
     return report, streamer
+
+
+def _synced(device: torch.device) -> float:
+    """The clock once the device has done what was queued (load times are the device's as much as the host's)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def _pack_blocks(source: PinnedHostSource, templates: dict[int, torch.nn.Module], sources: Sequence[Path],
+                 names: BlockNames, device: torch.device, dtype: torch.dtype, policy: QuantPolicy,
+                 transform: WeightTransform | None, reader: TensorReader) -> None:  # fmt: skip
+    """Load each streamed block from its ``templates`` copy onto the device (8-bit where the policy says), pack it
+    into ``source`` and drop it, so the host buffer ends as the blocks' only full copy."""
+    for i in sorted(templates):
+        block, file_prefix = templates.pop(i), names.file.format(i=i)
+
+        def block_key(name: str, p: str = file_prefix) -> str | None:
+            return name[len(p) :] if name.startswith(p) else None
+
+        # The block loads under its own names; the transform answers to whole-model names.
+        block_transform = None if transform is None else (
+            lambda n, t, p=f"{names.module}.{i}.": transform(p + n, t))  # fmt: skip
+        if policy.precision == "bf16":
+            load_into(block, sources, block_key, device, dtype, transform=block_transform, reader=reader)
+        else:
+            load_quantized(block, sources, block_key, device, dtype, policy,
+                           lambda n, i=i: f"{names.policy}{names.module}.{i}.{n}",
+                           transform=block_transform, reader=reader)  # fmt: skip
+        source.pack(i, block)
+        del block
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def is_integrated_device(device: torch.device) -> bool:

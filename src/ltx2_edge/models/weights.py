@@ -14,7 +14,8 @@ never initialises a weight it did not find.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -38,6 +39,7 @@ def load_into(
     keep_dtype: Callable[[str], bool] | None = None,
     filled_elsewhere: Callable[[str], bool] | None = None,
     transform: WeightTransform | None = None,
+    reader: TensorReader | None = None,
 ) -> torch.nn.Module:
     """Assign ``module``'s parameters and persistent buffers from the safetensors files ``sources``.
 
@@ -52,14 +54,15 @@ def load_into(
     files: the caller sets them and may check with ``meta_tensors``.
 
     Raises ``CheckpointError`` naming the first missing, unexpected, duplicated or misshapen tensor before any
-    weight is read. Returns ``module``.
+    weight is read. Returns ``module``. ``reader``: an open ``TensorReader`` on ``device`` to read through (a loader
+    of many small modules shares one: each new reader pins its own staging buffers); by default one of its own.
     """
     targets = _targets(module)
     if filled_elsewhere is not None:
         targets = {name: shape for name, shape in targets.items() if not filled_elsewhere(name)}
     plan = _plan(sources, key_map, targets)
-    with TensorReader(device) as reader:
-        tensors = reader.read([(path, info) for path, info, _ in plan])
+    with reading(device, reader) as r:
+        tensors = r.read([(path, info) for path, info, _ in plan])
         for (_, _, name), tensor in zip(plan, tensors, strict=True):
             if transform is not None:
                 tensor = transform(name, tensor)
@@ -67,6 +70,16 @@ def load_into(
                 tensor = tensor.to(dtype=dtype)
             _assign(module, name, tensor)
     return module
+
+
+@contextlib.contextmanager
+def reading(device: torch.device | str, reader: TensorReader | None) -> Iterator[TensorReader]:
+    """The caller's open reader (left open), or a new one closed on exit."""
+    if reader is not None:
+        yield reader
+        return
+    with TensorReader(device) as own:
+        yield own
 
 
 def meta_tensors(module: torch.nn.Module) -> list[str]:

@@ -20,6 +20,7 @@ from ltx2_edge.plan.flops import FlopCount
 from ltx2_edge.plan.plan_types import PlanRequest
 from ltx2_edge.plan.profiles import DeviceProfile
 from ltx2_edge.plan.step_time import DenoiseShape, StepPrediction, predict_steps
+from ltx2_edge.plan.timings import LoadTimings
 
 GB = 1e9
 TRANSFORMER_STAGES = ("denoise", "denoise_2")
@@ -74,22 +75,32 @@ def load_seconds(profile: DeviceProfile, stage: str, load: StageLoad, cached: fl
                   f"the cold rate ({profile.file_read_cold_gbps:.3g} GB/s; warm: {seconds:.1f} s)")  # fmt: skip
 
 
+def pinning_seconds(lt: LoadTimings, streamed_device: int, resident_load_s: float) -> float:
+    """What streaming ``streamed_device`` bytes from pinned memory adds to a load: each block packed (``pin_gbps``),
+    the streaming's fixed cost, and the part of making the pinned buffer (``populate_gbps``, done on a thread while
+    the resident weights load for ``resident_load_s``) that outlasts that load. 0 when nothing streams or the
+    profile never measured pinning."""
+    if not streamed_device or not lt.pin_gbps:
+        return 0.0
+    made = streamed_device / (lt.populate_gbps * GB) if lt.populate_gbps else 0.0
+    return streamed_device / (lt.pin_gbps * GB) + lt.stream_fixed_s + max(0.0, made - resident_load_s)
+
+
 def _warm_load_seconds(profile: DeviceProfile, stage: str, load: StageLoad) -> tuple[float, str]:
     lt = profile.timings.load
     read = load.read
     if lt is None:
         return read / (profile.file_read_warm_gbps * GB), "load: file bytes at the warm read rate (no load timings)"
     rate = lt.quantized_gbps if load.quantized else lt.bf16_gbps
-    pinned = (
-        load.streamed_device / (lt.pin_gbps * GB) + lt.stream_fixed_s if load.streamed_device and lt.pin_gbps else 0.0
-    )
     if stage in TRANSFORMER_STAGES:  # the fixed part was measured whole: its bytes are inside it
-        seconds = lt.transformer_fixed_s + (load.blocks_read + load.streamed_read) / (rate * GB) + pinned
-        return seconds, "load: the transformer's fixed part + blocks at the measured loader rate" + (
+        seconds = lt.transformer_fixed_s + (load.blocks_read + load.streamed_read) / (rate * GB)
+        pinned = pinning_seconds(lt, load.streamed_device, lt.transformer_fixed_s + load.blocks_read / (rate * GB))
+        return seconds + pinned, "load: the transformer's fixed part + blocks at the measured loader rate" + (
             " + pinning" if pinned else "")  # fmt: skip
     if stage == "text_encode":  # Gemma's layers take the transformer blocks' path; the rest loads as stored
-        seconds = (load.blocks_read + load.streamed_read) / (rate * GB) + load.fixed_read / (lt.bf16_gbps * GB)
-        return seconds + pinned, "load: Gemma's layers at the transformer blocks' loader rate, the rest as stored"
+        resident = load.blocks_read / (rate * GB) + load.fixed_read / (lt.bf16_gbps * GB)
+        seconds = resident + load.streamed_read / (rate * GB) + pinning_seconds(lt, load.streamed_device, resident)
+        return seconds, "load: Gemma's layers at the transformer blocks' loader rate, the rest as stored"
     measured = {"embeddings": (lt.embeddings_s, lt.embeddings_bytes), "decode": (lt.decoders_s, lt.decoders_bytes)}
     seconds, nbytes = measured.get(stage, (None, None))
     if seconds is not None and nbytes:

@@ -81,6 +81,9 @@ class LoadTimings:
     ``pin_gbps``: device bytes per second a streamed block adds when it is packed into pinned host memory (its
     copy back, the pinning); ``stream_fixed_s``: what streaming from pinned memory adds once (its setup, a
     ``gc.collect``); ``release_gbps``: pinned bytes per second freed at the stage's end (None: not measured).
+    ``populate_gbps``: bytes per second a pinned buffer of a run's size is made at (its fresh pages faulted in by
+    threads, then registered: ``streaming.host_io``), which happens while the resident weights load, so only what
+    outlasts that load counts (None: not measured, counted inside ``pin_gbps`` as before).
     ``decoders_s``/``decoders_bytes`` and ``embeddings_s``/``embeddings_bytes``: those stages' loads as measured on the
     checkpoint calibrate read, and the file bytes they read (None: no checkpoint was given).
     """
@@ -91,6 +94,7 @@ class LoadTimings:
     pin_gbps: float | None = None
     stream_fixed_s: float = 0.0
     release_gbps: float | None = None
+    populate_gbps: float | None = None
     decoders_s: float | None = None
     decoders_bytes: int | None = None
     embeddings_s: float | None = None

@@ -6,12 +6,20 @@ rather than ``torch.empty(pin_memory=True)``: the caching host allocator rounds 
 of two (a 0.77 GB block would pin 1 GB) and keeps freed blocks pinned, which a budget cannot afford. Reading
 with ``preadv`` into such a buffer touches no fresh page on either side: a mapped file's page faults (4 KiB
 each, costly inside a VM) and a fresh destination's are what make ``mmap``-then-copy loaders slow.
+
+A large buffer's own fresh pages are the other cost: faulted one by one from one thread (``cudaHostRegister`` does
+it that way) they come at ~0.6-1 GB/s inside a VM, which made pinning 18 streamed blocks (7.9 GB) take ~10 s on a
+lent H200. Such a buffer is populated first by several threads at once (``MADV_POPULATE_WRITE`` on Linux >= 5.14,
+transparent huge pages asked for), then registered.
 """
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import os
+import sys
+import threading
 import weakref
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor
@@ -23,14 +31,69 @@ from ltx2_edge.errors import CheckpointError
 
 IOV_MAX = 512  # below Linux's 1024 iovecs per preadv call
 PAGE = mmap.PAGESIZE
+POPULATE_MIN_BYTES = 256 * 1024**2  # below this one thread's faults cost less than starting threads
+POPULATE_THREADS = 8  # fresh-page faults scale with threads until the memory's zeroing rate
+_MADV_POPULATE_WRITE = 23  # Linux 5.14+: fault a range in, writable, without touching it from user space
+
+
+def _libc_madvise() -> ctypes._CFuncPtr | None:
+    if not sys.platform.startswith("linux"):
+        return None  # the advice numbers above are Linux's
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_MADVISE = _libc_madvise()
+
+
+def populate(buffer: mmap.mmap, threads: int) -> bool:
+    """Fault every page of the anonymous ``buffer`` in from ``threads`` threads (ctypes calls drop the GIL).
+
+    Returns False, having done nothing, where the kernel cannot (not Linux, or older than 5.14): the pages then fault
+    in as before, when first touched or registered.
+    """
+    if _MADVISE is None or len(buffer) == 0:
+        return False
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        buffer.madvise(mmap.MADV_HUGEPAGE)  # fewer faults where THP is in madvise mode; advice only
+    holder = ctypes.c_char.from_buffer(buffer)
+    try:
+        base, size = ctypes.addressof(holder), len(buffer)
+        share = -(-size // max(1, threads) // PAGE) * PAGE
+        errors: list[int] = []
+
+        def fault(start: int) -> None:
+            if _MADVISE(base + start, min(share, size - start), _MADV_POPULATE_WRITE) != 0:
+                errors.append(ctypes.get_errno())
+
+        workers = [threading.Thread(target=fault, args=(s,)) for s in range(0, size, share)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        return not errors
+    finally:
+        del holder  # the mmap cannot close while a ctypes view of it is alive
 
 
 class HostBuffer:
-    """Page-aligned anonymous host memory, page-locked when ``pin``; returned to the OS when dropped."""
+    """Page-aligned anonymous host memory, page-locked when ``pin``; returned to the OS when dropped.
 
-    def __init__(self, nbytes: int, pin: bool) -> None:
+    ``populate_threads`` (default ``POPULATE_THREADS`` for buffers of ``POPULATE_MIN_BYTES`` or more, 0 for none)
+    fault the pages in before they are registered; ``populated`` says whether that ran.
+    """
+
+    def __init__(self, nbytes: int, pin: bool, populate_threads: int | None = None) -> None:
         size = max(PAGE, (nbytes + PAGE - 1) // PAGE * PAGE)
         self._map = mmap.mmap(-1, size)
+        if populate_threads is None:
+            populate_threads = min(POPULATE_THREADS, os.cpu_count() or 1) if size >= POPULATE_MIN_BYTES else 0
+        self.populated = populate_threads > 0 and populate(self._map, populate_threads)
         self.tensor = torch.frombuffer(self._map, dtype=torch.uint8)[:nbytes]
         self.nbytes = size
         self.pinned = False
