@@ -123,7 +123,8 @@ def read_header(path: str | os.PathLike[str]) -> Header:
     """Parse ``path``'s safetensors header. Raises ``CheckpointError`` naming the problem.
 
     The parsed header of an unchanged file (same inode, size and modification time) is kept and shared: the 19B
-    checkpoint's 4049 entries take ~25 ms to parse and check, and a streamed load reads the header once per block.
+    checkpoint's 4049 entries took 0.10 s to parse and check on a lent H200 (25 ms on a CI core), and a streamed load
+    reads the header once per block (39 parses, 4.0 s, in W1's load at 16 GiB).
     The returned ``Header`` is shared: treat it as read-only.
 
     Refuses what the safetensors library refuses, in one line naming the file: a header that is not a JSON object

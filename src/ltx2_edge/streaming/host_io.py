@@ -8,9 +8,9 @@ with ``preadv`` into such a buffer touches no fresh page on either side: a mappe
 each, costly inside a VM) and a fresh destination's are what make ``mmap``-then-copy loaders slow.
 
 A large buffer's own fresh pages are the other cost: faulted one by one from one thread (``cudaHostRegister`` does
-it that way) they come at ~0.6-1 GB/s inside a VM, which made pinning 18 streamed blocks (7.9 GB) take ~10 s on a
-lent H200. Such a buffer is populated first by several threads at once (``MADV_POPULATE_WRITE`` on Linux >= 5.14,
-transparent huge pages asked for), then registered.
+it that way) they came at 2.6 GB/s on a lent H200 and 0.6-1 GB/s on a 2-core CI VM. Such a buffer is populated first
+by several threads at once (``MADV_POPULATE_WRITE`` on Linux >= 5.14, transparent huge pages asked for), then
+registered: 4.2-5.2 GB/s on the H200 (``bench/pin_rates.py``).
 """
 
 from __future__ import annotations
