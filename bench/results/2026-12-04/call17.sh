@@ -16,7 +16,8 @@ python3 -c "
 import json, glob; d = json.load(open(glob.glob('$HOME/.cache/ltx2-edge/profiles/*.json')[0]))
 print(json.dumps(d['timings']['load'], indent=1)); print(d['seconds'], 's')"; t
 source bench/device/predict.sh
+left() { [ $(( $(date +%s) - CALL_START )) -lt "$1" ]; }
 go w1-32 --budget 32GiB
-go w1-16 --budget 16GiB
+left 200 && go w1-16 --budget 16GiB
 cat "$OUT/prediction.md"
 echo "call took $(( $(date +%s) - CALL_START )) s"
