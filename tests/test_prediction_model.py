@@ -396,6 +396,10 @@ def test_load_timings_split_blocks_from_the_fixed_part_and_charge_unresolved_blo
     parts = {"resident_s": 1.2, "buffer_wait_s": 0.5, "pack_s": 0.4}
     t = load_timings(loads(1.0, 1.6), PinnedLoads((2.3, 0.1), (2.7, 0.25), parts, 4), {}, "test")
     assert t.pin_gbps == pytest.approx(5.0) and t.stream_fixed_s == pytest.approx(0.6)
+    # With the pinned copy rate measured, a pinned block adds its copy out of the device (its read is a resident
+    # block's): 55 GB/s, whatever calibrate's own packing took; the fixed cost as before.
+    t = load_timings(loads(1.0, 1.6), PinnedLoads((2.3, 0.1), (2.7, 0.25), parts, 4), {}, "test", copy_gbps=55.0)
+    assert t.pin_gbps == pytest.approx(55.0) and t.stream_fixed_s == pytest.approx(0.6)
     # A wide load of 12 blocks (4.0 s) sets the per-block rate against the 2-block load: (4.0 - 1.0) / 10 = 0.3 s a
     # block whatever the 4-block load says (here 1.05 s, which alone would charge a quarter of it: unresolved).
     from ltx2_edge.calibrate.load_rates import WIDE

@@ -198,7 +198,8 @@ def _timing_steps(opts: CalibrateOptions, device: torch.device, config: dict, re
                + (f", of {load_rates.WIDE} blocks {loads.seconds[load_rates.WIDE]:.3f} s (the per-block rate's)"
                   if load_rates.WIDE in loads.seconds else "") + f", {pin_how}"
                + ("" if stages else "; the decoders and connectors not measured (no --checkpoint-path)"))  # fmt: skip
-        timings = load_rates.load_timings(loads, pinned, stages, how, populate)
+        copy = next((m.value for m in results if m.field == "h2d_pinned_gbps" and m.value), None)
+        timings = load_rates.load_timings(loads, pinned, stages, how, populate, copy)
         out.detail["load"] = {"transformer_s": loads.seconds, "stages": stages,
                               "pinned": pinned if isinstance(pinned, str) else [pinned.two, pinned.four,
                                                                                 pinned.parts],
