@@ -76,7 +76,7 @@ def host_buffers(sizes: list[float], threads: int, rounds: int) -> list[dict]:
         nbytes = int(size * GB)
         for rep in range(rounds):  # a later round sees memory the guest has faulted in once already
             for way, make in ways.items():
-                row = _buffer_row(way, nbytes, lambda make=make: make(nbytes), out)
+                row = _buffer_row(way, nbytes, lambda make=make, n=nbytes: make(n), out)
                 row["round"] = rep
                 rows.append(row)
                 print(f"  {size:4.0f} GB  round {rep}  {way:24s} {row['make_s']:6.2f} s ({row['make_gbps']:5.2f} GB/s)"
@@ -146,9 +146,9 @@ def streamed_load(checkpoint: Path, resident: int, precision: str) -> dict:
     _sync()
     with timed_parts() as parts:
         start = time.perf_counter()
-        model, streamer = load_streamed_transformer(checkpoint, torch.device("cuda" if CUDA else "cpu"),
-                                                    torch.bfloat16 if CUDA else torch.float32,
-                                                    QuantPolicy.from_flags(precision), resident, "pinned", 2)  # fmt: skip
+        device, dtype = torch.device("cuda" if CUDA else "cpu"), torch.bfloat16 if CUDA else torch.float32
+        model, streamer = load_streamed_transformer(checkpoint, device, dtype, QuantPolicy.from_flags(precision),
+                                                    resident, "pinned", 2)  # fmt: skip
         _sync()
         total = time.perf_counter() - start
     pinned = streamer.stats().source_pinned_bytes  # 0 on a CPU: the host buffer is not page-locked
@@ -183,8 +183,11 @@ def main() -> None:
                        ("mended again", contextlib.nullcontext)):  # fmt: skip
         with ctx():
             loads[label] = row = streamed_load(args.checkpoint_path, args.resident, args.precision)
-        print(f"  load, {label}: {row['total_s']:.2f} s, {row['pinned_GB']:.2f} GB pinned "
-              f"({row['pin_gbps_whole']:.2f} GB/s of the whole load), released in {row['release_s']:.2f} s", flush=True)
+        print(
+            f"  load, {label}: {row['total_s']:.2f} s, {row['pinned_GB']:.2f} GB pinned "
+            f"({row['pin_gbps_whole']:.2f} GB/s of the whole load), released in {row['release_s']:.2f} s",
+            flush=True,
+        )
         for k, v in row["parts"].items():
             print(f"      {k:32s} x{v['n']:<4d} {v['s']:7.2f} s", flush=True)
     result["loads"] = loads
