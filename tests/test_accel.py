@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 import ltx2_edge  # noqa: F401  (torchaudio placeholder before ltx_core)
-from ltx2_edge.accel import attention
+from ltx2_edge.accel import attention, compile_choice
 from ltx2_edge.accel import compile as accel_compile
+from ltx2_edge.accel.compile_choice import ClipsAhead
 from ltx2_edge.accel.engine import AccelSettings
 from ltx2_edge.accel.settings import AccelInputs, choose_accel
 from ltx2_edge.accel.step_invariants import step_invariants, text_kv_bytes
@@ -119,47 +120,114 @@ def test_block_invariant_perturbations_answer_like_ltx_core():
                 assert fixed.all_in_batch(t, block) == original.all_in_batch(t, block)
 
 
-CHEAP = accel_compile.CompileEconomics(1.0, "this process", 6.8)  # a 1280x704 clip again in a long-lived Generator
-COSTLY = accel_compile.CompileEconomics(9.0, "warm cache", 0.8)  # a one-shot W1 run (H100 estimates)
+CHEAP = compile_choice.CompileEconomics(1.0, "this process", 6.8)  # a 1280x704 clip again in a long-lived Generator
+COSTLY = compile_choice.CompileEconomics(9.0, "warm cache", 0.8)  # a one-shot W1 run (H100 estimates)
 
 
 @pytest.mark.parametrize(
     ("mode", "support", "economics", "stg", "enabled", "reason"),
     [
         ("off", None, CHEAP, False, False, "off (--compile off)"),
-        ("auto", None, CHEAP, False, True, "compiled: transformer block"),
+        ("auto", None, CHEAP, False, True, "compiled: saving ~6.8 s over this clip alone against a ~1.0 s compile "
+                                           "(compiled before in this process); transformer block"),
         ("auto", None, None, False, True, "compiled: transformer block"),
-        ("auto", None, COSTLY, False, False, "would cost ~9 s (warm cache) and save ~0.8 s"),
+        ("auto", None, COSTLY, False, False, "would cost ~9.0 s (warm Inductor cache) and save ~0.8 s over this clip "
+                                             "alone"),
         ("auto", "Triton is not installed", CHEAP, False, False, "eager: Triton is not installed"),
         ("auto", None, CHEAP, True, False, "perturbs single blocks"),
-        ("on", None, COSTLY, False, True, "compiled"),
+        ("on", None, COSTLY, False, True, "compiled: transformer block"),
     ],
-)
+)  # fmt: skip
 def test_decide_compile(mode, support, economics, stg, enabled, reason):
-    decision = accel_compile.decide_compile(mode, support, economics, stg)
+    decision = compile_choice.decide_compile(mode, support, economics, stg)
     assert decision.enabled is enabled and reason in decision.reason
 
 
-def test_compile_economics(tmp_path, monkeypatch):
+@pytest.fixture
+def fresh_process(tmp_path, monkeypatch) -> Path:
+    """No shape compiled in this process yet, and an empty Inductor cache (returned: fill it to make it warm)."""
+    monkeypatch.setattr(compile_choice, "_COMPILED_HERE", set())
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_compile_economics(fresh_process):
     key = ("test-shape", 1)
-    cold = accel_compile.compile_economics(key, floor_seconds=2.4, copy_bound=False)
-    assert (cold.cost_note, cold.cost_s) == ("cold", accel_compile.COMPILE_COST_S["cold"])
-    assert cold.saving_s == pytest.approx(2.4 * accel_compile.COMPILE_SAVING_X_FLOOR)
-    (tmp_path / "cache").mkdir()
-    (tmp_path / "cache" / "entry").write_text("x")
-    assert accel_compile.compile_economics(key, 2.4, False).cost_note == "warm cache"
-    accel_compile.note_compiled(key)
-    again = accel_compile.compile_economics(key, 2.4, copy_bound=True)
+    cold = compile_choice.compile_economics(key, floor_seconds=2.4, copy_bound=False)
+    assert (cold.cost_note, cold.cost_s) == ("cold", compile_choice.COMPILE_COST_S["cold"])
+    assert cold.saving_s == pytest.approx(2.4 * compile_choice.COMPILE_SAVING_X_FLOOR)
+    fresh_process.mkdir()
+    (fresh_process / "entry").write_text("x")
+    assert compile_choice.compile_economics(key, 2.4, False).cost_note == "warm cache"
+    compile_choice.note_compiled(key)
+    again = compile_choice.compile_economics(key, 2.4, copy_bound=True)
     assert (again.cost_note, again.saving_s) == ("this process", 0.0)  # copy-bound: faster kernels buy nothing
 
 
-@pytest.mark.parametrize(("support", "stg", "match"), [("no Triton", False, "no Triton"), (None, True, "STG")])
-def test_compile_on_refuses_instead_of_running_eager(support, stg, match):
-    with pytest.raises(ValueError, match=f"--compile on cannot run: .*{match}"):
-        accel_compile.decide_compile("on", support, CHEAP, stg)
-    with pytest.raises(ValueError, match="one of auto, off, on"):
-        accel_compile.decide_compile("sometimes", None, CHEAP, False)
+W1_FLOOR = 2.4  # W1's denoising compute floor at fp8 on the H100 (docs/benchmarks.md), one clip
+
+
+def _decide(clips: ClipsAhead, floor: float = W1_FLOOR, key: tuple = ("w1",)) -> compile_choice.CompileDecision:
+    economics = compile_choice.compile_economics(key, floor, False, clips)
+    return compile_choice.decide_compile("auto", None, economics, False)
+
+
+def test_auto_weighs_the_compile_against_every_clip_ahead(fresh_process):
+    fresh_process.mkdir()
+    (fresh_process / "entry").write_text("x")  # a warm Inductor cache: ~9 s to compile
+    alone = _decide(ClipsAhead())
+    assert not alone.enabled
+    assert alone.reason == ("eager: compiling would cost ~9.0 s (warm Inductor cache) and save ~0.8 s over this clip "
+                            "alone (--compile on forces it)")  # fmt: skip
+    queued = _decide(ClipsAhead(batch=1, queued=29))  # one job picked, 29 alike posted behind it
+    saving = W1_FLOOR * compile_choice.COMPILE_SAVING_X_FLOOR * 30
+    # The queued clips run in a later batch, which enters the compiled code once more: 9 + 1 s.
+    assert queued.enabled and queued.reason.startswith(
+        f"compiled: saving ~{saving:.0f} s over 30 clips of this shape (this one, 29 queued behind it) against a "
+        "~10 s compile (warm Inductor cache); transformer block"
+    )
+    batch = _decide(ClipsAhead(batch=7))  # the measured 8-at-once burst's second batch
+    assert not batch.enabled and "save ~5.7 s over 7 clips of this shape in this batch" in batch.reason
+    assert not _decide(ClipsAhead(batch=7, queued=5)).enabled  # 12 clips: ~9.8 s saved against 9 + 1 s
+    assert _decide(ClipsAhead(batch=7, queued=6)).enabled  # 13: ~10.6 s
+    # A cold cache (36 s) wants more: 45 W1 clips, or longer ones (the floor grows with the clip).
+    (fresh_process / "entry").unlink()
+    assert not _decide(ClipsAhead(batch=1, queued=29)).enabled
+    assert _decide(ClipsAhead(batch=1, queued=29), floor=4 * W1_FLOOR).enabled
+
+
+def test_a_shape_compiled_in_this_process_is_not_charged_again(fresh_process):
+    before = compile_choice.compile_economics(("w1",), W1_FLOOR, False, ClipsAhead(batch=3))
+    assert (before.cost_note, before.cost_s) == ("cold", 36.0)
+    compile_choice.note_compiled(("w1",))
+    after = compile_choice.compile_economics(("w1",), W1_FLOOR, False, ClipsAhead(batch=3))
+    assert (after.cost_note, after.cost_s) == ("this process", compile_choice.COMPILE_COST_S["this process"])
+    again = _decide(ClipsAhead(batch=3))
+    assert again.enabled and "against a ~1.0 s compile (compiled before in this process)" in again.reason
+    assert not _decide(ClipsAhead(batch=3), key=("other shape",)).enabled  # another shape still pays its compile
+    # A lone W1 clip saves ~0.8 s: less than even the re-entry, so it stays eager; a 6 s clip (floor x 1.5) does not.
+    assert not _decide(ClipsAhead()).enabled
+    assert _decide(ClipsAhead(), floor=1.5 * W1_FLOOR).enabled
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [(0, "runs_ahead=0 is not allowed"), (True, "runs_ahead=True"), ("3", "runs_ahead='3'"), (-2, "runs_ahead=-2")],
+)
+def test_clips_ahead_refuses_bad_counts_in_one_line(value, match):
+    with pytest.raises(ValueError, match=match) as info:
+        ClipsAhead.of(value)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="clips ahead: queued=-1 is not allowed: an integer >= 0"):
+        ClipsAhead(batch=1, queued=-1)
+
+
+def test_clips_ahead_counts_one_shape_in_the_batch_and_behind_it():
+    a, b = ("a",), ("b",)
+    assert ClipsAhead.among(a, [a, b, a], [b, a, a, None]) == ClipsAhead(batch=2, queued=2)
+    assert ClipsAhead.among(a, [], []) == ClipsAhead()  # the clip itself always counts
+    assert ClipsAhead.among(None, [None, None], [None]) == ClipsAhead()  # unknown shapes never count together
+    assert ClipsAhead.of(4) == ClipsAhead(batch=4) and ClipsAhead(3, 2).clips == 5
 
 
 def test_compile_support_on_cpu_and_ptxas_version(tmp_path, monkeypatch):

@@ -260,16 +260,35 @@ def test_run_phased_loads_each_model_once_and_isolates_a_cancelled_job(tiny_dir,
 
 
 def test_compile_auto_counts_the_runs_ahead(tiny_dir, monkeypatch):
-    """``--compile auto`` weighs its one-off cost against every clip of the same shapes the caller will run."""
-    from ltx2_edge.accel import for_run
+    """``--compile auto`` weighs its one-off cost against every clip of the same shapes the caller will run, and the
+    plan says what it counted; a bad count is refused in one line; weighing again changes the compile lever only."""
+    from ltx2_edge.accel import compile_choice, for_run
+    from ltx2_edge.accel.compile_choice import COMPILE_COST_S, COMPILE_SAVING_X_FLOOR, ClipsAhead
+    from ltx2_edge.engine.run_plan import with_clips_ahead
 
     monkeypatch.setattr(for_run, "compile_support", lambda device: None)  # as on a GPU with Triton
+    monkeypatch.setattr(compile_choice, "_COMPILED_HERE", set())
     gen = Generator(tiny_dir / "ltx2.safetensors", tiny_dir / "gemma", RunSettings(device="cpu"))
     request = GenerationRequest(prompt="rain", **SMALL)
-    one = gen.prepare(request).passes[0]
+    plan = gen.prepare(request)
+    one = plan.passes[0]
     assert not one.accel.settings.compile and "would cost" in one.accel.settings.reasons[0]
-    floor = one.stage.predicted_seconds
-    from ltx2_edge.accel.compile import COMPILE_COST_S, COMPILE_SAVING_X_FLOOR
-
-    many = int(max(COMPILE_COST_S.values()) / (floor * COMPILE_SAVING_X_FLOOR)) + 2
+    assert "over this clip alone" in plan.forwards_lines()[0]
+    floor = one.stage.compute_seconds_per_step * one.stage.steps
+    many = int((max(COMPILE_COST_S.values()) + COMPILE_COST_S["this process"]) / (floor * COMPILE_SAVING_X_FLOOR)) + 2
     assert gen.prepare(request, runs_ahead=many).passes[0].accel.settings.compile
+    queued = gen.prepare(request, runs_ahead=ClipsAhead(batch=1, queued=many - 1))
+    reason = queued.passes[0].accel.settings.reasons[0]
+    assert queued.passes[0].accel.settings.compile
+    counted = f"over {many} clips of this shape (this one, {many - 1} queued behind it) against a"
+    assert reason.startswith("compiled: saving ~") and counted in reason
+    assert queued.passes[0].accel.compile_economics.clips == ClipsAhead(1, many - 1)
+    # The same plan weighed again (a batch's second count): only the compile lever and its reason differ.
+    again = with_clips_ahead(gen.setup, plan, ClipsAhead(batch=1, queued=many - 1))
+    a, b = again.passes[0].accel, queued.passes[0].accel
+    assert a.settings == b.settings and a.extra_peak_bytes == one.accel.extra_peak_bytes
+    assert again.memory is plan.memory and again.passes[0].stage is one.stage
+    for bad in (0, -1, True, 2.5):
+        with pytest.raises(ValueError, match=f"runs_ahead={bad!r} is not allowed") as info:
+            gen.prepare(request, runs_ahead=bad)
+        assert "\n" not in str(info.value)

@@ -21,11 +21,12 @@ class FakeEngine:
     def __init__(self, mode: str = "complete") -> None:
         self.mode, self.batches = mode, []
         self.release, self.running = threading.Event(), threading.Event()
+        self.waiting_seen: list[list[str]] = []  # the prompts queued behind each job as it completed
 
     def admit(self, request) -> dict:
         return {"predicted_peak_bytes": 1}
 
-    def run_batch(self, jobs, on_event, is_cancelled) -> None:
+    def run_batch(self, jobs, on_event, is_cancelled, waiting=None) -> None:
         self.batches.append([j.job_id for j in jobs])
         for job in jobs:
             if is_cancelled(job.job_id):
@@ -41,6 +42,7 @@ class FakeEngine:
                     on_event(job.job_id, "cancelled", {})
                     break
                 if self.mode == "complete" and (len(self.batches) > 1 or self.release.wait(0.01)):
+                    self.waiting_seen.append([r.prompt for r in waiting()])
                     job.output_path.write_bytes(b"mp4")
                     on_event(job.job_id, "completed", {"report": {"stages": []}})
                     break
@@ -81,6 +83,23 @@ def test_a_job_waits_behind_at_most_one_batch(tmp_path):
         record = service.store.get(first)
         assert record.progress == 100 and record.attempts == 1 and record.expires_at is not None
         assert service.files.output_path(first).read_bytes() == b"mp4"
+    finally:
+        service.close()
+
+
+def test_the_engine_is_told_what_waits_behind_its_batch(tmp_path):
+    # What --compile auto counts beyond the batch: the durable queue's requests, the running batch's own left out.
+    engine = FakeEngine()
+    service = _service(tmp_path, engine, queue_limit=8)
+    try:
+        first = _post(service, "first")
+        _wait(engine.running.is_set)
+        later = [_post(service, f"later {i}") for i in range(3)]
+        service.cancel(later[1])  # a cancelled job waits for nothing: not counted
+        engine.release.set()
+        _wait(lambda: all(service.store.get(j).terminal for j in [first, *later]))
+        assert engine.waiting_seen[0] == ["later 0", "later 2"]  # asked while batch 1 ran
+        assert engine.waiting_seen[1:] == [[], []]  # batch 2 is everything that waited: nothing behind it
     finally:
         service.close()
 

@@ -6,13 +6,18 @@ denoise when the decoders fit beside the transformer (else all the decodes after
 
 What may be held comes from ``plan_batch`` over the requests' own ``RunPlan``s; every stage still runs in its scope
 and is measured and checked against its prediction, and each report records the batch's holds and their reasons.
-One request's failure (or cancellation, raised from its step hook) ends that request only. This module decides
-nothing about a clip and never touches a job store: what it learns goes to ``PhaseHooks``.
+One request's failure (or cancellation, raised from its step hook) ends that request only.
+
+``--compile auto`` is told how many clips of each clip's shapes this process will run (``ClipsAhead.among``): those of
+the batch, and those waiting behind it in the caller's queue (``queued``), for which a block compiled now stays
+compiled. It counts when the batch is prepared and once more when its denoising begins, when jobs posted during
+the text phase have joined the queue. This module decides nothing about a clip and never touches a job store: what
+it learns goes to ``PhaseHooks``, what it is told of the queue comes from ``queued``.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
@@ -21,13 +26,17 @@ from typing import Protocol
 
 import torch
 
+from ltx2_edge.accel.compile_choice import ClipsAhead
 from ltx2_edge.accel.engine import EngineSlot
 from ltx2_edge.engine.batch_plan import BatchPlan, plan_batch
 from ltx2_edge.engine.streamed_hold import StreamedHold
+from ltx2_edge.errors import Ltx2EdgeError
 from ltx2_edge.pipeline import Generator, Result, Run, StepHook
 from ltx2_edge.request import GenerationRequest
 from ltx2_edge.stages.denoise import Contexts
 
+log = logging.getLogger(__name__)
+QueuedRequests = Callable[[], Sequence[GenerationRequest]]
 TEXT_PARTS = ("gemma", "embeddings")
 # Host memory a split text phase stages at most before running the connectors (W1: ~0.8 GB of hidden states a clip,
 # so 10 clips a round): bounds what a long queue can pile up outside the budget.
@@ -71,15 +80,21 @@ def contexts_to(contexts: Contexts, device: torch.device) -> Contexts:
     return replace(contexts, **{f.name: getattr(contexts, f.name).to(device) for f in fields(contexts)})
 
 
-def run_phased(gen: Generator, jobs: Sequence[PhasedJob], hooks: PhaseHooks) -> BatchPlan | None:
-    """Run ``jobs`` phase by phase; returns the batch plan the holds came from (None when no job could start)."""
+def run_phased(
+    gen: Generator, jobs: Sequence[PhasedJob], hooks: PhaseHooks, queued: QueuedRequests | None = None
+) -> BatchPlan | None:
+    """Run ``jobs`` phase by phase; returns the batch plan the holds came from (None when no job could start).
+    ``queued``: the requests waiting behind this batch in the caller's queue (asked twice, see the module docstring)."""
     runs: list[tuple[PhasedJob, Run]] = []
-    shapes = Counter(_shape(job.request) for job in jobs)
+    shapes = {job.job_id: _shapes(gen, job.request) for job in jobs}
+    behind = _queued_shapes(gen, queued)
     for job in jobs:
         hooks.bind(job)
 
         def start(j: PhasedJob = job) -> Run:
-            plan = gen.prepare(j.request, runs_ahead=shapes[_shape(j.request)])  # compiling pays across the batch
+            # Compiling once pays across every clip of these shapes, in the batch and behind it.
+            ahead = ClipsAhead.among(shapes[j.job_id], list(shapes.values()), behind)
+            plan = gen.prepare(j.request, runs_ahead=ahead)
             return gen.start(j.request, j.output_path, overwrite=True, plan=plan, on_step=hooks.on_step(j))
 
         run = _guarded(hooks, job, start)
@@ -108,6 +123,7 @@ def run_phased(gen: Generator, jobs: Sequence[PhasedJob], hooks: PhaseHooks) -> 
                 for job, run in runs
                 if _guarded(hooks, job, lambda j=job, r=run: _text(gen, hooks, j, r), gen, run)
             ]
+    runs = _count_again(gen, hooks, runs, shapes, queued)
     decoded: list[tuple[PhasedJob, Run]] = []
     # One writer thread: a clip's MP4 is encoded while the device denoises the next clip (x264 takes ~2.5 s of
     # W1's 4 s decode stage on the CPU); one at a time, so encoders never pile up beside the denoising.
@@ -132,8 +148,40 @@ def run_phased(gen: Generator, jobs: Sequence[PhasedJob], hooks: PhaseHooks) -> 
     return batch
 
 
-def _shape(request: GenerationRequest) -> tuple:
-    return (request.pipeline, request.width, request.height, request.num_frames, len(request.images))
+def _shapes(gen: Generator, request: GenerationRequest) -> tuple | None:
+    try:
+        return gen.compile_shapes(request)
+    except (Ltx2EdgeError, ValueError):  # the job's own prepare raises it again, inside its guard, and fails it
+        return None
+
+
+def _queued_shapes(gen: Generator, queued: QueuedRequests | None) -> list[tuple | None]:
+    if queued is None:
+        return []
+    try:
+        requests = list(queued())
+    except Exception as exc:  # noqa: BLE001  (the count only tunes --compile auto: a queue it cannot read counts 0)
+        log.warning("the queue behind this batch could not be read (%s: %s); --compile auto counts the batch only",
+                    type(exc).__name__, exc)  # fmt: skip
+        return []
+    return [_shapes(gen, r) for r in requests]
+
+
+def _count_again(
+    gen: Generator, hooks: PhaseHooks, runs: list[tuple[PhasedJob, Run]], shapes: dict[str, tuple | None],
+    queued: QueuedRequests | None,
+) -> list[tuple[PhasedJob, Run]]:  # fmt: skip
+    """Before the denoising: each run's ``--compile auto`` weighed over the clips now known. A burst of POSTs lands
+    after the worker took the first job, during its text phase; they are in the queue by now. Only the compile lever
+    may change (``Generator.count_ahead``), and all clips of one shape get the same count: a batch that keeps its
+    step graph replays it only for clips with the same settings."""
+    batch, behind = [shapes[job.job_id] for job, _ in runs], _queued_shapes(gen, queued)
+
+    def recount(job: PhasedJob, run: Run) -> bool:
+        gen.count_ahead(run, ClipsAhead.among(shapes[job.job_id], batch, behind))
+        return True
+
+    return [(job, run) for job, run in runs if _guarded(hooks, job, lambda j=job, r=run: recount(j, r), gen, run)]
 
 
 def _text(gen: Generator, hooks: PhaseHooks, job: PhasedJob, run: Run) -> bool:

@@ -17,10 +17,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ltx2_edge.accel.compile_choice import ClipsAhead
 from ltx2_edge.atomic import OutputUnit
 from ltx2_edge.engine import describe
 from ltx2_edge.engine.decode_runner import DecodeRunner, decoded_frames
-from ltx2_edge.engine.run_plan import PassPlan, RunPlan, prepare_run
+from ltx2_edge.engine.run_plan import PassPlan, RunPlan, compile_shapes, prepare_run, with_clips_ahead
 from ltx2_edge.engine.runner import StageRunner
 from ltx2_edge.engine.settings import RunSettings
 from ltx2_edge.engine.setup import EngineSetup
@@ -80,11 +81,21 @@ class Generator:
         self.runner = StageRunner(s, self.cache, self.text, self.progress)
         self.decoders = DecodeRunner(s, self.cache, self.progress)
 
-    def prepare(self, request: GenerationRequest, runs_ahead: int = 1) -> RunPlan:
+    def prepare(self, request: GenerationRequest, runs_ahead: int | ClipsAhead = 1) -> RunPlan:
         """Every decision about ``request`` (``RunPlan``), from headers, before any weight loads; ``RequestError`` or
         ``BudgetError`` (with the smallest budget that works) when it cannot run. ``runs_ahead``: clips of the same
-        shapes to be run back to back (a service's batch), which ``--compile auto`` counts."""
+        shapes to be run back to back, or a ``ClipsAhead`` (a service's batch and queue), which ``--compile auto``
+        counts: a long-lived caller that knows more clips follow gets the compiled step without ``--compile on``."""
         return prepare_run(self.setup, self.text.tokenizer, request, runs_ahead)
+
+    def compile_shapes(self, request: GenerationRequest) -> tuple[tuple, ...]:
+        """What ``request``'s compiled blocks are specialised on (no file read): equal keys, same compiled code."""
+        return compile_shapes(self.setup, request)
+
+    def count_ahead(self, run: Run, runs_ahead: int | ClipsAhead) -> None:
+        """Weigh ``--compile auto`` for ``run`` again over ``runs_ahead`` (before its denoise: the compile lever alone
+        may change, ``run_plan.with_clips_ahead``)."""
+        run.plan = with_clips_ahead(self.setup, run.plan, runs_ahead)
 
     def check(self, request: GenerationRequest, output_path: Path | None, overwrite: bool) -> RunPlan:
         """``prepare``, after refusing an output pair (the MP4 and its report) that exists (without ``overwrite``),

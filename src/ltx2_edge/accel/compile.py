@@ -6,13 +6,10 @@ elementwise work between the matmuls: AdaLN modulation, RMS norms, RoPE, gating 
 per-token activation quantization (``QuantLinear.prepare_compiled``). The forward method is compiled, not the
 module call, so the block streamer's hooks stay eager: copies and event waits are never traced.
 
-Why a run may not compile (``compile_support`` / ``decide_compile``, pure, no GPU needed): no CUDA device (the
-CPU backend works — the tests use it — but a CPU run is never long enough to pay for it); Triton missing; on
-Jetson Thor (sm_110) a Triton whose ptxas predates CUDA 13; guidance that perturbs single blocks (STG), whose
-per-block branches would compile the block once per block index; a run whose estimated saving (faster steps)
-does not beat the estimated compile time (``compile_economics``).
-``off`` never compiles; ``auto`` compiles when none of these hold and otherwise says why in the report; ``on``
-raises with the reason instead of running something else.
+Whether this machine can compile (``compile_support``): no CUDA device (the CPU backend works — the tests use
+it — but a CPU run is never long enough to pay for it); Triton missing; on Jetson Thor (sm_110) a Triton whose
+ptxas predates CUDA 13. Whether a run should (``--compile auto``'s cost against the clips ahead) is decided in
+``accel.compile_choice``, which imports no torch.
 
 The Inductor cache lives in ``cache_dir()`` (``~/.cache/ltx2-edge/inductor`` unless TORCHINDUCTOR_CACHE_DIR is
 set), so a second run reuses the compiled kernels. This module never changes numerics beyond the compiled
@@ -27,7 +24,6 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 from ltx_core.guidance.perturbations import BatchedPerturbationConfig, PerturbationType
@@ -35,58 +31,9 @@ from ltx_core.model.transformer import attention as attention_module
 from ltx_core.model.transformer.attention import AttentionFunction
 from torch import nn
 
-CompileMode = Literal["auto", "off", "on"]
-COMPILE_MODES: tuple[str, ...] = ("auto", "off", "on")
-# What compiling costs and buys, measured on the H100 (W1, fp8, bench/results/2026-11-23-step-accel and the
-# reference runs): the first compiled step took 35.6 s with an empty Inductor cache, 9.0 s with a warm one, ~1 s
-# when this process had compiled the same shapes before; compiled + graphed steps ran at 1.38x the compute floor
-# against 1.72x for graphed eager steps, so compiling saves ~0.34 x the floor per step.
-COMPILE_COST_S = {"cold": 36.0, "warm cache": 9.0, "this process": 1.0}
-COMPILE_SAVING_X_FLOOR = 0.34
-_COMPILED_HERE: set[tuple] = set()
-
-
-@dataclass(frozen=True)
-class CompileEconomics:
-    """What compiling would cost and save on one run (seconds): ``auto`` compiles when it saves more."""
-
-    cost_s: float
-    cost_note: str
-    saving_s: float
-
-
-def compile_economics(shape_key: tuple, floor_seconds: float, copy_bound: bool) -> CompileEconomics:
-    """Estimate for a run: ``shape_key`` names its shapes (same key, same compiled code), ``floor_seconds`` is the
-    plan's compute floor of the denoising; a copy-bound run (streamed blocks) saves nothing by faster kernels."""
-    if shape_key in _COMPILED_HERE:
-        note = "this process"
-    else:
-        cache = cache_dir()
-        note = "warm cache" if cache.is_dir() and any(cache.iterdir()) else "cold"
-    saving = 0.0 if copy_bound else floor_seconds * COMPILE_SAVING_X_FLOOR
-    return CompileEconomics(COMPILE_COST_S[note], note, saving)
-
-
-def note_compiled(shape_key: tuple) -> None:
-    """Record that this process compiled the block for ``shape_key`` (its next compile is ~free)."""
-    _COMPILED_HERE.add(shape_key)
-
+from ltx2_edge.accel.compile_choice import cache_dir
 
 THOR_COMPUTE_CAPABILITY = (11, 0)
-
-
-@dataclass(frozen=True)
-class CompileDecision:
-    """What the run does and why (the reason is printed in the plan and report either way)."""
-
-    enabled: bool
-    reason: str
-
-
-def cache_dir() -> Path:
-    """Where Inductor keeps compiled kernels between runs (set before the first compile)."""
-    env = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "ltx2-edge" / "inductor"
 
 
 def _ptxas_major() -> int | None:
@@ -125,45 +72,6 @@ def compile_support(device: torch.device) -> str | None:
             return (f"Triton's ptxas is {found}; this GPU (sm_{arch}) needs CUDA 13's: "
                     "set TRITON_PTXAS_PATH=/usr/local/cuda-13.0/bin/ptxas")  # fmt: skip
     return None
-
-
-class CompileRefused(ValueError):
-    """``--compile on`` cannot run here; ``reason`` says why and what to change (the CLI's error is built from it,
-    never from this message's text)."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(f"--compile on cannot run: {reason}")
-
-
-def decide_compile(
-    mode: str, support: str | None, economics: CompileEconomics | None, block_perturbations: bool
-) -> CompileDecision:
-    """Pure: ``mode`` from the user, ``support`` from ``compile_support``, the run's cost/saving and guidance.
-
-    ``economics`` None (unknown): ``auto`` compiles when nothing else stands in the way.
-
-    ``CompileRefused`` (one line, with the reason and what to change) when ``mode == "on"`` cannot be honoured.
-    """
-    if mode not in COMPILE_MODES:
-        raise ValueError(f"compile={mode!r} is not allowed: one of {', '.join(COMPILE_MODES)}")
-    if mode == "off":
-        return CompileDecision(False, "off (--compile off)")
-    blockers = []
-    if support is not None:
-        blockers.append(support)
-    if block_perturbations:
-        blockers.append("the guidance perturbs single blocks (STG), which would compile the block once per index: "
-                        "use --guidance cfg")  # fmt: skip
-    if mode == "on" and blockers:
-        raise CompileRefused(f"{blockers[0]}; or use --compile auto")
-    if blockers:
-        return CompileDecision(False, f"eager: {blockers[0]}")
-    if mode == "auto" and economics is not None and economics.saving_s <= economics.cost_s:
-        e = economics
-        return CompileDecision(False, f"eager: compiling would cost ~{e.cost_s:.0f} s ({e.cost_note}) and save "
-                                      f"~{e.saving_s:.1f} s on this run (--compile on forces it)")  # fmt: skip
-    return CompileDecision(True, "compiled: transformer block (regional, fused elementwise + 8-bit activation quant)")
 
 
 @dataclass(frozen=True)

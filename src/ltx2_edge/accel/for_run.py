@@ -15,7 +15,8 @@ from dataclasses import replace
 import torch
 
 from ltx2_edge.accel import attention
-from ltx2_edge.accel.compile import CompileRefused, cache_dir, compile_economics, compile_support
+from ltx2_edge.accel.compile import compile_support
+from ltx2_edge.accel.compile_choice import ClipsAhead, CompileRefused, cache_dir, compile_economics
 from ltx2_edge.accel.engine import AccelSettings
 from ltx2_edge.accel.settings import AccelChoice, AccelInputs, choose_accel
 from ltx2_edge.accel.step_invariants import text_kv_bytes
@@ -32,14 +33,24 @@ def perturbs_single_blocks(guidance: Guidance) -> bool:
     )
 
 
+def compute_floor_seconds(denoise: StagePlan) -> float:
+    """One clip's compute floor of the denoising: what ``COMPILE_SAVING_X_FLOOR`` is a fraction of. With a profile's
+    step timings ``predicted_seconds`` is the steps as they run (eager steps, capture), which would overstate the
+    saving; without them it is the floor already."""
+    floor = denoise.compute_seconds_per_step * denoise.steps
+    return floor if floor > 0 else denoise.predicted_seconds
+
+
 def choose_for_run(
     *, compile_mode: str, cuda_graph_mode: str, device: torch.device, dtype: torch.dtype, guidance: Guidance,
-    denoise: StagePlan, budget_bytes: int | None, config: dict, shape_key: tuple, runs_ahead: int = 1,
+    denoise: StagePlan, budget_bytes: int | None, config: dict, shape_key: tuple,
+    runs_ahead: int | ClipsAhead = 1,
 ) -> AccelChoice:  # fmt: skip
-    """The run's accelerations; ``RequestError`` for a ``--compile on`` that cannot run. ``runs_ahead``: runs of
-    the same shapes this process is known to make, this one included (a service's batch): compiling once pays
-    for all of them."""
-    economics = compile_economics(shape_key, denoise.predicted_seconds * runs_ahead, denoise.bottleneck != "compute")
+    """The run's accelerations; ``RequestError`` for a ``--compile on`` that cannot run. ``runs_ahead``: clips of
+    the same shapes this process is known to run, this one included (a count run back to back, or a service's
+    ``ClipsAhead``: its batch and its queue): compiling once pays for all of them."""
+    economics = compile_economics(shape_key, compute_floor_seconds(denoise), denoise.bottleneck != "compute",
+                                  ClipsAhead.of(runs_ahead))  # fmt: skip
     inputs = AccelInputs(
         compile_mode=compile_mode, compile_support=compile_support(device), compile_economics=economics,
         cuda_graph_mode=cuda_graph_mode, device_type=device.type, batched=guidance.mode == "batched",
@@ -63,6 +74,8 @@ def measured_settings(
     shapes = attention.step_shapes(config, batch, video_tokens, audio_tokens, TEXT_CONTEXT_TOKENS)
     backend, timings = attention.choose_backend(shapes, device, dtype)
     settings = replace(choice.settings, attention=backend)
+    if choice.compile_economics is not None:  # what --compile auto weighed: the clips counted, cost and saving
+        details["compile_economics"] = choice.compile_economics.as_dict()
     details.update(accel=list(choice.settings.reasons), accel_compiled=choice.settings.compile,
                    attention_backend=backend or "default dispatch", attention_timings=timings,
                    accel_extra_peak_bytes=choice.extra_peak_bytes, accel_summary=settings.describe())  # fmt: skip

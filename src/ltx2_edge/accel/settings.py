@@ -1,6 +1,6 @@
 """Which denoising accelerations a run uses, from the user's flags, the plan and the machine (pure, no GPU).
 
-- compiled blocks: ``compile.decide_compile`` (``--compile``);
+- compiled blocks: ``compile_choice.decide_compile`` (``--compile``; ``auto`` weighs the clips ahead);
 - CUDA graph of the whole forward (``--cuda-graph auto|off``): CUDA, batched guidance, and every block resident or
   streamed from pinned memory (the graph then holds the copies, ``accel.step_graph``); blocks read from the file
   between blocks are host work no graph can hold, so those runs stay eager;
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ltx2_edge.accel.compile import CompileDecision, CompileEconomics, decide_compile
+from ltx2_edge.accel.compile_choice import CompileDecision, CompileEconomics, decide_compile
 from ltx2_edge.accel.engine import AccelSettings
 from ltx2_edge.plan.step_time import GRAPH_MIN_REPLAYS  # the planner prices the same rule
 
@@ -44,6 +44,7 @@ class AccelInputs:
 class AccelChoice:
     settings: AccelSettings
     extra_peak_bytes: int  # memory the choice adds to the denoise stage's predicted peak
+    compile_economics: CompileEconomics | None = None  # what ``--compile auto`` weighed (the report shows it)
 
 
 def choose_accel(x: AccelInputs) -> AccelChoice:
@@ -53,7 +54,7 @@ def choose_accel(x: AccelInputs) -> AccelChoice:
     if not x.batched:
         decide_compile(x.compile_mode, x.compile_support, x.compile_economics, x.block_perturbations)  # validates
         why = "sequential guidance (the oracle's path) runs ltx-core's forward as it is"
-        return AccelChoice(AccelSettings(reasons=(why,)), 0)
+        return AccelChoice(AccelSettings(reasons=(why,)), 0, x.compile_economics)
     compiled: CompileDecision = decide_compile(x.compile_mode, x.compile_support, x.compile_economics,
                                                x.block_perturbations)  # fmt: skip
     resident = x.streamed_blocks == 0
@@ -83,4 +84,4 @@ def choose_accel(x: AccelInputs) -> AccelChoice:
         kv, kv_why = False, f"text K/V per step: keeping them ({x.text_kv_bytes / 2**30:.2f} GiB) exceeds the budget"
     settings = AccelSettings(compile=compiled.enabled, cuda_graph=graph, freeze_text_kv=kv,
                              reasons=(compiled.reason, graph_why, kv_why))  # fmt: skip
-    return AccelChoice(settings, x.text_kv_bytes if kv else 0)
+    return AccelChoice(settings, x.text_kv_bytes if kv else 0, x.compile_economics)

@@ -4,7 +4,8 @@
 ``BudgetError`` naming the smallest budget that works), each pass's acceleration choice with the bytes it adds to
 its stage's peak, the LoRA files checked against the transformer and against where its weights come from, and
 what stays loaded after each stage. ``plan``, ``check``, the report's predictions and the stage runs all read
-the ``RunPlan``; nothing downstream decides again.
+the ``RunPlan``; nothing downstream decides again, except that a batch may weigh ``--compile auto`` once more over
+the clips it has learnt of since (``with_clips_ahead``: the compile lever alone, which no memory figure depends on).
 
 This module must never load a weight: it reads headers, image headers, the tokenizer and the machine's facts
 already in ``EngineSetup``.
@@ -13,9 +14,10 @@ already in ``EngineSetup``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ltx2_edge.accel import for_run
+from ltx2_edge.accel.compile_choice import ClipsAhead
 from ltx2_edge.accel.settings import AccelChoice
 from ltx2_edge.checkpoint import page_cache
 from ltx2_edge.checkpoint.names import TRANSFORMER_PREFIX as CHECKPOINT_PREFIX
@@ -127,22 +129,24 @@ def denoise_passes(request: GenerationRequest, mode: str) -> tuple[DenoisePass, 
 
 
 def prepare_run(
-    setup: EngineSetup, tokenizer: PromptTokenizer, request: GenerationRequest, runs_ahead: int = 1,
+    setup: EngineSetup, tokenizer: PromptTokenizer, request: GenerationRequest, runs_ahead: int | ClipsAhead = 1,
     guidance_ranks: int = 1,
 ) -> RunPlan:  # fmt: skip
     """Every decision about ``request``, or the one-line error that refuses it, before any weight is read:
     ``RequestError`` for a prompt over the context, a missing or unreadable image, a missing upsampler, a LoRA that
     cannot be fused or a ``--compile on`` that cannot run; ``BudgetError`` for an impossible budget.
-    ``runs_ahead``: clips of these shapes the caller will run back to back (``--compile auto`` weighs its one-off
-    cost against all of them). ``guidance_ranks``: the passes are shared among that many processes (CFG parallel,
-    ``parallel/``), and the memory plan is one rank's, on its own device."""
+    ``runs_ahead``: clips of these shapes the caller will run back to back, or a ``ClipsAhead`` (a service's batch
+    and the jobs of these shapes in its queue): ``--compile auto`` weighs its one-off cost against all of them.
+    ``guidance_ranks``: the passes are shared among that many processes (CFG parallel, ``parallel/``), and the memory
+    plan is one rank's, on its own device."""
+    clips = ClipsAhead.of(runs_ahead)  # a bad count is refused before anything else is worked out
     guidance = guidance_for(request, setup.settings.guidance_mode)
     tokenizer.check(request.prompt, "prompt")
     if guidance.uses_negative_prompt:
         tokenizer.check(request.negative_prompt, "negative-prompt")
     runs = denoise_passes(request, setup.settings.guidance_mode)
     memory = memory_plan(setup, request, runs, guidance_ranks)
-    passes = tuple(_pass_plan(setup, run, memory.stage(run.stage), runs_ahead) for run in runs)
+    passes = tuple(_pass_plan(setup, run, memory.stage(run.stage), clips) for run in runs)
     keep_after: dict[str, frozenset[str]] = {}
     if setup.keep_resident:  # no budget: a long-lived generator keeps every part it loads
         keep_after = {s.name: frozenset(PARTS) for s in memory.stages}
@@ -197,15 +201,47 @@ def require_upsampler(setup: EngineSetup, request: GenerationRequest) -> Upsampl
     return setup.upsampler
 
 
-def _pass_plan(setup: EngineSetup, run: DenoisePass, stage: StagePlan, runs_ahead: int) -> PassPlan:
+def compile_shapes(setup: EngineSetup, request: GenerationRequest) -> tuple[tuple, ...]:
+    """What the compiled block of each of ``request``'s denoising passes is specialised on, from the request alone
+    (no file is read): requests with equal keys run the same compiled code, so a scheduler counts them together for
+    ``--compile auto``."""
+    return tuple(_shape_key(setup, run) for run in denoise_passes(request, setup.settings.guidance_mode))
+
+
+def with_clips_ahead(setup: EngineSetup, plan: RunPlan, runs_ahead: int | ClipsAhead) -> RunPlan:
+    """``plan`` with ``--compile auto`` weighed again over ``runs_ahead``: a batch counts again when its denoise phase
+    begins, so jobs queued while its prompts were encoded count too. Only the compile lever and its reason may change;
+    nothing else a pass decided (graph, text K/V, memory) depends on the count, so a batch plan made from ``plan``
+    still holds."""
+    clips = ClipsAhead.of(runs_ahead)
+    if all(p.accel.compile_economics is not None and p.accel.compile_economics.clips == clips for p in plan.passes):
+        return plan  # counted so already (asking the machine again can run ptxas)
+    passes = []
+    for p in plan.passes:
+        again = _accel(setup, p.run, p.stage, p.shape_key, clips)
+        reasons = (again.settings.reasons[0], *p.accel.settings.reasons[1:])
+        settings = replace(p.accel.settings, compile=again.settings.compile, reasons=reasons)
+        passes.append(replace(p, accel=replace(p.accel, settings=settings, compile_economics=again.compile_economics)))
+    return replace(plan, passes=tuple(passes))
+
+
+def _shape_key(setup: EngineSetup, run: DenoisePass) -> tuple:
     keyframe_tokens = conditioning.conditioning_token_count(run.images, run.width, run.height)
-    shape_key = (run.width, run.height, run.num_frames, keyframe_tokens, run.guidance.batch, setup.policy.precision,
-                 str(setup.dtype))  # fmt: skip
-    accel = for_run.choose_for_run(
+    return (run.width, run.height, run.num_frames, keyframe_tokens, run.guidance.batch, setup.policy.precision,
+            str(setup.dtype))  # fmt: skip
+
+
+def _accel(setup: EngineSetup, run: DenoisePass, stage: StagePlan, shape_key: tuple, clips: ClipsAhead) -> AccelChoice:
+    return for_run.choose_for_run(
         compile_mode=setup.settings.compile, cuda_graph_mode=setup.settings.cuda_graph, device=setup.device,
         dtype=setup.dtype, guidance=run.guidance, denoise=stage, budget_bytes=setup.budget.device_bytes,
-        config=setup.checkpoint.config, shape_key=shape_key, runs_ahead=runs_ahead,
+        config=setup.checkpoint.config, shape_key=shape_key, runs_ahead=clips,
     )  # fmt: skip
+
+
+def _pass_plan(setup: EngineSetup, run: DenoisePass, stage: StagePlan, clips: ClipsAhead) -> PassPlan:
+    shape_key = _shape_key(setup, run)
+    accel = _accel(setup, run, stage, shape_key, clips)
     return PassPlan(run, stage, accel, check_loras(setup, run, stage), shape_key)
 
 

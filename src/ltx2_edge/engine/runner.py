@@ -16,7 +16,7 @@ import torch
 from ltx_core.conditioning import ConditioningItem
 
 from ltx2_edge.accel import for_run
-from ltx2_edge.accel.compile import note_compiled
+from ltx2_edge.accel.compile_choice import note_compiled
 from ltx2_edge.accel.engine import AccelSettings, EngineSlot
 from ltx2_edge.engine.run_plan import PassPlan, RunPlan, require_upsampler
 from ltx2_edge.engine.setup import EngineSetup

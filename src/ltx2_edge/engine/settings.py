@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ltx2_edge.accel.compile import COMPILE_MODES
+from ltx2_edge.accel.compile_choice import COMPILE_MODES
 from ltx2_edge.accel.settings import CUDA_GRAPH_MODES
 from ltx2_edge.checkpoint.prequantized import PREQUANTIZED_MODES
 from ltx2_edge.errors import RequestError

@@ -15,6 +15,10 @@ through ``on_event(job_id, kind, data)``, from any thread:
 - exactly one terminal event per job: ``completed`` ``{report, table}`` (the MP4 and its report are in place),
   ``failed`` ``{code, message}`` or ``cancelled`` ``{}`` (nothing of it is left on disk).
 
+``waiting()``, when given, returns the requests still queued behind the batch (the scheduler's durable queue, a
+replica's own): ``--compile auto`` counts those of a clip's shapes with the batch's, since a block compiled now
+stays compiled for them in this process (asked as the batch is prepared and again as its denoising begins).
+
 ``is_cancelled(job_id)`` is asked before a job starts and after every denoising step; when it says yes, the job
 stops there (``JobCancelled`` raised from the step hook unwinds the run; the MP4 is written through
 ``ltx2_edge.atomic``, so no partial file survives) and gets ``cancelled``. It also says yes when the server shuts
@@ -53,6 +57,7 @@ log = logging.getLogger("ltx2_edge.service")
 
 OnEvent = Callable[[str, str, dict[str, Any]], None]
 IsCancelled = Callable[[str], bool]
+Waiting = Callable[[], Sequence[GenerationRequest]]
 
 # How far along a job is, in percent, at each point of its run (the denoising steps fill the span between).
 _AFTER_TEXT, _AFTER_DENOISE = 10, 90
@@ -284,11 +289,13 @@ class Engine:
         ]
         return {"text": "\n".join(lines), "plan": plan_to_json(plan.memory)}
 
-    def run_batch(self, jobs: Sequence[BatchJob], on_event: OnEvent, is_cancelled: IsCancelled) -> None:
+    def run_batch(
+        self, jobs: Sequence[BatchJob], on_event: OnEvent, is_cancelled: IsCancelled, waiting: Waiting | None = None
+    ) -> None:
         """Run ``jobs`` phase by phase (``ltx2_edge.phased``: every prompt with Gemma loaded once, a cached prompt
         encoding nothing, every denoise with the transformer held, each MP4 written while the next clip denoises,
         as far as the jobs' plans and the budget allow) and report each job's events and outcome through
-        ``on_event`` (see the module docstring)."""
+        ``on_event``; ``waiting``: the requests queued behind the batch (see the module docstring)."""
         live = []
         for job in jobs:
             if is_cancelled(job.job_id):
@@ -298,7 +305,7 @@ class Engine:
                 live.append(PhasedJob(job.job_id, job.request, job.output_path))
         if live:
             try:
-                run_phased(self._worker, live, _Hooks(self, on_event, is_cancelled))
+                run_phased(self._worker, live, _Hooks(self, on_event, is_cancelled), waiting)
             finally:
                 self._progress.bind(None, None)
                 for job in live:

@@ -4,6 +4,10 @@ A batch is every job waiting when the worker becomes free, oldest first, at most
 passes its queue limit, so every waiting job is in the next batch). A job that arrives while a batch runs waits
 for that batch only: it never waits behind more than one batch, and a stream of new jobs cannot starve it.
 
+The engine is also told what still waits behind its batch (``_queued``: the durable queue's requests, the batch's
+own jobs left out), so ``--compile auto`` counts a queue of 30 alike clips for the first of them (it asks as the
+batch is prepared and again as its denoising begins, when jobs posted meanwhile have been queued).
+
 Events from the engine (``engine.py`` lists them) become store updates and server-sent events; error messages
 and reports pass ``public`` first (server paths replaced by the names a client knows). Each job ends in
 one terminal state; when the engine reports none for a job (it raised), the job fails with the reason. On
@@ -118,7 +122,7 @@ class Scheduler:
             self._batch, self._ended = {j.job_id for j in jobs}, set()
         self.batches += 1
         try:
-            self._engine.run_batch(jobs, self._on_event, self.is_cancelled)
+            self._engine.run_batch(jobs, self._on_event, self.is_cancelled, waiting=self._queued)
         except BaseException as exc:  # an engine bug must not leave jobs in_progress forever
             log.exception("run_batch raised")
             for job in jobs:
@@ -137,6 +141,20 @@ class Scheduler:
         finally:
             with self._lock:
                 self._batch = set()
+
+    def _queued(self) -> list[Any]:
+        """The requests of the jobs queued behind the running batch, oldest first (asked from the worker thread)."""
+        with self._lock:
+            batch = set(self._batch)
+        out = []
+        for record in self.store.waiting(self.batch_limit):
+            if record.id in batch:
+                continue
+            try:
+                out.append(self._request_for(record.params))
+            except Ltx2EdgeError:  # it fails, with its reason, when a batch of its own picks it
+                continue
+        return out
 
     def _on_event(self, job_id: str, kind: str, data: dict[str, Any]) -> None:
         now = time.time()

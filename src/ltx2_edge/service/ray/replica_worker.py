@@ -4,7 +4,8 @@ The ingress hands each job over as soon as routing picked this replica (``submit
 job waiting here when it becomes free, oldest first, and runs them through ``Engine.run_batch``, the single-box
 service's worker path (``ltx2_edge.phased``: Gemma once per batch, the transformer held through the denoises,
 MP4s written while the next clip denoises). A job that arrives while a batch runs waits for that batch only, as
-on one box. Every event of a job goes to the callback its ``submit`` gave, from this thread.
+on one box, and the running batch's ``--compile auto`` counts it (``_queued``). Every event of a job goes to the
+callback its ``submit`` gave, from this thread.
 
 Cancellation is asked here (``cancel``: the ingress sends the user's cancel, or its own shutdown's, to the
 replica that holds the job) and honoured by the engine before the job starts or at its next denoising step.
@@ -122,6 +123,11 @@ class ReplicaWorker:
             return
         sink(kind, data)
 
+    def _queued(self) -> list[Any]:
+        """The requests submitted here since the running batch was taken (``--compile auto`` counts them)."""
+        with self._lock:
+            return [h.ticket.request for h in self._waiting]
+
     def _take(self) -> list[_Held]:
         with self._lock:
             batch, self._waiting = self._waiting, []
@@ -137,7 +143,7 @@ class ReplicaWorker:
                 continue
             jobs = [BatchJob(h.ticket.job_id, h.ticket.request, h.ticket.output_path) for h in batch]
             try:
-                self.engine.run_batch(jobs, self._on_event, self._is_cancelled)
+                self.engine.run_batch(jobs, self._on_event, self._is_cancelled, waiting=self._queued)
             except BaseException as exc:  # an engine bug must not leave a job without its terminal event
                 log.exception("run_batch raised")
                 message = f"the batch stopped: {type(exc).__name__}: {exc} (the replica's log has the traceback)"
