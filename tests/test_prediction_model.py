@@ -372,12 +372,19 @@ def test_load_timings_split_blocks_from_the_fixed_part_and_charge_unresolved_blo
         return TransformerLoads({}, {2: t2, 4: t4}, 1e9, 500_000_000, 800_000_000)
 
     # 2 blocks 1.0 s, 4 blocks 1.6 s: a block 0.3 s (1 / 0.3 GB/s), fixed 1.0 - 0.6 = 0.4 s (0.8 GB / 0.4 s = 2 GB/s
-    # as stored, no decoders measured). Pinned: 2 of 4 streamed 2.3 s, all 4 2.7 s: a pinned block 0.4 / 2 = 0.2 s
-    # (0.5 GB / 0.2 s = 2.5 GB/s), streaming's fixed cost (2.3 - 1.6) - 2 x 0.2 = 0.3 s; 4 x 0.5 GB freed in 0.25 s.
-    t = load_timings(loads(1.0, 1.6), PinnedLoads((2.3, 0.1), (2.7, 0.25)), {}, "test")
+    # as stored, no decoders measured). Pinned, all 4 streamed: 3.9 s, of it the resident part 1.2 s, the wait for the
+    # buffer 0.5 s (charged from populate instead) and the packing 1.6 s, so the streaming's fixed cost is 0.6 s; with
+    # the pinned copy rate measured (55 GB/s) a pinned block adds its copy out of the device, whatever the packing
+    # took (its read is a resident block's); 4 x 0.5 GB freed in 0.25 s.
+    parts = {"resident_s": 1.2, "buffer_wait_s": 0.5, "pack_s": 1.6}
+    pinned = PinnedLoads(3.9, 0.25, parts)
+    t = load_timings(loads(1.0, 1.6), pinned, {}, "test", copy_gbps=55.0)
     assert t.quantized_gbps == pytest.approx(1 / 0.3) and t.transformer_fixed_s == pytest.approx(0.4)
-    assert t.bf16_gbps == pytest.approx(2.0) and t.pin_gbps == pytest.approx(2.5)
-    assert t.stream_fixed_s == pytest.approx(0.3) and t.release_gbps == pytest.approx(8.0)
+    assert t.bf16_gbps == pytest.approx(2.0) and t.pin_gbps == pytest.approx(55.0)
+    assert t.stream_fixed_s == pytest.approx(0.6) and t.release_gbps == pytest.approx(8.0)
+    # Without the copy rate the packing less a resident block's load stands in: 1.6 / 4 - 0.3 = 0.1 s, 5 GB/s.
+    t = load_timings(loads(1.0, 1.6), pinned, {}, "test")
+    assert t.pin_gbps == pytest.approx(5.0) and t.stream_fixed_s == pytest.approx(0.6)
     # 4 blocks 0.505 s against 0.5 s: 1 % apart, noise. A block is charged 0.505 / 4 = 0.12625 s, the fixed part
     # 0.5 - 0.2525 = 0.2475 s (the 2-block load as measured); a decoder load gives the as-stored rate: 2 GB in 4 s.
     t = load_timings(loads(0.5, 0.505), "not measured: a CPU", {"decoders": (4.0, 2_000_000_000)}, "test")
@@ -386,20 +393,10 @@ def test_load_timings_split_blocks_from_the_fixed_part_and_charge_unresolved_blo
     assert (t.decoders_s, t.decoders_bytes, t.embeddings_s) == (4.0, 2_000_000_000, None)
     assert t.populate_gbps is None
     # The pinned buffer made at a run's size: its rate is kept where pinning was measured, dropped where it was not.
-    t = load_timings(loads(1.0, 1.6), PinnedLoads((2.3, 0.1), (2.7, 0.25)), {}, "test", (4.5, 2_000_000_000))
+    t = load_timings(loads(1.0, 1.6), pinned, {}, "test", (4.5, 2_000_000_000), 55.0)
     assert t.populate_gbps == 4.5
     t = load_timings(loads(1.0, 1.6), "not measured: a CPU", {}, "test", (4.5, 2_000_000_000))
     assert t.populate_gbps is None
-    # Where the loader timed its parts: a pinned block is the packing over the blocks packed (4 in 0.4 s: 0.5 GB /
-    # 0.1 s = 5 GB/s), the fixed cost what the all-4 load (2.7 s) spent beside its resident part (1.2 s), its wait for
-    # the buffer (0.5 s, charged from populate instead) and the packing: 0.6 s.
-    parts = {"resident_s": 1.2, "buffer_wait_s": 0.5, "pack_s": 0.4}
-    t = load_timings(loads(1.0, 1.6), PinnedLoads((2.3, 0.1), (2.7, 0.25), parts, 4), {}, "test")
-    assert t.pin_gbps == pytest.approx(5.0) and t.stream_fixed_s == pytest.approx(0.6)
-    # With the pinned copy rate measured, a pinned block adds its copy out of the device (its read is a resident
-    # block's): 55 GB/s, whatever calibrate's own packing took; the fixed cost as before.
-    t = load_timings(loads(1.0, 1.6), PinnedLoads((2.3, 0.1), (2.7, 0.25), parts, 4), {}, "test", copy_gbps=55.0)
-    assert t.pin_gbps == pytest.approx(55.0) and t.stream_fixed_s == pytest.approx(0.6)
     # A wide load of 12 blocks (4.0 s) sets the per-block rate against the 2-block load: (4.0 - 1.0) / 10 = 0.3 s a
     # block whatever the 4-block load says (here 1.05 s, which alone would charge a quarter of it: unresolved).
     from ltx2_edge.calibrate.load_rates import WIDE

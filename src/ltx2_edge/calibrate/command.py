@@ -167,7 +167,7 @@ def _timing_steps(opts: CalibrateOptions, device: torch.device, config: dict, re
         ckpt = opts.checkpoint_path
         with mini_model.source_file(ckpt, config, 4, scratch, device) as path:
             loads = load_rates.transformer_loads(path, config, device, dtype, policy, 1 if quick else 2, not quick)
-            pinned = load_rates.pinned_loads(path, config, device, dtype, policy, quick)
+            pinned = load_rates.pinned_loads(path, config, device, dtype, policy)
         populate = load_rates.populate_rate(device) if not isinstance(pinned, str) else pinned
         stages: dict = {}
         decoder = None
@@ -182,12 +182,10 @@ def _timing_steps(opts: CalibrateOptions, device: torch.device, config: dict, re
         if isinstance(pinned, str):
             pin_how = pinned
         else:
-            pin_how = f"2 of 4 blocks streamed from pinned memory {pinned.two[0]:.3f} s" + (
-                f", all 4 {pinned.four[0]:.3f} s (released in {pinned.four[1]:.3f} s)" if pinned.four else ""
-            ) + (f"; packing the {pinned.streamed} streamed blocks {pinned.parts['pack_s']:.3f} s"
-                 if "pack_s" in pinned.parts else "") + (
+            pin_how = (f"4 of 4 blocks streamed from pinned memory {pinned.seconds:.3f} s (packing them "
+                       f"{pinned.parts['pack_s']:.3f} s, released in {pinned.released:.3f} s)") + (
                 f"; a pinned buffer of {populate[1] / 1e9:.1f} GB made at {populate[0]:.2f} GB/s"
-                 if not isinstance(populate, str) else f"; the pinned buffer's making {populate}")  # fmt: skip
+                if not isinstance(populate, str) else f"; the pinned buffer's making {populate}")  # fmt: skip
         unresolved = (
             ""
             if load_rates.resolved_blocks(loads) or load_rates.WIDE in loads.seconds
@@ -201,7 +199,7 @@ def _timing_steps(opts: CalibrateOptions, device: torch.device, config: dict, re
         copy = next((m.value for m in results if m.field == "h2d_pinned_gbps" and m.value), None)
         timings = load_rates.load_timings(loads, pinned, stages, how, populate, copy)
         out.detail["load"] = {"transformer_s": loads.seconds, "stages": stages,
-                              "pinned": pinned if isinstance(pinned, str) else [pinned.two, pinned.four,
+                              "pinned": pinned if isinstance(pinned, str) else [pinned.seconds, pinned.released,
                                                                                 pinned.parts],
                               "populate": populate}  # fmt: skip
         state["models"] = loads.models

@@ -1,17 +1,17 @@
 """Calibrate's load timings, with the run's loaders on files in the page cache: the transformer (mini models of 2 and
-4 blocks: per block and the fixed rest), blocks packed into pinned host memory and released
-(``models.streamed_blocks.load_streamed``, tier pinned: 4 blocks with 2 and with 0 resident, so the per-block cost
-and the streaming's fixed cost, its ``gc.collect`` included, come apart), and, on ``--checkpoint-path``, the
-decoders' and the connectors' loads as the stages load them, and the video decoder's whole forward at W1's latent
-(first call, then steady). Every file region is read once before it is timed (``mini_model.warm``). Returns
-numbers; writes nothing.
+4 blocks, and of 12 from a real checkpoint: per block and the fixed rest), blocks packed into pinned host memory and
+released (``models.streamed_blocks.load_streamed``, tier pinned, all 4 blocks streamed: its parts give the
+streaming's fixed cost, its ``gc.collect`` included), a pinned buffer of a run's size, and, on
+``--checkpoint-path``, the decoders' and the connectors' loads as the stages load them, and the video decoder's
+whole forward at W1's latent (first call, then steady). Every file region is read once before it is timed
+(``mini_model.warm``). Returns numbers; writes nothing.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -110,16 +110,33 @@ def _room_for_wide(device: torch.device, block_device: int) -> bool:
     return free > 2 * WIDE * block_device
 
 
-def _pinned(path: Path, config: dict, device: torch.device, dtype: torch.dtype, policy: QuantPolicy,
-            resident: int) -> tuple[float, float, dict[str, float]]:  # fmt: skip
-    """(seconds to load a 4-block transformer with ``4 - resident`` blocks streamed from pinned host memory, seconds
-    to release it, the load's parts: ``load_streamed``'s ``times``), as ``models.streamed_transformer`` loads one."""
+@dataclass(frozen=True)
+class PinnedLoads:
+    """A 4-block transformer loaded with all 4 blocks streamed from pinned host memory: ``seconds`` to load,
+    ``released`` seconds to free it, ``parts`` (``load_streamed``'s times: resident part, wait for the pinned buffer,
+    packing) and ``streamed`` (its streamed blocks)."""
+
+    seconds: float
+    released: float
+    parts: dict[str, float]
+    streamed: int = 4
+
+
+def pinned_loads(path: Path, config: dict, device: torch.device, dtype: torch.dtype, policy: QuantPolicy,
+                 ) -> PinnedLoads | str:  # fmt: skip
+    """The pinned load as ``models.streamed_transformer`` makes one, or why it cannot run here (a CPU or an integrated
+    GPU never makes a pinned copy: one memory pool streams from the file)."""
+    if device.type != "cuda":
+        return "not measured: a CPU run streams blocks from the file (one memory pool), never from pinned memory"
     meta = mini_model.build_meta(config, 4)
     parts: dict[str, float] = {}
     _sync(device)
     start = time.perf_counter()
-    _, streamer = load_streamed(meta, TRANSFORMER_BLOCKS, [path], mini_model._key_map(4), device, dtype, policy,
-                                resident, "pinned", 2, times=parts)  # fmt: skip
+    try:
+        _, streamer = load_streamed(meta, TRANSFORMER_BLOCKS, [path], mini_model._key_map(4), device, dtype, policy,
+                                    0, "pinned", 2, times=parts)  # fmt: skip
+    except ValueError as exc:
+        return f"not measured: {exc}"
     _sync(device)
     loaded = time.perf_counter() - start
     start = time.perf_counter()
@@ -127,34 +144,7 @@ def _pinned(path: Path, config: dict, device: torch.device, dtype: torch.dtype, 
     released = time.perf_counter() - start
     del meta
     _free(device)
-    return loaded, released, parts
-
-
-@dataclass(frozen=True)
-class PinnedLoads:
-    """4-block loads with 2 blocks streamed from pinned memory and (unless quick) with all 4: (seconds, release), and
-    the widest one's parts (``parts``: ``load_streamed``'s times, ``streamed``: its streamed blocks)."""
-
-    two: tuple[float, float]
-    four: tuple[float, float] | None
-    parts: dict[str, float] = field(default_factory=dict)
-    streamed: int = 0
-
-
-def pinned_loads(path: Path, config: dict, device: torch.device, dtype: torch.dtype, policy: QuantPolicy,
-                 quick: bool) -> PinnedLoads | str:  # fmt: skip
-    """The pinned loads, or why they cannot run here (a CPU or an integrated GPU never makes a pinned copy: one
-    memory pool streams from the file)."""
-    if device.type != "cuda":
-        return "not measured: a CPU run streams blocks from the file (one memory pool), never from pinned memory"
-    try:
-        *two, two_parts = _pinned(path, config, device, dtype, policy, 2)
-    except ValueError as exc:
-        return f"not measured: {exc}"
-    if quick:
-        return PinnedLoads((two[0], two[1]), None, two_parts, 2)
-    *four, four_parts = _pinned(path, config, device, dtype, policy, 0)
-    return PinnedLoads((two[0], two[1]), (four[0], four[1]), four_parts, 4)
+    return PinnedLoads(loaded, released, parts)
 
 
 POPULATE_BYTES = 2 * 10**9  # a run pins several GB: the rate of a smaller buffer is not the rate of those
@@ -194,13 +184,12 @@ def load_timings(loads: TransformerLoads, pinned: PinnedLoads | str, stages: dic
     so each block is charged a quarter of the 4-block load (the most it can cost: the fixed part is >= 0) and the
     fixed part whatever keeps the 2-block load as measured; ``resolved_blocks`` says which happened.
     Per pinned block, what it adds over loading it resident (its read and quantization are charged as any block's):
-    where the loader timed its parts, its copy out of the device at ``copy_gbps`` (the measured pinned transfer
-    rate); the packing calibrate timed (``pack_s``) is not charged by the block: on the H200 its 4 blocks took 0.15 s
-    each against the runs' 0.075 s (0.067 of it the read), and W1's load with 18 pinned blocks took 0.41 s more than
-    all-resident, which the copies (0.14 s) and the fixed cost account for. Without parts, as before, (all 4
-    streamed - 2 streamed) / 2. The streaming's fixed cost: the widest pinned load less its resident part, its
-    packing and its wait for the pinned buffer (which the planner charges from ``populate`` and the resident load).
-    Quick without parts: the per-block figure carries the fixed cost.
+    its copy out of the device at ``copy_gbps`` (the measured pinned transfer rate). The packing calibrate timed
+    (``pack_s``) is not charged by the block: on the H200 its blocks took 0.15 s each against the runs' 0.075 s
+    (0.067 of it the read), and W1's load with 18 pinned blocks took 0.41 s more than all-resident, which the copies
+    (0.14 s) and the fixed cost account for; only without ``copy_gbps`` does the packing less the block's read stand
+    in. The streaming's fixed cost: the pinned load less its resident part, its packing and its wait for the pinned
+    buffer (which the planner charges from ``populate`` and the resident load).
     ``populate``: ``populate_rate``'s answer (the pinned buffer made at a run's size)."""
     t2, t4 = loads.seconds[2], loads.seconds[4]
     if WIDE in loads.seconds and loads.seconds[WIDE] > t2:
@@ -211,18 +200,12 @@ def load_timings(loads: TransformerLoads, pinned: PinnedLoads | str, stages: dic
     pin = release = None
     stream_fixed = 0.0
     if not isinstance(pinned, str):
-        widest = pinned.four if pinned.four is not None else pinned.two
         p = pinned.parts
-        if "pack_s" in p and pinned.streamed:
-            extra = loads.block_device / (copy_gbps * GB) if copy_gbps else p["pack_s"] / pinned.streamed
-            stream_fixed = max(0.0, widest[0] - p["resident_s"] - p["buffer_wait_s"] - p["pack_s"])
-        else:
-            two = pinned.two[0] - loads.seconds[4]  # 2 blocks pinned instead of resident, + the fixed cost
-            extra = (pinned.four[0] - pinned.two[0]) / 2 if pinned.four is not None else two / 2
-            stream_fixed = max(0.0, two - 2 * extra) if pinned.four is not None else 0.0
-        pin = loads.block_device / extra / GB if extra > 0 else None
-        count = 4 if pinned.four is not None else 2
-        release = count * loads.block_device / widest[1] / GB if widest[1] > 0 else None
+        extra = (loads.block_device / (copy_gbps * GB) if copy_gbps
+                 else max(p["pack_s"] / pinned.streamed - per_block, 1e-6))  # fmt: skip
+        stream_fixed = max(0.0, pinned.seconds - p["resident_s"] - p["buffer_wait_s"] - p["pack_s"])
+        pin = loads.block_device / extra / GB
+        release = pinned.streamed * loads.block_device / pinned.released / GB if pinned.released > 0 else None
     decoders = stages.get("decoders")
     embeddings = stages.get("embeddings")
     # The as-stored loader's rate: the decoders' (many small tensors, cast on the device) where measured, else the
