@@ -161,6 +161,20 @@ def test_calibrate_with_the_tiny_checkpoint_times_its_decoders_and_builds_4_bloc
     assert list(steps) == ["GEMM bf16/int8/fp8", "attention", "VAE conv3d", "copies", "checkpoint reads", "loads",
                            "denoise steps", "MP4 encode", "runtime memory", "start-up"]  # fmt: skip
     assert "calibrate's own steps, s: GEMM bf16/int8/fp8 " in out
+    assert load.get("gemma_s") is None and "Gemma not measured (no --gemma-root)" in load["how"]
+
+    # With the Gemma folder: its language model loaded whole with the run's loader, its bytes from its headers.
+    from ltx2_edge.models.gemma import find_gemma_files, language_model_key
+
+    with_gemma = tmp_path / "g.json"
+    gemma_root = str(tiny_dir / "gemma")
+    assert main(["calibrate", "--device", "cpu", "--checkpoint-path", str(ckpt), "--gemma-root", gemma_root,
+                 "--quick", "--quiet", "--out", str(with_gemma)]) == 0  # fmt: skip
+    load = json.loads(with_gemma.read_text())["timings"]["load"]
+    _, shards, _ = find_gemma_files(tiny_dir / "gemma")
+    lm = sum(t.nbytes for f in shards for n, t in read_header(f).tensors.items() if language_model_key(n) is not None)
+    assert load["gemma_bytes"] == lm and load["gemma_s"] > 0 and load["gemma_encode_s"] > 0
+    assert f"Gemma from {tiny_dir / 'gemma'} loaded whole in" in load["how"]
 
 
 def test_calibrate_help_imports_no_torch():

@@ -310,10 +310,21 @@ def test_a_streamed_blocks_own_cost_is_fitted_from_s4_and_priced_per_streamed_bl
 def test_the_start_up_probe_times_a_fresh_interpreter():
     from ltx2_edge.calibrate.startup import measure_startup
 
-    t = measure_startup("cpu", reps=1, modules=("json",))
+    t, fresh = measure_startup("cpu", reps=1, modules=("json",))
+    assert fresh is None
     assert t.import_s > 0 and t.cuda_init_s >= 0 and t.exit_s >= 0 and t.setup_s is None
     assert t.before_first_stage_s == pytest.approx(t.import_s + t.cuda_init_s)
     assert "one fresh interpreter" in t.how and "not measured" in t.how
+
+
+def test_the_start_up_probe_loads_gemma_as_a_fresh_run_does(tiny_dir):
+    """With a precision the child also loads Gemma whole and encodes (its seconds kept apart from the start-up)."""
+    from ltx2_edge.calibrate.startup import measure_startup
+
+    ckpt, gemma = tiny_dir / "ltx2.safetensors", tiny_dir / "gemma"
+    t, fresh = measure_startup("cpu", ckpt, gemma, text="int8")
+    assert fresh is not None and fresh.seconds > 0 and fresh.encode_s > 0 and not fresh.why
+    assert t.setup_s is not None and t.import_s > 0
 
 
 def test_process_times_split_the_wall_time_outside_the_stages(monkeypatch):
@@ -552,3 +563,16 @@ def test_a_budget_that_fits_eager_but_not_a_capture_plans_eager_not_a_refusal(fu
 
     choice = choose_accel(_inputs(streamed_blocks=den.streamed_units, capture_room=False))
     assert not choice.settings.cuda_graph and "no room for its capture" in choice.settings.reasons[1]
+
+
+def test_gemma_measured_whole_by_calibrate_prices_the_text_stage(full_headers, profile):
+    """With ``gemma_s`` over ``gemma_bytes`` (calibrate's whole load) the text stage's load is its read at that
+    rate, and its compute the measured first encode when that exceeds the floor (~0 at these rates)."""
+    borrowed = _w1(full_headers, profile, 32).stage("text_encode")
+    assert "transformer blocks' loader rate" in borrowed.time_note and borrowed.predicted_seconds < 0.01
+    read = borrowed.file_read_bytes  # all 48 layers resident at 32 GiB: one read of every language-model tensor
+    load = replace(TIMINGS.load, gemma_s=3.0, gemma_bytes=2 * read, gemma_encode_s=0.5)
+    measured = replace(profile, timings=replace(TIMINGS, load=load))
+    text = _w1(full_headers, measured, 32).stage("text_encode")
+    assert text.load_seconds == pytest.approx(1.5) and text.predicted_seconds == pytest.approx(0.5)
+    assert "as calibrate loaded it" in text.time_note and "first encode calibrate measured" in text.time_note

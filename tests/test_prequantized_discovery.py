@@ -205,3 +205,18 @@ def test_copies_make_the_latents_of_quantizing_at_load(originals: Path, tmp_path
     off_denoise = {s["name"]: s for s in off["plan"]["stages"]}["denoise"]
     assert planned["denoise"]["file_read_bytes"] < off_denoise["file_read_bytes"]
     assert "file reads" in copy.report.table()
+
+
+def test_calibrate_reads_the_file_runs_stream_from(originals: Path, tmp_path: Path) -> None:
+    from ltx2_edge.calibrate.command import streamed_file
+
+    cpu = torch.device("cpu")
+    path, what = streamed_file(originals / "ltx2.safetensors", cpu)
+    assert path == originals / "ltx2.int8.safetensors" and "the int8 copy runs on ltx2.safetensors stream" in what
+    shutil.copy2(originals / "ltx2.safetensors", tmp_path / "ltx2.safetensors")
+    assert streamed_file(tmp_path / "ltx2.safetensors", cpu) == (tmp_path / "ltx2.safetensors",
+                                                                 str(tmp_path / "ltx2.safetensors"))  # fmt: skip
+    # A copy runs would refuse: calibrate reads the checkpoint and says why.
+    _with_metadata(originals / "ltx2.int8.safetensors", tmp_path / "ltx2.int8.safetensors", lambda m: m.pop(SOURCE_KEY))
+    path, what = streamed_file(tmp_path / "ltx2.safetensors", cpu)
+    assert path == tmp_path / "ltx2.safetensors" and "its int8 copy is refused" in what and "records no source" in what

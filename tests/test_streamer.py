@@ -398,3 +398,16 @@ def _to(m: Modality, dev: torch.device) -> Modality:
 
     return replace(m, **{f.name: getattr(m, f.name).to(dev) for f in fields(m)
                          if isinstance(getattr(m, f.name), torch.Tensor)})  # fmt: skip
+
+
+def test_file_reads_use_half_the_cores_within_4_to_8_threads(checkpoint):
+    from ltx2_edge.streaming.sources import file_readers
+
+    assert [file_readers(c) for c in (1, 2, 8, 12, 16, 64)] == [4, 4, 4, 6, 8, 8]
+    source = FileSource(checkpoint["single"], STREAMED)
+    try:
+        assert source.readers == file_readers()
+    finally:
+        source.close()
+    with pytest.raises(ValueError, match="readers=0 is not allowed"):
+        FileSource(checkpoint["single"], STREAMED, readers=0)

@@ -37,8 +37,9 @@ from ltx2_edge.calibrate.shapes import W1, W1_BATCH, conv_shapes, gemm_shapes, w
 from ltx2_edge.calibrate.timings_file import timings_to_document
 from ltx2_edge.checkpoint.configs import ltx2_config
 from ltx2_edge.checkpoint.header import read_config
+from ltx2_edge.checkpoint.prequantized import find_checkpoint_copy
 from ltx2_edge.checkpoint.validate import inspect_gemma_folder
-from ltx2_edge.errors import RequestError
+from ltx2_edge.errors import CheckpointError, RequestError
 from ltx2_edge.mp4.mux import VIDEO_ENCODER
 from ltx2_edge.plan.profiles import DeviceProfile
 from ltx2_edge.plan.provenance import RATE_FIELDS, RATE_LABELS, RATE_UNITS, rate_origin
@@ -119,10 +120,26 @@ def _model(checkpoint: Path | None, device: torch.device) -> tuple[dict, str]:
     return ltx2_config(size), f"LTX-2 19B {size} shapes (ltx2-edge's {size} config)"
 
 
+def streamed_file(checkpoint: Path, device: torch.device) -> tuple[Path, str]:
+    """The file a run on ``checkpoint`` streams its blocks from (``--prequantized auto``): the pre-quantized copy
+    of this device's precision where one was made from it, else the checkpoint; and why, for the profile."""
+    precision, _ = resolve_precision("auto", device)
+    if precision == "bf16":
+        return checkpoint, f"{checkpoint}"
+    try:
+        copy = find_checkpoint_copy(checkpoint, precision)
+    except CheckpointError as exc:
+        return checkpoint, f"{checkpoint} (its {precision} copy is refused, so runs read this: {exc})"
+    if copy is None:
+        return checkpoint, f"{checkpoint}"
+    return copy.path, f"{copy.path}, the {precision} copy runs on {checkpoint.name} stream their blocks from"
+
+
 def _reads(device: torch.device, checkpoint: Path | None, sizes: Sizes) -> list[Measurement]:
     if checkpoint is not None:
-        blocks = transfers.checkpoint_blocks(checkpoint, sizes.checkpoint_read_bytes)
-        return transfers.read_rates(device, checkpoint, blocks, sizes.timing, sizes.cold_reps, f"{checkpoint}")
+        path, what = streamed_file(Path(checkpoint), device)
+        blocks = transfers.checkpoint_blocks(path, sizes.checkpoint_read_bytes)
+        return transfers.read_rates(device, path, blocks, sizes.timing, sizes.cold_reps, what)
     scratch = profiles_dir().parent  # the cache's disk: /tmp is often RAM, and a RAM file is never cold
     with transfers.scratch_checkpoint(scratch, sizes.scratch_blocks, sizes.scratch_block_bytes) as path:
         blocks = list(range(sizes.scratch_blocks))
@@ -173,6 +190,9 @@ def _timing_steps(opts: CalibrateOptions, device: torch.device, config: dict, re
         decoder = None
         if ckpt is not None:  # the decoders and connectors from the checkpoint itself, whatever its block count
             stages, decoder = load_rates.stage_loads(ckpt, device, dtype)
+        gemma: load_rates.GemmaLoad | str = "not measured (no --gemma-root)"
+        if ckpt is not None and opts.gemma_root is not None:
+            gemma = load_rates.gemma_load(opts.gemma_root, device, dtype, policy)
         if isinstance(pinned, str):
             out.notes.append(f"pinned blocks {pinned}")
         if ckpt is not None and path == ckpt:
@@ -195,13 +215,17 @@ def _timing_steps(opts: CalibrateOptions, device: torch.device, config: dict, re
                f"({loads.seconds[2]:.3f} / {loads.seconds[4]:.3f} s{unresolved})"
                + (f", of {load_rates.WIDE} blocks {loads.seconds[load_rates.WIDE]:.3f} s (the per-block rate's)"
                   if load_rates.WIDE in loads.seconds else "") + f", {pin_how}"
-               + ("" if stages else "; the decoders and connectors not measured (no --checkpoint-path)"))  # fmt: skip
+               + ("" if stages else "; the decoders and connectors not measured (no --checkpoint-path)")
+               + (f"; Gemma from {opts.gemma_root} loaded whole in {gemma.seconds:.3f} s ({gemma.bytes / 1e9:.2f} GB), "
+                  f"its first encode of 2 prompts {gemma.encode_s:.3f} s" if isinstance(gemma, load_rates.GemmaLoad)
+                  else f"; Gemma {gemma}"))  # fmt: skip
         copy = next((m.value for m in results if m.field == "h2d_pinned_gbps" and m.value), None)
-        timings = load_rates.load_timings(loads, pinned, stages, how, populate, copy)
+        timings = load_rates.load_timings(loads, pinned, stages, how, populate, copy, gemma)
         out.detail["load"] = {"transformer_s": loads.seconds, "stages": stages,
                               "pinned": pinned if isinstance(pinned, str) else [pinned.seconds, pinned.released,
                                                                                 pinned.parts],
-                              "populate": populate}  # fmt: skip
+                              "populate": populate,
+                              "gemma": gemma if isinstance(gemma, str) else dataclasses.asdict(gemma)}  # fmt: skip
         state["models"] = loads.models
         decode = load_rates.decode_timings(decoder, config, device, dtype, quick) if decoder is not None else None
         del decoder
@@ -292,7 +316,23 @@ def _startup(opts: CalibrateOptions, device: torch.device, timing: TimingResults
         (timing.notes or []).append("start-up not measured (--quick)")
         return
     gemma = opts.gemma_root if opts.checkpoint_path is not None else None
-    timing.timings = replace(timing.timings, startup=startup.measure_startup(str(device), opts.checkpoint_path, gemma))
+    load = timing.timings.load
+    # Gemma again in the fresh process: calibrate's own first encode compiled kernels (3.6 s on the H200 against the
+    # runs' ~1.1 s), the child finds them in the caches as a run does.
+    text = resolve_precision("auto", device)[0] if gemma is not None and load and load.gemma_s is not None else None
+    times, fresh = startup.measure_startup(str(device), opts.checkpoint_path, gemma, text=text)
+    timing.timings = replace(timing.timings, startup=times)
+    if fresh is None or load is None:
+        return
+    if timing.detail is not None:
+        timing.detail.setdefault("load", {})["gemma_fresh"] = dataclasses.asdict(fresh)
+    if fresh.seconds is None or fresh.encode_s is None:
+        (timing.notes or []).append(f"Gemma in a fresh process {fresh.why}: calibrate's own Gemma figures stand")
+        return
+    how = (f"{load.how}; in a fresh process after that (a run's text stage: kernels from the caches) Gemma loaded in "
+           f"{fresh.seconds:.3f} s and first encoded in {fresh.encode_s:.3f} s, the figures the plan uses")  # fmt: skip
+    timing.timings = replace(timing.timings, load=replace(load, gemma_s=fresh.seconds, gemma_encode_s=fresh.encode_s,
+                                                          how=how))  # fmt: skip
 
 
 def _entry(m: Measurement, previous: DeviceProfile) -> dict[str, Any]:

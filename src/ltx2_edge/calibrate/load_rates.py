@@ -9,6 +9,7 @@ whole forward at W1's latent (first call, then steady). Every file region is rea
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from ltx2_edge.checkpoint.header import read_header
 from ltx2_edge.checkpoint.names import AUDIO_DECODER, EMBEDDINGS, VIDEO_DECODER
 from ltx2_edge.models import loaders
 from ltx2_edge.models.embeddings import load_embeddings_processor
+from ltx2_edge.models.gemma import PromptTokenizer, find_gemma_files, language_model_key, load_gemma_text_model
 from ltx2_edge.models.streamed_blocks import load_streamed
 from ltx2_edge.models.streamed_transformer import TRANSFORMER_BLOCKS
 from ltx2_edge.plan.flops import video_decode_flops
@@ -175,7 +177,7 @@ def resolved_blocks(loads: TransformerLoads) -> bool:
 
 def load_timings(loads: TransformerLoads, pinned: PinnedLoads | str, stages: dict[str, tuple[float, int]],
                  how: str, populate: tuple[float, int] | str = "not measured",
-                 copy_gbps: float | None = None) -> LoadTimings:  # fmt: skip
+                 copy_gbps: float | None = None, gemma: GemmaLoad | str | None = None) -> LoadTimings:  # fmt: skip
     """``LoadTimings`` from the transformer loads, the pinned loads and the stages measured on the checkpoint.
 
     Per block: (``WIDE``-block load - 2-block load) / (``WIDE`` - 2) where the wide load ran, else (4-block load -
@@ -190,7 +192,8 @@ def load_timings(loads: TransformerLoads, pinned: PinnedLoads | str, stages: dic
     (0.14 s) and the fixed cost account for; only without ``copy_gbps`` does the packing less the block's read stand
     in. The streaming's fixed cost: the pinned load less its resident part, its packing and its wait for the pinned
     buffer (which the planner charges from ``populate`` and the resident load).
-    ``populate``: ``populate_rate``'s answer (the pinned buffer made at a run's size)."""
+    ``populate``: ``populate_rate``'s answer (the pinned buffer made at a run's size); ``gemma``: ``gemma_load``'s.
+    """
     t2, t4 = loads.seconds[2], loads.seconds[4]
     if WIDE in loads.seconds and loads.seconds[WIDE] > t2:
         per_block = (loads.seconds[WIDE] - t2) / (WIDE - 2)
@@ -217,6 +220,8 @@ def load_timings(loads: TransformerLoads, pinned: PinnedLoads | str, stages: dic
         populate_gbps=None if isinstance(populate, str) or pin is None else populate[0],
         decoders_s=decoders[0] if decoders else None, decoders_bytes=decoders[1] if decoders else None,
         embeddings_s=embeddings[0] if embeddings else None, embeddings_bytes=embeddings[1] if embeddings else None,
+        **({"gemma_s": gemma.seconds, "gemma_bytes": gemma.bytes, "gemma_encode_s": gemma.encode_s}
+           if isinstance(gemma, GemmaLoad) else {}),
         how=how,
     )  # fmt: skip
 
@@ -245,6 +250,41 @@ def stage_loads(checkpoint: Path, device: torch.device, dtype: torch.dtype) -> t
     del processor
     _free(device)
     return out, video_decoder
+
+
+@dataclass(frozen=True)
+class GemmaLoad:
+    """Gemma's language model loaded whole with the run's loader: ``seconds``, the file ``bytes`` it read, and its
+    first ``encode`` of two prompts (CFG's prompt and negative prompt; the context is always 1024 tokens)."""
+
+    seconds: float
+    bytes: int
+    encode_s: float
+
+
+GEMMA_ROOM = 1 << 30  # beyond Gemma's file bytes (bf16: more than its 8-bit load holds), for the encode's activations
+
+
+def gemma_load(gemma_root: Path, device: torch.device, dtype: torch.dtype, policy: QuantPolicy) -> GemmaLoad | str:
+    """Load Gemma from ``gemma_root`` as the text stage loads it when all its layers fit (warm: its tensors read
+    once first), then encode two prompts; or why not (a device without room for it whole)."""
+    _, weights, tokenizer_root = find_gemma_files(Path(gemma_root))
+    parts = [(f, [t for n, t in read_header(f).tensors.items() if language_model_key(n) is not None]) for f in weights]
+    nbytes = sum(t.nbytes for _, infos in parts for t in infos)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if free < nbytes + GEMMA_ROOM:
+            return (f"not measured: loading Gemma whole needs ~{(nbytes + GEMMA_ROOM) / 2**30:.1f} GiB free, "
+                    f"{free / 2**30:.1f} GiB are")  # fmt: skip
+    for f, infos in parts:
+        mini_model.warm(f, infos)
+    tokenizer = PromptTokenizer(tokenizer_root)  # made in the run's setup, before the stage
+    text, seconds = _timed(lambda: load_gemma_text_model(gemma_root, device, dtype, tokenizer, policy), device)
+    prompts = ["A red kite dances over a windy beach at sunset while waves crash and gulls call.", ""]
+    _, encode = _timed(functools.partial(text.encode, prompts), device)  # type: ignore[attr-defined]
+    del text
+    _free(device)
+    return GemmaLoad(seconds, nbytes, encode)
 
 
 def decode_timings(decoder: torch.nn.Module, config: dict, device: torch.device, dtype: torch.dtype,

@@ -14,6 +14,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ltx2_edge.plan.timings import StartupTimings
@@ -40,7 +41,18 @@ if args["checkpoint"] and args["gemma"]:
     from ltx2_edge.pipeline import Generator
     Generator(args["checkpoint"], args["gemma"], RunSettings(device=args["device"]))
     setup = time.perf_counter() - t2
-print(json.dumps({"import": t1 - t0, "cuda": t2 - t1, "setup": setup, "counted": time.perf_counter() - t0}),
+counted = time.perf_counter() - t0  # the start-up's parts end here; the text stage's, timed apart, come after
+text = None
+if args["text"] and args["gemma"]:
+    from pathlib import Path
+    import torch
+    from ltx2_edge.calibrate.load_rates import gemma_load
+    from ltx2_edge.quant.policy import QuantPolicy
+    from ltx2_edge.run_types import default_dtype
+    dev = torch.device(args["device"])
+    loaded = gemma_load(Path(args["gemma"]), dev, default_dtype(dev), QuantPolicy.from_flags(args["text"]))
+    text = loaded if isinstance(loaded, str) else [loaded.seconds, loaded.encode_s]
+print(json.dumps({"import": t1 - t0, "cuda": t2 - t1, "setup": setup, "text": text, "counted": counted}),
       flush=True)
 """
 
@@ -67,15 +79,33 @@ def _child(payload: dict, timeout: float) -> tuple[dict, float, float]:
     return json.loads(line), reported - start, ended - reported
 
 
+@dataclass(frozen=True)
+class FreshText:
+    """Gemma loaded whole and its first encode in a fresh process (``load_rates.gemma_load`` there), or why not."""
+
+    seconds: float | None
+    encode_s: float | None
+    why: str = ""
+
+
 def measure_startup(device: str, checkpoint: Path | None = None, gemma_root: Path | None = None, reps: int = 1,
-                    modules: tuple[str, ...] = ENGINE_MODULES, timeout: float = 120.0) -> StartupTimings:  # fmt: skip
+                    modules: tuple[str, ...] = ENGINE_MODULES, timeout: float = 120.0, text: str | None = None,
+                    ) -> tuple[StartupTimings, FreshText | None]:  # fmt: skip
     """Start ``reps`` fresh interpreters that import ``modules``, start CUDA on ``device`` (a GPU) and, with both
-    model paths, build a ``Generator``; the fastest child's figures."""
+    model paths, build a ``Generator``; the fastest child's figures. ``text`` (a precision, with ``gemma_root``):
+    the child then also loads Gemma whole and encodes, after its report's start-up parts, as a run's text stage
+    does in its fresh process (kernels found in the caches calibrate filled, not compiled)."""
     payload = {"modules": list(modules), "cuda": device.startswith("cuda"), "device": device,
-               "checkpoint": str(checkpoint or ""), "gemma": str(gemma_root or "")}  # fmt: skip
+               "checkpoint": str(checkpoint or ""), "gemma": str(gemma_root or ""), "text": text or ""}  # fmt: skip
     best: tuple[float, StartupTimings] | None = None
+    fresh: FreshText | None = None
     for _ in range(reps):
         report, to_report, exit_s = _child(payload, timeout)
+        if isinstance(report.get("text"), str):
+            fresh = FreshText(None, None, report["text"])
+        elif report.get("text") is not None:
+            fresh = FreshText(*report["text"])
+            to_report -= sum(report["text"])  # the start-up is what came before the text stage (and its gaps: ~0)
         interpreter = max(0.0, to_report - report["counted"])  # Python's own start, before the child's first line
         timings = StartupTimings(import_s=interpreter + report["import"], cuda_init_s=report["cuda"], exit_s=exit_s,
                                  setup_s=report["setup"])  # fmt: skip
@@ -89,4 +119,4 @@ def measure_startup(device: str, checkpoint: Path | None = None, gemma_root: Pat
     who = "one fresh interpreter" if reps == 1 else f"fastest of {reps} fresh interpreters"
     how = (f"{who}: imports ({', '.join(modules)}) {t.import_s:.2f} s, CUDA start "
            f"{t.cuda_init_s:.2f} s{setup}, exit {t.exit_s:.2f} s")  # fmt: skip
-    return StartupTimings(t.import_s, t.cuda_init_s, t.exit_s, t.setup_s, how)
+    return StartupTimings(t.import_s, t.cuda_init_s, t.exit_s, t.setup_s, how), fresh

@@ -196,7 +196,7 @@ def read_rates(device: torch.device, path: Path, blocks: list[int], timing: Timi
         into = "a device slot through pinned staging" if device.type == "cuda" else "host memory"
         warm = Measurement("file_read_warm_gbps", total / seconds / 1e9,
                            f"median of {timing.reps}: {len(blocks)} blocks ({total >> 20} MiB) of {what} from the "
-                           f"page cache by FileSource (preadv, 4 threads) into {into}",
+                           f"page cache by FileSource (preadv, {source.readers} threads) into {into}",
                            [total / s / 1e9 for s in samples])  # fmt: skip
         lo, hi = _byte_range(path, blocks)
         cold_samples, how = [], ""

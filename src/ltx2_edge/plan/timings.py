@@ -86,6 +86,9 @@ class LoadTimings:
     outlasts that load counts (None: not measured, counted inside ``pin_gbps`` as before).
     ``decoders_s``/``decoders_bytes`` and ``embeddings_s``/``embeddings_bytes``: those stages' loads as measured on the
     checkpoint calibrate read, and the file bytes they read (None: no checkpoint was given).
+    ``gemma_s``/``gemma_bytes``: Gemma's language model loaded whole from the folder calibrate was given, and its
+    file bytes; ``gemma_encode_s``: its first encode of two prompts after that load (None: no Gemma folder, or no
+    room to load it whole).
     """
 
     quantized_gbps: float
@@ -99,6 +102,9 @@ class LoadTimings:
     decoders_bytes: int | None = None
     embeddings_s: float | None = None
     embeddings_bytes: int | None = None
+    gemma_s: float | None = None
+    gemma_bytes: int | None = None
+    gemma_encode_s: float | None = None
     how: str = ""
 
 
