@@ -3,10 +3,12 @@
 Steps, each a tick of the progress bar: the GEMMs (bf16, fp8 rowwise where the GPU has FP8, int8), attention, the
 video VAE's conv3d, host->device and device copies, checkpoint reads warm and cold; then the timings the rates leave
 out (``plan.timings``): the transformer's loads and a denoising step's non-GEMM work on mini transformers
-(``load_rates``, ``block_timing``), the decoders' loads and forward (with ``--checkpoint-path``), the MP4 encoder
-(``encode_rate``); the runtime's own device memory (after every library above has initialised); last a fresh
-process's start-up (``startup``; not with ``--quick``). Shapes come from ``--checkpoint-path``'s config, else
-LTX-2 19B's on a GPU and the tiny model's on a CPU (what CPU runs use), at W1 (``calibrate.shapes``). A rate that
+(``load_rates``, ``block_timing``), the decoders' loads and forward (with ``--checkpoint-path``), Gemma loaded whole
+and its first encode (with ``--gemma-root``), the MP4 encoder (``encode_rate``); the runtime's own device memory
+(after every library above has initialised); last a fresh process's start-up (``startup``; not with ``--quick``),
+which times Gemma's load and first encode again as a run's fresh process meets them. Shapes come from
+``--checkpoint-path``'s config, else LTX-2 19B's on a GPU and the tiny model's on a CPU (what CPU runs use), at W1
+(``calibrate.shapes``). A rate that
 cannot be measured here keeps the figure of the profile runs use now, marked "not measured" with the reason.
 The document goes to ``--out`` or the cache folder (``profile_file.profiles_dir()``), atomically; a table of every
 rate beside the profile it replaces ends the run.
@@ -317,8 +319,8 @@ def _startup(opts: CalibrateOptions, device: torch.device, timing: TimingResults
         return
     gemma = opts.gemma_root if opts.checkpoint_path is not None else None
     load = timing.timings.load
-    # Gemma again in the fresh process: calibrate's own first encode compiled kernels (3.6 s on the H200 against the
-    # runs' ~1.1 s), the child finds them in the caches as a run does.
+    # Gemma again in a fresh process: calibrate's own first encode (the first on the box at those shapes) took 3.6 s
+    # on the H200 against the runs' ~1.1 s (call 19); the child meets the caches as a run does.
     text = resolve_precision("auto", device)[0] if gemma is not None and load and load.gemma_s is not None else None
     times, fresh = startup.measure_startup(str(device), opts.checkpoint_path, gemma, text=text)
     timing.timings = replace(timing.timings, startup=times)

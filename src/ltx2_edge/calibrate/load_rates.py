@@ -3,8 +3,9 @@
 released (``models.streamed_blocks.load_streamed``, tier pinned, all 4 blocks streamed: its parts give the
 streaming's fixed cost, its ``gc.collect`` included), a pinned buffer of a run's size, and, on
 ``--checkpoint-path``, the decoders' and the connectors' loads as the stages load them, and the video decoder's
-whole forward at W1's latent (first call, then steady). Every file region is read once before it is timed
-(``mini_model.warm``). Returns numbers; writes nothing.
+whole forward at W1's latent (first call, then steady); on ``--gemma-root``, Gemma loaded whole and encoding two
+prompts (``gemma_load``, which the start-up's fresh process runs again). Every file region is read once before it
+is timed (``mini_model.warm``). Returns numbers; writes nothing.
 """
 
 from __future__ import annotations
