@@ -174,6 +174,7 @@ def test_calibrate_with_the_tiny_checkpoint_times_its_decoders_and_builds_4_bloc
     _, shards, _ = find_gemma_files(tiny_dir / "gemma")
     lm = sum(t.nbytes for f in shards for n, t in read_header(f).tensors.items() if language_model_key(n) is not None)
     assert load["gemma_bytes"] == lm and load["gemma_s"] > 0 and load["gemma_encode_s"] > 0
+    assert load["embeddings_first_s"] > 0
     assert f"Gemma from {tiny_dir / 'gemma'} loaded whole in" in load["how"]
 
 

@@ -324,6 +324,7 @@ def test_the_start_up_probe_loads_gemma_as_a_fresh_run_does(tiny_dir):
     ckpt, gemma = tiny_dir / "ltx2.safetensors", tiny_dir / "gemma"
     t, fresh = measure_startup("cpu", ckpt, gemma, text="int8")
     assert fresh is not None and fresh.seconds > 0 and fresh.encode_s > 0 and not fresh.why
+    assert fresh.embeddings_s > 0 and fresh.embeddings_first_s > 0
     assert t.setup_s is not None and t.import_s > 0
 
 
@@ -575,4 +576,7 @@ def test_gemma_measured_whole_by_calibrate_prices_the_text_stage(full_headers, p
     measured = replace(profile, timings=replace(TIMINGS, load=load))
     text = _w1(full_headers, measured, 32).stage("text_encode")
     assert text.load_seconds == pytest.approx(1.5) and text.predicted_seconds == pytest.approx(0.5)
-    assert "as calibrate loaded it" in text.time_note and "first encode calibrate measured" in text.time_note
+    assert "as calibrate loaded it" in text.time_note and "its first run as calibrate measured" in text.time_note
+    with_connectors = replace(TIMINGS, load=replace(load, embeddings_first_s=0.4))
+    connectors = _w1(full_headers, replace(profile, timings=with_connectors), 32).stage("embeddings")
+    assert connectors.predicted_seconds == pytest.approx(0.4) and "first run" in connectors.time_note

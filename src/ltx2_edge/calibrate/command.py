@@ -194,7 +194,7 @@ def _timing_steps(opts: CalibrateOptions, device: torch.device, config: dict, re
             stages, decoder = load_rates.stage_loads(ckpt, device, dtype)
         gemma: load_rates.GemmaLoad | str = "not measured (no --gemma-root)"
         if ckpt is not None and opts.gemma_root is not None:
-            gemma = load_rates.gemma_load(opts.gemma_root, device, dtype, policy)
+            gemma = load_rates.gemma_load(opts.gemma_root, device, dtype, policy, ckpt)
         if isinstance(pinned, str):
             out.notes.append(f"pinned blocks {pinned}")
         if ckpt is not None and path == ckpt:
@@ -219,7 +219,8 @@ def _timing_steps(opts: CalibrateOptions, device: torch.device, config: dict, re
                   if load_rates.WIDE in loads.seconds else "") + f", {pin_how}"
                + ("" if stages else "; the decoders and connectors not measured (no --checkpoint-path)")
                + (f"; Gemma from {opts.gemma_root} loaded whole in {gemma.seconds:.3f} s ({gemma.bytes / 1e9:.2f} GB), "
-                  f"its first encode of 2 prompts {gemma.encode_s:.3f} s" if isinstance(gemma, load_rates.GemmaLoad)
+                  f"its first encode of 2 prompts {gemma.encode_s:.3f} s, the embeddings processor's first pass "
+                  f"{gemma.embeddings_first_s:.3f} s" if isinstance(gemma, load_rates.GemmaLoad)
                   else f"; Gemma {gemma}"))  # fmt: skip
         copy = next((m.value for m in results if m.field == "h2d_pinned_gbps" and m.value), None)
         timings = load_rates.load_timings(loads, pinned, stages, how, populate, copy, gemma)
@@ -331,10 +332,15 @@ def _startup(opts: CalibrateOptions, device: torch.device, timing: TimingResults
     if fresh.seconds is None or fresh.encode_s is None:
         (timing.notes or []).append(f"Gemma in a fresh process {fresh.why}: calibrate's own Gemma figures stand")
         return
-    how = (f"{load.how}; in a fresh process after that (a run's text stage: kernels from the caches) Gemma loaded in "
-           f"{fresh.seconds:.3f} s and first encoded in {fresh.encode_s:.3f} s, the figures the plan uses")  # fmt: skip
-    timing.timings = replace(timing.timings, load=replace(load, gemma_s=fresh.seconds, gemma_encode_s=fresh.encode_s,
-                                                          how=how))  # fmt: skip
+    embeddings = (f", the embeddings processor loaded in {fresh.embeddings_s:.3f} s and first run in "
+                  f"{fresh.embeddings_first_s:.3f} s" if fresh.embeddings_s is not None else "")  # fmt: skip
+    how = (f"{load.how}; in a fresh process after that (a run's text stage: the caches as calibrate left them) Gemma "
+           f"loaded in {fresh.seconds:.3f} s and first encoded in {fresh.encode_s:.3f} s{embeddings}, the figures the "
+           "plan uses")  # fmt: skip
+    fields: dict[str, Any] = {"gemma_s": fresh.seconds, "gemma_encode_s": fresh.encode_s, "how": how}
+    if fresh.embeddings_s is not None and load.embeddings_bytes:
+        fields.update(embeddings_s=fresh.embeddings_s, embeddings_first_s=fresh.embeddings_first_s)
+    timing.timings = replace(timing.timings, load=replace(load, **fields))
 
 
 def _entry(m: Measurement, previous: DeviceProfile) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from ltx2_edge.plan.flops import video_decode_flops
 from ltx2_edge.plan.timings import DecodeTimings, LoadTimings
 from ltx2_edge.quant.policy import QuantPolicy
 from ltx2_edge.stages.decode_video import decode_video
+from ltx2_edge.stages.text_encode import HiddenStates, connect_prompts
 from ltx2_edge.streaming.host_io import HostBuffer
 
 GB = 1e9
@@ -221,8 +222,8 @@ def load_timings(loads: TransformerLoads, pinned: PinnedLoads | str, stages: dic
         populate_gbps=None if isinstance(populate, str) or pin is None else populate[0],
         decoders_s=decoders[0] if decoders else None, decoders_bytes=decoders[1] if decoders else None,
         embeddings_s=embeddings[0] if embeddings else None, embeddings_bytes=embeddings[1] if embeddings else None,
-        **({"gemma_s": gemma.seconds, "gemma_bytes": gemma.bytes, "gemma_encode_s": gemma.encode_s}
-           if isinstance(gemma, GemmaLoad) else {}),
+        **({"gemma_s": gemma.seconds, "gemma_bytes": gemma.bytes, "gemma_encode_s": gemma.encode_s,
+            "embeddings_first_s": gemma.embeddings_first_s} if isinstance(gemma, GemmaLoad) else {}),
         how=how,
     )  # fmt: skip
 
@@ -256,19 +257,25 @@ def stage_loads(checkpoint: Path, device: torch.device, dtype: torch.dtype) -> t
 @dataclass(frozen=True)
 class GemmaLoad:
     """Gemma's language model loaded whole with the run's loader: ``seconds``, the file ``bytes`` it read, and its
-    first ``encode`` of two prompts (CFG's prompt and negative prompt; the context is always 1024 tokens)."""
+    first ``encode`` of two prompts (CFG's prompt and negative prompt; the context is always 1024 tokens); with the
+    checkpoint, then the embeddings processor's load (``embeddings_s``) and its first pass over those two
+    (``embeddings_first_s``), as the text stage's second part runs them."""
 
     seconds: float
     bytes: int
     encode_s: float
+    embeddings_s: float | None = None
+    embeddings_first_s: float | None = None
 
 
 GEMMA_ROOM = 1 << 30  # beyond Gemma's file bytes (bf16: more than its 8-bit load holds), for the encode's activations
 
 
-def gemma_load(gemma_root: Path, device: torch.device, dtype: torch.dtype, policy: QuantPolicy) -> GemmaLoad | str:
+def gemma_load(gemma_root: Path, device: torch.device, dtype: torch.dtype, policy: QuantPolicy,
+               checkpoint: Path | None = None) -> GemmaLoad | str:  # fmt: skip
     """Load Gemma from ``gemma_root`` as the text stage loads it when all its layers fit (warm: its tensors read
-    once first), then encode two prompts; or why not (a device without room for it whole)."""
+    once first), then encode two prompts, then (with ``checkpoint``) load the embeddings processor and pass the
+    two through it; or why not (a device without room for Gemma whole)."""
     _, weights, tokenizer_root = find_gemma_files(Path(gemma_root))
     parts = [(f, [t for n, t in read_header(f).tensors.items() if language_model_key(n) is not None]) for f in weights]
     nbytes = sum(t.nbytes for _, infos in parts for t in infos)
@@ -282,10 +289,17 @@ def gemma_load(gemma_root: Path, device: torch.device, dtype: torch.dtype, polic
     tokenizer = PromptTokenizer(tokenizer_root)  # made in the run's setup, before the stage
     text, seconds = _timed(lambda: load_gemma_text_model(gemma_root, device, dtype, tokenizer, policy), device)
     prompts = ["A red kite dances over a windy beach at sunset while waves crash and gulls call.", ""]
-    _, encode = _timed(functools.partial(text.encode, prompts), device)  # type: ignore[attr-defined]
+    hidden, encode = _timed(functools.partial(text.encode, prompts), device)  # type: ignore[attr-defined]
     del text
+    embeddings = first = None
+    if checkpoint is not None:
+        processor, embeddings = _timed(lambda: load_embeddings_processor(checkpoint, device, dtype), device)
+        layers, mask = hidden  # type: ignore[misc]
+        _, first = _timed(lambda: connect_prompts(processor, HiddenStates(layers, mask)), device)  # type: ignore[arg-type]
+        del processor, layers, mask
+    del hidden
     _free(device)
-    return GemmaLoad(seconds, nbytes, encode)
+    return GemmaLoad(seconds, nbytes, encode, embeddings, first)
 
 
 def decode_timings(decoder: torch.nn.Module, config: dict, device: torch.device, dtype: torch.dtype,

@@ -50,8 +50,10 @@ if args["text"] and args["gemma"]:
     from ltx2_edge.quant.policy import QuantPolicy
     from ltx2_edge.run_types import default_dtype
     dev = torch.device(args["device"])
-    loaded = gemma_load(Path(args["gemma"]), dev, default_dtype(dev), QuantPolicy.from_flags(args["text"]))
-    text = loaded if isinstance(loaded, str) else [loaded.seconds, loaded.encode_s]
+    ckpt = Path(args["checkpoint"]) if args["checkpoint"] else None
+    loaded = gemma_load(Path(args["gemma"]), dev, default_dtype(dev), QuantPolicy.from_flags(args["text"]), ckpt)
+    text = loaded if isinstance(loaded, str) else [loaded.seconds, loaded.encode_s, loaded.embeddings_s,
+                                                    loaded.embeddings_first_s]
 print(json.dumps({"import": t1 - t0, "cuda": t2 - t1, "setup": setup, "text": text, "counted": counted}),
       flush=True)
 """
@@ -81,10 +83,13 @@ def _child(payload: dict, timeout: float) -> tuple[dict, float, float]:
 
 @dataclass(frozen=True)
 class FreshText:
-    """Gemma loaded whole and its first encode in a fresh process (``load_rates.gemma_load`` there), or why not."""
+    """The text stage's parts in a fresh process (``load_rates.gemma_load`` there): Gemma loaded whole, its first
+    encode, the embeddings processor's load and first pass (None without the checkpoint); or ``why`` not."""
 
     seconds: float | None
     encode_s: float | None
+    embeddings_s: float | None = None
+    embeddings_first_s: float | None = None
     why: str = ""
 
 
@@ -93,8 +98,9 @@ def measure_startup(device: str, checkpoint: Path | None = None, gemma_root: Pat
                     ) -> tuple[StartupTimings, FreshText | None]:  # fmt: skip
     """Start ``reps`` fresh interpreters that import ``modules``, start CUDA on ``device`` (a GPU) and, with both
     model paths, build a ``Generator``; the fastest child's figures. ``text`` (a precision, with ``gemma_root``):
-    the child then also loads Gemma whole and encodes, after its report's start-up parts, as a run's text stage
-    does in its fresh process (kernels found in the caches calibrate filled, not compiled)."""
+    the child then also runs the text stage's parts (Gemma loaded whole and encoding, then with ``checkpoint`` the
+    embeddings processor), after its report's start-up parts, as a run does in its fresh process (meeting the caches
+    calibrate filled)."""
     payload = {"modules": list(modules), "cuda": device.startswith("cuda"), "device": device,
                "checkpoint": str(checkpoint or ""), "gemma": str(gemma_root or ""), "text": text or ""}  # fmt: skip
     best: tuple[float, StartupTimings] | None = None
@@ -102,10 +108,11 @@ def measure_startup(device: str, checkpoint: Path | None = None, gemma_root: Pat
     for _ in range(reps):
         report, to_report, exit_s = _child(payload, timeout)
         if isinstance(report.get("text"), str):
-            fresh = FreshText(None, None, report["text"])
+            fresh = FreshText(None, None, why=report["text"])
         elif report.get("text") is not None:
             fresh = FreshText(*report["text"])
-            to_report -= sum(report["text"])  # the start-up is what came before the text stage (and its gaps: ~0)
+            # The start-up is what came before the text stage (and its gaps: ~0).
+            to_report -= sum(v for v in report["text"] if v is not None)
         interpreter = max(0.0, to_report - report["counted"])  # Python's own start, before the child's first line
         timings = StartupTimings(import_s=interpreter + report["import"], cuda_init_s=report["cuda"], exit_s=exit_s,
                                  setup_s=report["setup"])  # fmt: skip

@@ -143,11 +143,13 @@ def stage_time(profile: DeviceProfile, request: PlanRequest, stage: str, load: S
             setup += step_t.backend_choice_s
             notes.append(f"steps: {steps_pred.note}")
     lt = profile.timings.load
-    if stage == "text_encode" and lt is not None and lt.gemma_encode_s is not None and lt.gemma_encode_s > compute:
-        # Its first encode, cuBLAS's plans and the allocator's growth included, was measured; the floor leaves
-        # those out (two prompts: CFG's; the context is always 1024 tokens, so one prompt takes no longer).
-        compute = lt.gemma_encode_s
-        notes.append("encode: the first encode calibrate measured after its load")
+    # The text stage's two parts, Gemma's encode and the connectors' pass, as calibrate measured their first runs
+    # after their loads (cuBLAS's plans and the allocator's growth included, which the floor leaves out). Two
+    # prompts, CFG's; the context is always 1024 tokens, so one prompt takes no longer.
+    first = {"text_encode": lt.gemma_encode_s, "embeddings": lt.embeddings_first_s}.get(stage) if lt else None
+    if first is not None and first > compute:
+        compute = first
+        notes.append("compute: its first run as calibrate measured it after its load")
     if stage in TRANSFORMER_STAGES and tier == "pinned" and lt is not None and lt.release_gbps:
         setup += load.streamed_device / (lt.release_gbps * GB)
         notes.append("pinned copy released at the stage's end")

@@ -88,7 +88,8 @@ class LoadTimings:
     checkpoint calibrate read, and the file bytes they read (None: no checkpoint was given).
     ``gemma_s``/``gemma_bytes``: Gemma's language model loaded whole from the folder calibrate was given, and its
     file bytes; ``gemma_encode_s``: its first encode of two prompts after that load (None: no Gemma folder, or no
-    room to load it whole).
+    room to load it whole). ``embeddings_first_s``: the embeddings processor's first pass over those two prompts,
+    after its load (None: not measured).
     """
 
     quantized_gbps: float
@@ -105,6 +106,7 @@ class LoadTimings:
     gemma_s: float | None = None
     gemma_bytes: int | None = None
     gemma_encode_s: float | None = None
+    embeddings_first_s: float | None = None
     how: str = ""
 
 

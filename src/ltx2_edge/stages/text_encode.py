@@ -150,14 +150,7 @@ class TextEncoder:
             return load_embeddings_processor(self.checkpoint_path, self.device, self.dtype, self._text_config)
 
         processor = self.cache.get("embeddings", load_processor)
-        hidden = hidden.to(self.device)
-        with torch.inference_mode():
-            # One prompt at a time: ltx-core's connector swaps padding for registers with a mask indexed as if
-            # the batch held one row, and the official path calls it per prompt too.
-            outputs = [
-                processor.process_hidden_states(tuple(h[i : i + 1] for h in hidden.layers), hidden.mask[i : i + 1])
-                for i in range(hidden.prompts)
-            ]
+        outputs = connect_prompts(processor, hidden.to(self.device))
         del hidden, processor
         self.cache.done_with("embeddings", keep)
         _report(progress, "embeddings", start, self.device)
@@ -167,6 +160,17 @@ class TextEncoder:
         """Free the text parts, pinned or not (a no-op when nothing is loaded)."""
         self.cache.release("gemma")
         self.cache.release("embeddings")
+
+
+def connect_prompts(processor: EmbeddingsProcessor, hidden: HiddenStates) -> list[EmbeddingsProcessorOutput]:
+    """The embeddings processor over each prompt of ``hidden`` (already on the processor's device)."""
+    with torch.inference_mode():
+        # One prompt at a time: ltx-core's connector swaps padding for registers with a mask indexed as if the batch
+        # held one row, and the official path calls it per prompt too.
+        return [
+            processor.process_hidden_states(tuple(h[i : i + 1] for h in hidden.layers), hidden.mask[i : i + 1])
+            for i in range(hidden.prompts)
+        ]
 
 
 def encode_text(
